@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Installs everything the tests and the demo need on a fresh Debian machine, idempotently:
+# Debian packages (PostgreSQL 15, Prometheus, openssl), a virtualenv with the project and its
+# test/dev extras, and the Go-built local Kubernetes control plane (cached).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[bootstrap] %s\n' "$*" >&2; }
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+need_apt=()
+[ -x /usr/lib/postgresql/15/bin/postgres ] || need_apt+=(postgresql-15 postgresql-contrib)
+command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  log "installing Debian packages: ${need_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  # The packages' own services are not wanted: the tests start private instances.
+  printf '#!/bin/sh\nexit 101\n' | $SUDO tee /usr/sbin/policy-rc.d >/dev/null
+  $SUDO chmod +x /usr/sbin/policy-rc.d
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  log "installing the project and its test/dev dependencies into .venv"
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[test,dev]'
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
+
+if [ "${DBMIGRATE_SKIP_CONTROL_PLANE:-0}" != 1 ]; then
+  hack/lib/build-control-plane.sh >/dev/null
+fi
+log "ready"

@@ -1,0 +1,83 @@
+"""Condition types and the fixed condition reasons of a DatabaseMigration.
+
+Conditions follow kstatus: `Ready` (the migration reached its goal), `Reconciling` (the operator
+is working towards it) and `Stalled` (it cannot progress without a change or a person).
+Every reason below is a stable API: alerts, Argo CD health and scripts match on them.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+READY: Final = "Ready"
+RECONCILING: Final = "Reconciling"
+STALLED: Final = "Stalled"
+
+# progress
+PENDING: Final = "Pending"  # seen, nothing done yet
+STEP_RUNNING: Final = "StepRunning"
+WAITING_FOR_ROLLOUT: Final = "WaitingForRollout"
+ANOTHER_MIGRATION_RUNNING: Final = "AnotherMigrationRunning"
+SUSPENDED: Final = "Suspended"
+SETTLING: Final = "Settling"  # all steps done, analysis keeps watching for `settle`
+SUCCEEDED: Final = "Succeeded"
+
+# step failures
+ROLLOUT_FAILED: Final = "RolloutFailed"
+ROLLOUT_TIMEOUT: Final = "RolloutTimeout"
+LOCK_TIMEOUT: Final = "LockTimeout"
+SQL_ERROR: Final = "SqlError"
+VERIFY_FAILED: Final = "VerifyFailed"
+JOB_FAILED: Final = "JobFailed"
+
+# configuration / runtime problems (retried while they last)
+LINT_FAILED: Final = "LintFailed"
+SECRET_NOT_FOUND: Final = "SecretNotFound"
+CONFIG_MAP_NOT_FOUND: Final = "ConfigMapNotFound"
+DEPLOYMENT_NOT_FOUND: Final = "DeploymentNotFound"
+DATABASE_UNREACHABLE: Final = "DatabaseUnreachable"
+CHECKSUM_MISMATCH: Final = "ChecksumMismatch"
+INVALID_SPEC: Final = "InvalidSpec"
+
+# analysis and rollback
+SLO_BREACHED: Final = "SloBreached"
+ANALYSIS_INCONCLUSIVE: Final = "AnalysisInconclusive"
+ROLLBACK_REQUESTED: Final = "RollbackRequested"
+ROLLING_BACK: Final = "RollingBack"
+PAST_POINT_OF_NO_RETURN: Final = "PastPointOfNoReturn"
+IRREVERSIBLE_STEP: Final = "IrreversibleStep"
+ROLLBACK_FAILED: Final = "RollbackFailed"
+ROLLED_BACK: Final = "RolledBack"
+AWAITING_MANUAL_ROLLBACK: Final = "AwaitingManualRollback"
+
+ALL_REASONS: Final = (
+    PENDING,
+    STEP_RUNNING,
+    WAITING_FOR_ROLLOUT,
+    ANOTHER_MIGRATION_RUNNING,
+    SUSPENDED,
+    SETTLING,
+    SUCCEEDED,
+    ROLLOUT_FAILED,
+    ROLLOUT_TIMEOUT,
+    LOCK_TIMEOUT,
+    SQL_ERROR,
+    VERIFY_FAILED,
+    JOB_FAILED,
+    LINT_FAILED,
+    SECRET_NOT_FOUND,
+    CONFIG_MAP_NOT_FOUND,
+    DEPLOYMENT_NOT_FOUND,
+    DATABASE_UNREACHABLE,
+    CHECKSUM_MISMATCH,
+    INVALID_SPEC,
+    SLO_BREACHED,
+    ANALYSIS_INCONCLUSIVE,
+    ROLLBACK_REQUESTED,
+    ROLLING_BACK,
+    PAST_POINT_OF_NO_RETURN,
+    IRREVERSIBLE_STEP,
+    ROLLBACK_FAILED,
+    ROLLED_BACK,
+    AWAITING_MANUAL_ROLLBACK,
+)

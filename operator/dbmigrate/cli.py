@@ -1,0 +1,38 @@
+"""The `dbmigrate` command: `run` (the operator), `lint`, `plan`, `apply`, `backfill`.
+
+Each subcommand lives in its own module under `dbmigrate.commands` and exposes
+`register(subparsers)`; this module only assembles them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from dbmigrate import __version__
+
+SUBCOMMANDS = ("run", "lint", "plan", "apply", "backfill")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dbmigrate",
+        description="Safe PostgreSQL schema and data migrations, on Kubernetes or from a shell.",
+    )
+    parser.add_argument("--version", action="version", version=f"dbmigrate {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in SUBCOMMANDS:
+        module = importlib.import_module(f"dbmigrate.commands.{name}")
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,1 @@
+"""One module per `dbmigrate` subcommand; each exposes `register(subparsers)`."""

@@ -1,0 +1,1 @@
+"""The operator's own Prometheus metrics (prometheus-client registry and metric objects)."""

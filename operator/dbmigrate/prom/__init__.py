@@ -1,0 +1,1 @@
+"""Prometheus HTTP API client used by the SLO analysis."""

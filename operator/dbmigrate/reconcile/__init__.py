@@ -1,0 +1,1 @@
+"""One reconcile pass of a DatabaseMigration: observe -> decide -> act -> patch status."""

@@ -1,0 +1,1 @@
+"""Local stand-ins for production infrastructure used by the tests and the demo: a throwaway PostgreSQL, Prometheus, a test app with adjustable SLOs, the local pod executor. Not imported by the operator."""

@@ -1,0 +1,57 @@
+"""Fixtures shared by every tier: real PostgreSQL (and, in their own modules, Prometheus and the
+local Kubernetes control plane), each started once per session and torn down at the end."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from dbmigrate.testing.postgres import PostgresServer, free_port
+
+pytest_plugins = [
+    "tests.fixtures.prometheus",
+    "tests.fixtures.cluster",
+]
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """One PostgreSQL 15 server for the whole session, on a free loopback port."""
+    server = PostgresServer(tmp_path_factory.mktemp("postgres") / "data", free_port())
+    server.init()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_dsn(pg_server: PostgresServer) -> Iterator[str]:
+    """A DSN to a fresh, empty database of its own for this test."""
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    dsn = pg_server.create_database(name)
+    try:
+        yield dsn
+    finally:
+        pg_server.drop_database(name)
+
+
+@pytest.fixture
+def pg_conn(pg_dsn: str) -> Iterator[psycopg.Connection]:
+    """An autocommit connection to this test's database."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        yield conn
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        path = Path(str(item.fspath))
+        if "integration" in path.parts:
+            item.add_marker(pytest.mark.integration)
+        elif "e2e" in path.parts:
+            item.add_marker(pytest.mark.e2e)
