@@ -3,6 +3,8 @@ local Kubernetes control plane), each started once per session and torn down at 
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,15 +21,21 @@ pytest_plugins = [
 
 
 @pytest.fixture(scope="session")
-def pg_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
-    """One PostgreSQL 15 server for the whole session, on a free loopback port."""
-    server = PostgresServer(tmp_path_factory.mktemp("postgres") / "data", free_port())
+def pg_server() -> Iterator[PostgresServer]:
+    """One PostgreSQL 15 server for the whole session, on a free loopback port.
+
+    Its directory is its own (not pytest's rotating basetemp, which a concurrent pytest run
+    may prune while the server still runs).
+    """
+    root = Path(tempfile.mkdtemp(prefix="dbmigrate-pg-"))
+    server = PostgresServer(root / "data", free_port())
     server.init()
     server.start()
     try:
         yield server
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture

@@ -71,7 +71,9 @@ def _structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     if "enum" in out and "type" not in out:
         out["type"] = "string"
     if schema.get("x-dbmigrate-format") == "duration":
-        out["description"] = (out.get("description", "") + " Duration, e.g. 500ms, 30s, 5m.").strip()
+        out["description"] = (
+            out.get("description", "") + " Duration, e.g. 500ms, 30s, 5m."
+        ).strip()
     if "properties" in out:
         out["type"] = "object"
         out["properties"] = {k: _structural(v, defs) for k, v in out["properties"].items()}
@@ -112,7 +114,8 @@ def _with_object_defaults(schema: dict[str, Any], model: type[models._Model]) ->
         if field.default_factory is not None and prop.get("type") == "object":
             prop["default"] = {}
         annotation = field.annotation
-        inner = [a for a in getattr(annotation, "__args__", (annotation,)) if a is not type(None)]
+        args: tuple[Any, ...] = getattr(annotation, "__args__", (annotation,))
+        inner = [a for a in args if a is not type(None)]
         for candidate in inner:
             if isinstance(candidate, type) and issubclass(candidate, models._Model):
                 _with_object_defaults(prop, candidate)

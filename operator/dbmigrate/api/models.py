@@ -340,7 +340,9 @@ class Analysis(_Model):
     interval: Annotated[Duration, Field(default="30s")]
     failure_limit: Annotated[
         int,
-        Field(default=2, ge=1, description="Consecutive failed measurements that trigger rollback."),
+        Field(
+            default=2, ge=1, description="Consecutive failed measurements that trigger rollback."
+        ),
     ]
     inconclusive_limit: Annotated[
         int,
@@ -375,14 +377,16 @@ class Rollback(_Model):
         Literal["Automatic", "Manual"],
         Field(
             default="Automatic",
-            description="Manual: stop in Failed and wait for the dbmigrate.io/rollback "
-            "annotation.",
+            description="Manual: stop in Failed and wait for the dbmigrate.io/rollback annotation.",
         ),
     ]
     undo_rollout: Annotated[
         bool | None,
-        Field(default=None, description="Undo the target's rollout; defaults to true when "
-              "target.deployment is set."),
+        Field(
+            default=None,
+            description="Undo the target's rollout; defaults to true when "
+            "target.deployment is set.",
+        ),
     ]
     argo_cd: Annotated[ArgoCD, Field(default_factory=ArgoCD, alias="argoCD")]
 

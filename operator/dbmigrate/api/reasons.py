@@ -32,7 +32,7 @@ JOB_FAILED: Final = "JobFailed"
 
 # configuration / runtime problems (retried while they last)
 LINT_FAILED: Final = "LintFailed"
-SECRET_NOT_FOUND: Final = "SecretNotFound"
+SECRET_NOT_FOUND: Final = "SecretNotFound"  # noqa: S105 - a reason, not a secret
 CONFIG_MAP_NOT_FOUND: Final = "ConfigMapNotFound"
 DEPLOYMENT_NOT_FOUND: Final = "DeploymentNotFound"
 DATABASE_UNREACHABLE: Final = "DatabaseUnreachable"

@@ -152,3 +152,32 @@ def checksum(*parts: str | None) -> str:
         digest.update(normalise_sql(part or "").encode("utf-8"))
         digest.update(b"\x00")
     return digest.hexdigest()
+
+
+def compact_sql(text: str, limit: int | None = None) -> str:
+    """The SQL on one line as the user wrote it: comments dropped, runs of whitespace and line
+    breaks between tokens become one space, no space added where there was none.
+
+    Used to name a statement in lint findings, plans and logs. pglast's scanner reports
+    character offsets. `limit` cuts the result to that many characters (ending with an
+    ellipsis).
+    """
+    try:
+        tokens = parser.scan(text)
+    except ParseError:
+        out = " ".join(text.split())
+    else:
+        pieces: list[str] = []
+        previous_end: int | None = None
+        for token in tokens:
+            if token.name in ("SQL_COMMENT", "C_COMMENT"):
+                continue
+            if previous_end is not None and token.start > previous_end + 1:
+                pieces.append(" ")
+            pieces.append(text[token.start : token.end + 1])
+            previous_end = token.end
+        out = "".join(pieces)
+    out = out.rstrip(";").rstrip()
+    if limit is not None and len(out) > limit:
+        out = out[: max(limit - 1, 0)].rstrip() + "…"
+    return out

@@ -1,1 +1,2 @@
-"""PostgreSQL I/O (psycopg 3): connections, the advisory lock, the history table, the lock-safe SQL executor, backfill batches."""
+"""PostgreSQL I/O (psycopg 3): the migration lock, the history table, the lock-safe SQL
+executor, backfill batches."""

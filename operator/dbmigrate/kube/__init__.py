@@ -1,1 +1,2 @@
-"""Kubernetes I/O other than kopf's own: Secrets, ConfigMaps, Deployments (rollout status and undo), Jobs, events, Argo CD Applications."""
+"""Kubernetes I/O other than kopf's own: Secrets, ConfigMaps, Deployments (rollout status and
+undo), Jobs, events, Argo CD Applications."""

@@ -19,8 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-SUPERUSER = "dbmigrate"
-PASSWORD = "dbmigrate-local-only"  # loopback-only throwaway server
+SUPERUSER = "postgres"
+PASSWORD = "dbmigrate-local-only"  # noqa: S105 - loopback-only throwaway server
 
 
 def find_pg_bin() -> Path:
@@ -125,7 +125,7 @@ class PostgresServer:
                 ],
                 check=True,
                 capture_output=True,
-                preexec_fn=_demote(ids),  # noqa: PLW1509
+                preexec_fn=_demote(ids),
             )
         finally:
             pwfile.unlink(missing_ok=True)
@@ -161,15 +161,16 @@ class PostgresServer:
             ],
             check=True,
             capture_output=True,
-            preexec_fn=_demote(ids),  # noqa: PLW1509
+            preexec_fn=_demote(ids),
         )
         self.wait_ready()
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            with contextlib.suppress(OSError), socket.create_connection(
-                (self.host, self.port), timeout=1
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.host, self.port), timeout=1),
             ):
                 return
             time.sleep(0.1)
@@ -189,14 +190,14 @@ class PostgresServer:
     # --- helpers ---------------------------------------------------------------------------
 
     def create_database(self, name: str) -> str:
-        import psycopg  # noqa: PLC0415 - only the helpers need a client
+        import psycopg
 
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return self.dsn(name)
 
     def drop_database(self, name: str) -> None:
-        import psycopg  # noqa: PLC0415
+        import psycopg
 
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -213,8 +214,10 @@ def main(argv: list[str]) -> int:
         if portfile.exists():
             PostgresServer(datadir, int(portfile.read_text())).stop()
         return 0
-    port = int(argv[2]) if len(argv) > 2 else (
-        int(portfile.read_text()) if portfile.exists() else free_port()
+    port = (
+        int(argv[2])
+        if len(argv) > 2
+        else (int(portfile.read_text()) if portfile.exists() else free_port())
     )
     server = PostgresServer(datadir, port)
     server.init()

@@ -1,0 +1,298 @@
+"""The lock-safe SQL executor: runs one step's SQL in one direction, exactly once.
+
+Every attempt runs under `lock_timeout` so our ACCESS EXCLUSIVE request can never sit in the lock
+queue in front of the application's queries; SQLSTATE 55P03 is retried with exponential backoff
+and jitter (cap 30 s). Statements are grouped into transactions by `core.statements`; the history
+row is written in the same transaction as the last group (and `verify` runs inside it too), so a
+crash either leaves the step fully applied and recorded, or not recorded with its last group
+rolled back. A `CREATE INDEX CONCURRENTLY` that failed leaves an INVALID index behind: it is
+dropped before the statement is tried again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import psycopg
+from pglast import ast
+from psycopg import sql as pgsql
+
+from dbmigrate.api import reasons
+from dbmigrate.core.statements import (
+    SqlSyntaxError,
+    Statement,
+    TransactionMode,
+    group_for_execution,
+    group_is_transactional,
+    parse_statements,
+)
+from dbmigrate.db import history
+
+log = logging.getLogger(__name__)
+
+LOCK_NOT_AVAILABLE = "55P03"
+BACKOFF_START = 0.25
+BACKOFF_CAP = 30.0
+
+
+@dataclass(frozen=True)
+class ExecutionLimits:
+    lock_timeout: float  # seconds
+    lock_retries: int
+    statement_timeout: float  # seconds; 0 = none
+
+
+@dataclass(frozen=True)
+class StepResult:
+    ok: bool
+    reason: str | None = None
+    message: str = ""
+    sqlstate: str | None = None
+    lock_retries: int = 0
+    duration_ms: int = 0
+
+
+class _VerifyFailed(Exception):
+    pass
+
+
+def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
+    """Exponential backoff with jitter: 0.25 s, 0.5 s, 1 s, ... capped at 30 s, times U(0.5, 1)."""
+    base = min(BACKOFF_CAP, BACKOFF_START * (2 ** max(0, attempt - 1)))
+    return base * (rng or random).uniform(0.5, 1.0)
+
+
+def describe_error(exc: psycopg.Error) -> str:
+    """SQLSTATE and the server's own words; never the connection string."""
+    diag = exc.diag
+    parts = [diag.message_primary or str(exc).splitlines()[0]]
+    if diag.message_detail:
+        parts.append(f"DETAIL: {diag.message_detail}")
+    if diag.message_hint:
+        parts.append(f"HINT: {diag.message_hint}")
+    state = exc.sqlstate or "?????"
+    return f"SQLSTATE {state}: " + " ".join(parts)
+
+
+def _ms(seconds: float) -> str:
+    return f"{max(0, round(seconds * 1000))}ms"
+
+
+async def _set_timeouts(
+    conn: psycopg.AsyncConnection, limits: ExecutionLimits, *, local: bool
+) -> None:
+    scope = "LOCAL " if local else ""
+    await conn.execute(
+        pgsql.SQL("SET {}lock_timeout = {}").format(
+            pgsql.SQL(scope), pgsql.Literal(_ms(limits.lock_timeout))
+        )
+    )
+    await conn.execute(
+        pgsql.SQL("SET {}statement_timeout = {}").format(
+            pgsql.SQL(scope), pgsql.Literal(_ms(limits.statement_timeout))
+        )
+    )
+
+
+async def _drop_invalid_index(conn: psycopg.AsyncConnection, stmt: Statement) -> None:
+    """Remove the INVALID index a failed CREATE INDEX CONCURRENTLY leaves behind."""
+    node = stmt.node
+    if not (isinstance(node, ast.IndexStmt) and node.concurrent and node.idxname):
+        return
+    schema = node.relation.schemaname if node.relation is not None else None
+    cur = await conn.execute(
+        """
+        SELECT n.nspname, c.relname FROM pg_index i
+        JOIN pg_class c ON c.oid = i.indexrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.relname = %s AND NOT i.indisvalid
+          AND (n.nspname = %s OR (%s::text IS NULL AND pg_catalog.pg_table_is_visible(c.oid)))
+        """,
+        (node.idxname, schema, schema),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        return
+    log.warning("dropping INVALID index %s.%s left by an earlier attempt", row[0], row[1])
+    await conn.execute(
+        pgsql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}.{}").format(
+            pgsql.Identifier(row[0]), pgsql.Identifier(row[1])
+        )
+    )
+
+
+async def _run_verify(conn: psycopg.AsyncConnection, verify: str) -> None:
+    try:
+        cur = await conn.execute(pgsql.SQL(verify))  # type: ignore[arg-type]
+        row = await cur.fetchone()
+    except psycopg.Error as exc:
+        if exc.sqlstate is None:
+            raise
+        raise _VerifyFailed(f"verify failed: {describe_error(exc)}") from exc
+    if row is None or len(row) != 1 or not isinstance(row[0], bool):
+        raise _VerifyFailed(f"verify must return one boolean, got {row!r}")
+    if row[0] is not True:
+        raise _VerifyFailed(f"verify returned false: {verify.strip()}")
+
+
+async def apply_sql(
+    conn: psycopg.AsyncConnection,
+    *,
+    migration_id: str,
+    step: str,
+    step_kind: str,
+    direction: str,
+    sql: str,
+    mode: TransactionMode,
+    checksum: str,
+    limits: ExecutionLimits,
+    verify: str | None = None,
+    on_lock_retry: Callable[[int, str], Awaitable[None]] | None = None,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> StepResult:
+    """Apply one step's SQL (or an empty body: just the history row) on an autocommit connection.
+
+    The connection must hold the migration lock. Returns a StepResult; raises only for
+    connection-level failures (the reconciler retries those as DatabaseUnreachable).
+    """
+    started = time.monotonic()
+    try:
+        statements = parse_statements(sql) if sql.strip() else []
+    except SqlSyntaxError as exc:
+        return StepResult(False, reasons.SQL_ERROR, f"syntax error: {exc}")
+    if any(s.is_transaction_control for s in statements):
+        return StepResult(
+            False,
+            reasons.SQL_ERROR,
+            "transaction control (BEGIN/COMMIT/ROLLBACK) is not allowed in a step: the executor "
+            "runs each step in a transaction itself; use sql.transaction to choose how",
+        )
+    groups = group_for_execution(statements, mode)
+    done = await history.read_groups_done(conn, migration_id, step, direction, checksum)
+    retries = 0
+
+    async def finish_in_current_transaction() -> None:
+        if verify:
+            await _run_verify(conn, verify)
+        await history.insert_history(
+            conn,
+            migration_id=migration_id,
+            step=step,
+            step_kind=step_kind,
+            direction=direction,
+            checksum=checksum,
+            duration_ms=round((time.monotonic() - started) * 1000),
+        )
+
+    if not groups:
+        async with conn.transaction():
+            try:
+                await finish_in_current_transaction()
+            except _VerifyFailed as exc:
+                return StepResult(False, reasons.VERIFY_FAILED, str(exc))
+        return StepResult(True, duration_ms=round((time.monotonic() - started) * 1000))
+
+    index = done
+    while index < len(groups):
+        group = groups[index]
+        last = index == len(groups) - 1
+        transactional = group_is_transactional(group, mode)
+        current: Statement | None = None
+        try:
+            if transactional:
+                async with conn.transaction():
+                    await _set_timeouts(conn, limits, local=True)
+                    for current in group:
+                        await conn.execute(pgsql.SQL(current.text))  # type: ignore[arg-type]
+                    current = None
+                    if last:
+                        await finish_in_current_transaction()
+                    else:
+                        await history.write_groups_done(
+                            conn, migration_id, step, direction, checksum, index + 1
+                        )
+            else:
+                (current,) = group
+                await _drop_invalid_index(conn, current)
+                await _set_timeouts(conn, limits, local=False)
+                try:
+                    await conn.execute(pgsql.SQL(current.text))  # type: ignore[arg-type]
+                finally:
+                    await conn.execute("RESET lock_timeout")
+                    await conn.execute("RESET statement_timeout")
+                current = None
+                async with conn.transaction():
+                    if last:
+                        await finish_in_current_transaction()
+                    else:
+                        await history.write_groups_done(
+                            conn, migration_id, step, direction, checksum, index + 1
+                        )
+        except _VerifyFailed as exc:
+            return StepResult(
+                False,
+                reasons.VERIFY_FAILED,
+                str(exc),
+                lock_retries=retries,
+                duration_ms=round((time.monotonic() - started) * 1000),
+            )
+        except psycopg.OperationalError as exc:
+            if exc.sqlstate is None:
+                raise  # the connection itself failed
+            if current is not None and not transactional:
+                await _drop_invalid_index(conn, current)
+            if exc.sqlstate == LOCK_NOT_AVAILABLE:
+                retries += 1
+                what = current.text if current is not None else "statement"
+                if retries > limits.lock_retries:
+                    return StepResult(
+                        False,
+                        reasons.LOCK_TIMEOUT,
+                        f"could not take the lock for {_short(what)} within "
+                        f"{_ms(limits.lock_timeout)} after {limits.lock_retries} retries: "
+                        "a long transaction holds the table",
+                        sqlstate=exc.sqlstate,
+                        lock_retries=retries - 1,
+                        duration_ms=round((time.monotonic() - started) * 1000),
+                    )
+                if on_lock_retry is not None:
+                    await on_lock_retry(retries, _short(what))
+                await sleep(backoff_delay(retries))
+                continue
+            return _sql_failure(exc, current, retries, started)
+        except psycopg.Error as exc:
+            if exc.sqlstate is None:
+                raise
+            if current is not None and not transactional:
+                await _drop_invalid_index(conn, current)
+            return _sql_failure(exc, current, retries, started)
+        index += 1
+    return StepResult(
+        True, lock_retries=retries, duration_ms=round((time.monotonic() - started) * 1000)
+    )
+
+
+def _short(text: str, limit: int = 120) -> str:
+    one_line = " ".join(text.split())
+    return one_line if len(one_line) <= limit else one_line[: limit - 1] + "…"
+
+
+def _sql_failure(
+    exc: psycopg.Error, stmt: Statement | None, retries: int, started: float
+) -> StepResult:
+    where = (
+        f" in statement {stmt.index + 1} (line {stmt.line}): {_short(stmt.text)}" if stmt else ""
+    )
+    return StepResult(
+        False,
+        reasons.SQL_ERROR,
+        describe_error(exc) + where,
+        sqlstate=exc.sqlstate,
+        lock_retries=retries,
+        duration_ms=round((time.monotonic() - started) * 1000),
+    )

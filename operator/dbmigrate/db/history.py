@@ -1,0 +1,170 @@
+"""The `dbmigrate` schema in the target database: history, step progress and the migration lock.
+
+`dbmigrate.history` has one row per applied step and direction and is the source of truth for
+"already applied". `dbmigrate.step_progress` remembers how many statement groups of a step have
+been committed, so a step with non-transactional statements (CREATE INDEX CONCURRENTLY) resumes
+after a crash at the group that did not finish instead of starting over.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+
+from dbmigrate import __version__
+from dbmigrate.core.decide import AppliedStep
+
+# "dbmigrat" as a 64-bit integer: one session-level advisory lock per database.
+MIGRATION_LOCK_KEY = 0x64626D6967726174
+
+SCHEMA_DDL = """
+CREATE SCHEMA IF NOT EXISTS dbmigrate;
+CREATE TABLE IF NOT EXISTS dbmigrate.history (
+    id               bigserial PRIMARY KEY,
+    migration_id     text        NOT NULL,
+    step             text        NOT NULL,
+    step_kind        text        NOT NULL,
+    direction        text        NOT NULL CHECK (direction IN ('up', 'down')),
+    checksum         text        NOT NULL,
+    applied_at       timestamptz NOT NULL DEFAULT now(),
+    duration_ms      bigint      NOT NULL,
+    operator_version text        NOT NULL
+);
+CREATE INDEX IF NOT EXISTS history_migration_step
+    ON dbmigrate.history (migration_id, step, id DESC);
+CREATE TABLE IF NOT EXISTS dbmigrate.step_progress (
+    migration_id text        NOT NULL,
+    step         text        NOT NULL,
+    direction    text        NOT NULL,
+    checksum     text        NOT NULL,
+    groups_done  integer     NOT NULL,
+    updated_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (migration_id, step, direction)
+);
+"""
+
+
+async def try_migration_lock(conn: psycopg.AsyncConnection) -> bool:
+    """Take the database's migration lock for this session, without waiting."""
+    cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def release_migration_lock(conn: psycopg.AsyncConnection) -> None:
+    await conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+
+
+async def ensure_schema(conn: psycopg.AsyncConnection) -> None:
+    """Create the dbmigrate schema; call it while holding the migration lock (no DDL races)."""
+    async with conn.transaction():
+        await conn.execute(SCHEMA_DDL)
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    migration_id: str
+    step: str
+    step_kind: str
+    direction: str
+    checksum: str
+    applied_at: datetime
+    duration_ms: int
+
+
+async def read_applied(
+    conn: psycopg.AsyncConnection, migration_id: str
+) -> tuple[dict[str, AppliedStep], frozenset[str]]:
+    """Latest history row per step, and the steps with committed progress but no history row."""
+    cur = await conn.execute(
+        """
+        SELECT DISTINCT ON (step) step, direction, checksum
+        FROM dbmigrate.history WHERE migration_id = %s
+        ORDER BY step, id DESC
+        """,
+        (migration_id,),
+    )
+    applied = {
+        step: AppliedStep(direction=direction, checksum=checksum)
+        for step, direction, checksum in await cur.fetchall()
+    }
+    cur = await conn.execute(
+        "SELECT step FROM dbmigrate.step_progress "
+        "WHERE migration_id = %s AND direction = 'up' AND groups_done > 0",
+        (migration_id,),
+    )
+    partial = frozenset(
+        step
+        for (step,) in await cur.fetchall()
+        if step not in applied or applied[step].direction == "down"
+    )
+    return applied, partial
+
+
+async def read_history(conn: psycopg.AsyncConnection, migration_id: str) -> list[HistoryRow]:
+    cur = await conn.execute(
+        "SELECT migration_id, step, step_kind, direction, checksum, applied_at, duration_ms "
+        "FROM dbmigrate.history WHERE migration_id = %s ORDER BY id",
+        (migration_id,),
+    )
+    return [HistoryRow(*row) for row in await cur.fetchall()]
+
+
+async def insert_history(
+    conn: psycopg.AsyncConnection,
+    *,
+    migration_id: str,
+    step: str,
+    step_kind: str,
+    direction: str,
+    checksum: str,
+    duration_ms: int,
+) -> None:
+    """Record a finished step; the caller decides which transaction it belongs to."""
+    await conn.execute(
+        "INSERT INTO dbmigrate.history "
+        "(migration_id, step, step_kind, direction, checksum, duration_ms, operator_version) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (migration_id, step, step_kind, direction, checksum, duration_ms, __version__),
+    )
+    await conn.execute(
+        "DELETE FROM dbmigrate.step_progress "
+        "WHERE migration_id = %s AND step = %s AND direction = %s",
+        (migration_id, step, direction),
+    )
+
+
+async def read_groups_done(
+    conn: psycopg.AsyncConnection, migration_id: str, step: str, direction: str, checksum: str
+) -> int:
+    cur = await conn.execute(
+        "SELECT groups_done, checksum FROM dbmigrate.step_progress "
+        "WHERE migration_id = %s AND step = %s AND direction = %s",
+        (migration_id, step, direction),
+    )
+    row = await cur.fetchone()
+    if row is None or row[1] != checksum:
+        return 0
+    return int(row[0])
+
+
+async def write_groups_done(
+    conn: psycopg.AsyncConnection,
+    migration_id: str,
+    step: str,
+    direction: str,
+    checksum: str,
+    groups_done: int,
+) -> None:
+    await conn.execute(
+        """
+        INSERT INTO dbmigrate.step_progress (migration_id, step, direction, checksum, groups_done)
+        VALUES (%s, %s, %s, %s, %s)
+        ON CONFLICT (migration_id, step, direction)
+        DO UPDATE SET groups_done = EXCLUDED.groups_done, checksum = EXCLUDED.checksum,
+                      updated_at = now()
+        """,
+        (migration_id, step, direction, checksum, groups_done),
+    )

@@ -1,0 +1,254 @@
+"""Kubernetes API calls the operator makes besides kopf's own watching.
+
+Thin async wrappers (the official client, run in a worker thread) that return plain dicts and
+raise the small set of exceptions below, so the reconciler can turn them into status reasons.
+Secret values are returned to the caller and never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from dbmigrate.api.models import GROUP, PLURAL, VERSION
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class NotFound(Exception):
+    """The object (or the key in it) does not exist."""
+
+
+class Forbidden(Exception):
+    """RBAC does not allow the call."""
+
+
+@functools.cache
+def api_client() -> client.ApiClient:
+    """In-cluster credentials when running in a pod, the kubeconfig otherwise."""
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+def _sanitize(obj: Any) -> Any:
+    return api_client().sanitize_for_serialization(obj)
+
+
+async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    try:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    except ApiException as exc:
+        if exc.status == 404:
+            raise NotFound(str(exc.reason)) from None
+        if exc.status == 403:
+            raise Forbidden(str(exc.reason)) from None
+        raise
+
+
+# --- Secrets and ConfigMaps --------------------------------------------------------------------
+
+
+async def read_secret_value(namespace: str, name: str, key: str) -> str:
+    try:
+        secret = await _call(client.CoreV1Api(api_client()).read_namespaced_secret, name, namespace)
+    except NotFound:
+        raise NotFound(f"secret {name!r} not found in namespace {namespace!r}") from None
+    data = secret.data or {}
+    if key not in data:
+        raise NotFound(f"secret {name!r} has no key {key!r}")
+    return base64.b64decode(data[key]).decode("utf-8").strip()
+
+
+async def read_config_map_value(namespace: str, name: str, key: str) -> str:
+    try:
+        cm = await _call(client.CoreV1Api(api_client()).read_namespaced_config_map, name, namespace)
+    except NotFound:
+        raise NotFound(f"configmap {name!r} not found in namespace {namespace!r}") from None
+    data = cm.data or {}
+    if key not in data:
+        raise NotFound(f"configmap {name!r} has no key {key!r}")
+    return str(data[key])
+
+
+# --- Deployments ---------------------------------------------------------------------------------
+
+
+async def read_deployment(namespace: str, name: str) -> dict[str, Any]:
+    dep = await _call(client.AppsV1Api(api_client()).read_namespaced_deployment, name, namespace)
+    return dict(_sanitize(dep))
+
+
+async def list_replica_sets(namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+    label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
+    result = await _call(
+        client.AppsV1Api(api_client()).list_namespaced_replica_set,
+        namespace,
+        label_selector=label_selector,
+    )
+    return [dict(_sanitize(rs)) for rs in result.items]
+
+
+async def json_patch_deployment(namespace: str, name: str, patch: list[dict[str, Any]]) -> None:
+    api = client.AppsV1Api(api_client())
+
+    def send() -> None:
+        # The generated client picks the patch content type from the body: a list is a JSON patch.
+        api.patch_namespaced_deployment(name, namespace, patch)
+
+    await _call(send)
+
+
+# --- Jobs and pods -------------------------------------------------------------------------------
+
+
+async def create_job(job: dict[str, Any]) -> None:
+    ns = job["metadata"]["namespace"]
+    try:
+        await _call(client.BatchV1Api(api_client()).create_namespaced_job, ns, job)
+    except ApiException as exc:
+        if exc.status != 409:  # already created by an earlier attempt: fine
+            raise
+
+
+async def read_job(namespace: str, name: str) -> dict[str, Any]:
+    job = await _call(client.BatchV1Api(api_client()).read_namespaced_job, name, namespace)
+    return dict(_sanitize(job))
+
+
+async def list_job_pods(namespace: str, job_name: str) -> list[dict[str, Any]]:
+    result = await _call(
+        client.CoreV1Api(api_client()).list_namespaced_pod,
+        namespace,
+        label_selector=f"batch.kubernetes.io/job-name={job_name}",
+    )
+    return [dict(_sanitize(p)) for p in result.items]
+
+
+# --- the DatabaseMigration itself ----------------------------------------------------------------
+
+
+async def read_migration(namespace: str, name: str) -> dict[str, Any]:
+    obj: dict[str, Any] = await _call(
+        client.CustomObjectsApi(api_client()).get_namespaced_custom_object,
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        name,
+    )
+    return obj
+
+
+async def patch_migration_status(namespace: str, name: str, status: dict[str, Any]) -> None:
+    """Merge-patch .status (status subresource)."""
+    await _call(
+        client.CustomObjectsApi(api_client()).patch_namespaced_custom_object_status,
+        GROUP,
+        VERSION,
+        namespace,
+        PLURAL,
+        name,
+        {"status": status},
+    )
+
+
+async def post_event(
+    body: dict[str, Any], type_: str, reason: str, message: str, component: str = "dbmigrate"
+) -> None:
+    """An Event on the DatabaseMigration (shown by `kubectl describe`)."""
+    meta = body["metadata"]
+    now = datetime.now(UTC)
+    event = client.CoreV1Event(
+        metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=meta["namespace"]),
+        involved_object=client.V1ObjectReference(
+            api_version=f"{GROUP}/{VERSION}",
+            kind="DatabaseMigration",
+            name=meta["name"],
+            namespace=meta["namespace"],
+            uid=meta.get("uid"),
+        ),
+        reason=reason,
+        message=message[:1024],
+        type=type_,
+        first_timestamp=now,
+        last_timestamp=now,
+        count=1,
+        source=client.V1EventSource(component=component),
+        reporting_component=component,
+        reporting_instance=component,
+    )
+    try:
+        await _call(
+            client.CoreV1Api(api_client()).create_namespaced_event, meta["namespace"], event
+        )
+    except (ApiException, NotFound, Forbidden) as exc:  # events are best effort
+        log.warning("could not post event %s: %s", reason, exc)
+
+
+# --- Argo CD -------------------------------------------------------------------------------------
+
+ARGO_GROUP, ARGO_VERSION, ARGO_PLURAL = "argoproj.io", "v1alpha1", "applications"
+ARGO_TRACKING_LABEL = "app.kubernetes.io/instance"
+ARGO_TRACKING_ANNOTATION = "argocd.argoproj.io/tracking-id"
+
+
+def argo_application_of(deployment: dict[str, Any]) -> tuple[str | None, str]:
+    """(application name, namespace hint) from Argo CD's tracking annotation or label."""
+    meta = deployment.get("metadata", {})
+    annotation = (meta.get("annotations") or {}).get(ARGO_TRACKING_ANNOTATION)
+    if annotation:
+        # "<app>:<group>/<kind>:<namespace>/<name>"; app may be "<namespace>_<app>"
+        app = annotation.split(":", 1)[0]
+        if "_" in app:
+            ns, name = app.split("_", 1)
+            return name, ns
+        return app, ""
+    label = (meta.get("labels") or {}).get(ARGO_TRACKING_LABEL)
+    return (label, "") if label else (None, "")
+
+
+async def find_argo_application(name: str, namespaces: list[str]) -> dict[str, Any] | None:
+    api = client.CustomObjectsApi(api_client())
+    for ns in namespaces:
+        try:
+            obj: dict[str, Any] = await _call(
+                api.get_namespaced_custom_object, ARGO_GROUP, ARGO_VERSION, ns, ARGO_PLURAL, name
+            )
+            return obj
+        except NotFound:
+            continue
+    return None
+
+
+async def disable_argo_auto_sync(app: dict[str, Any]) -> None:
+    """Remove spec.syncPolicy.automated (what `argocd app set --sync-policy none` does)."""
+    meta = app["metadata"]
+    api = client.CustomObjectsApi(api_client())
+
+    def send() -> None:
+        api.api_client.call_api(
+            f"/apis/{ARGO_GROUP}/{ARGO_VERSION}/namespaces/{meta['namespace']}/{ARGO_PLURAL}/"
+            f"{meta['name']}",
+            "PATCH",
+            header_params={
+                "Content-Type": "application/json-patch+json",
+                "Accept": "application/json",
+            },
+            body=[{"op": "remove", "path": "/spec/syncPolicy/automated"}],
+            auth_settings=["BearerToken"],
+            response_type="object",
+        )
+
+    await _call(send)

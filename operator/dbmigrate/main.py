@@ -1,0 +1,62 @@
+"""kopf handler registration only: which events start, wake and stop a migration's runner."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import kopf
+
+from dbmigrate.api.models import GROUP, PLURAL, VERSION
+from dbmigrate.reconcile.runner import FINAL_PHASES, MigrationRunner
+from dbmigrate.settings import Settings
+
+SETTINGS = Settings.from_env()
+
+
+def configure(settings: kopf.OperatorSettings, *, peering: bool) -> None:
+    """kopf's own bookkeeping goes under our group, not kopf.zalando.org."""
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.posting.level = logging.WARNING  # our own events are posted by the runner
+    settings.peering.name = SETTINGS.peering_name
+    settings.peering.standalone = not peering
+    settings.peering.mandatory = peering
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 60
+
+
+def migration_is_active(status: kopf.Status, **_: Any) -> bool:
+    return status.get("phase") not in FINAL_PHASES
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, when=migration_is_active, cancellation_timeout=10.0)
+async def run_migration(
+    namespace: str | None,
+    name: str | None,
+    stopped: kopf.DaemonStopped,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    assert namespace is not None
+    assert name is not None
+    runner = MigrationRunner(namespace, name, SETTINGS)
+    memo["runner"] = runner
+    await runner.run(stopped)
+
+
+@kopf.on.update(GROUP, VERSION, PLURAL)
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+def wake_runner(memo: kopf.Memo, **_: Any) -> None:
+    """A spec or annotation change (suspend, rollback request) is acted on at once."""
+    runner = memo.get("runner")
+    if runner is not None:
+        runner.wakeup.set()
+
+
+@kopf.on.probe(id="runners")
+def count_runners(**_: Any) -> str:
+    return "ok"

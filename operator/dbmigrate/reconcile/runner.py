@@ -1,0 +1,783 @@
+"""The life of one DatabaseMigration: observe -> decide -> act -> patch status, until terminal.
+
+One `MigrationRunner` runs per non-terminal DatabaseMigration (a kopf daemon). It holds the
+database connection whose session owns the migration lock for as long as the migration is
+active: if the operator dies, the session dies and the lock is released. Everything it knows
+it re-reads each pass (the resource, the history table, the Deployment, the Jobs), so a fresh
+runner after a crash continues exactly where the last one stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from pydantic import ValidationError
+
+from dbmigrate.api import reasons
+from dbmigrate.api.durations import parse_duration
+from dbmigrate.api.models import (
+    ROLLBACK_ANNOTATION,
+    ROLLBACK_REQUESTED,
+    ArgoCDRollbackStatus,
+    DatabaseMigrationSpec,
+    DatabaseMigrationStatus,
+    RollbackStatus,
+    Step,
+    StepStatus,
+)
+from dbmigrate.core import decide as d
+from dbmigrate.core.conditions import set_conditions
+from dbmigrate.core.jobs import build_backfill_job, build_tool_job, job_name
+from dbmigrate.core.rollout import plan_rollout_undo, rollout_state
+from dbmigrate.core.statements import checksum
+from dbmigrate.db import executor, history
+from dbmigrate.kube import cluster as kube
+from dbmigrate.settings import Settings
+
+log = logging.getLogger(__name__)
+FINAL_PHASES = frozenset({"Succeeded", "RolledBack"})
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def redact(message: str, secrets: list[str]) -> str:
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            message = message.replace(secret, "***")
+    return message
+
+
+@dataclass
+class ResolvedSql:
+    up: str
+    down: str | None
+
+
+class MigrationRunner:
+    """Drives one DatabaseMigration to a terminal phase."""
+
+    def __init__(self, namespace: str, name: str, settings: Settings) -> None:
+        self.namespace = namespace
+        self.name = name
+        self.settings = settings
+        self.conn: psycopg.AsyncConnection | None = None
+        self.lock_held = False
+        self.wakeup = asyncio.Event()
+        self._secrets: list[str] = []
+        self._body: dict[str, Any] = {}
+        self._last_event_key: tuple[str, str] | None = None
+
+    # --- the loop ------------------------------------------------------------------------------
+
+    async def run(self, stopped: asyncio.Event | Any) -> None:
+        try:
+            while not _is_stopped(stopped):
+                delay = await self.reconcile_once()
+                if delay is None:
+                    return
+                self.wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.wakeup.wait(), timeout=delay)
+        finally:
+            await self.close()
+
+    async def close(self) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(Exception):
+                await self.conn.close()
+        self.conn = None
+        self.lock_held = False
+
+    async def reconcile_once(self) -> float | None:
+        """One pass; returns seconds until the next pass, or None when the migration is done."""
+        try:
+            body = await kube.read_migration(self.namespace, self.name)
+        except kube.NotFound:
+            return None
+        self._body = body
+        status = DatabaseMigrationStatus.model_validate(body.get("status") or {})
+        if status.phase in FINAL_PHASES:
+            return None
+        generation = int(body["metadata"].get("generation", 1))
+        try:
+            spec = DatabaseMigrationSpec.model_validate(body["spec"])
+        except ValidationError as exc:
+            await self._report_wait(
+                status,
+                d.Wait("Failed", reasons.INVALID_SPEC, f"invalid spec: {exc}", stalled=True),
+                generation,
+            )
+            return 60.0
+        obs, sql = await self.observe(spec, status, body)
+        action = d.decide(spec, status, obs)
+        log.debug("%s/%s: %s", self.namespace, self.name, action)
+        return await self.act(spec, status, obs, sql, action, generation)
+
+    # --- observe -------------------------------------------------------------------------------
+
+    async def observe(
+        self, spec: DatabaseMigrationSpec, status: DatabaseMigrationStatus, body: dict[str, Any]
+    ) -> tuple[d.Observation, dict[str, ResolvedSql]]:
+        annotations = body["metadata"].get("annotations") or {}
+        obs = d.Observation(
+            now=datetime.now(UTC),
+            generation=int(body["metadata"].get("generation", 1)),
+            rollback_requested=annotations.get(ROLLBACK_ANNOTATION) == ROLLBACK_REQUESTED,
+        )
+        if spec.target_deployment:
+            try:
+                dep = await kube.read_deployment(self.namespace, spec.target_deployment)
+                obs = replace(obs, deployment=rollout_state(dep))
+            except kube.NotFound:
+                obs = replace(obs, deployment_missing=True)
+        sql: dict[str, ResolvedSql] = {}
+        try:
+            sql = await self.resolve_sql(spec)
+        except kube.NotFound as exc:
+            return replace(
+                obs, problem=d.ConfigProblem(reasons.CONFIG_MAP_NOT_FOUND, str(exc))
+            ), sql
+        obs = replace(obs, checksums={s.name: step_checksum(s, sql) for s in spec.steps})
+
+        wants_lock = (status.phase or "Pending") != "Failed" or obs.rollback_requested
+        try:
+            dsn = await kube.read_secret_value(
+                self.namespace, spec.database.dsn_secret_ref.name, spec.database.dsn_secret_ref.key
+            )
+        except kube.NotFound as exc:
+            return replace(obs, problem=d.ConfigProblem(reasons.SECRET_NOT_FOUND, str(exc))), sql
+        self._remember_secret(dsn)
+        try:
+            conn = await self.connection(dsn)
+            if wants_lock and not self.lock_held:
+                self.lock_held = await history.try_migration_lock(conn)
+                if self.lock_held:
+                    await history.ensure_schema(conn)
+            elif not wants_lock and self.lock_held:
+                await history.release_migration_lock(conn)
+                self.lock_held = False
+            applied, partial = await _read_applied_if_schema(conn, spec.migration_id)
+        except (psycopg.Error, OSError) as exc:
+            await self.close()
+            message = redact(f"cannot reach the database: {_first_line(exc)}", self._secrets)
+            return replace(obs, problem=d.ConfigProblem(reasons.DATABASE_UNREACHABLE, message)), sql
+        obs = replace(obs, lock_held=self.lock_held, applied=applied, partially_applied=partial)
+        obs = replace(obs, jobs=await self.observe_jobs(spec, status))
+        return obs, sql
+
+    def _remember_secret(self, dsn: str) -> None:
+        secrets = [dsn]
+        with contextlib.suppress(Exception):
+            password = conninfo_to_dict(dsn).get("password")
+            if password:
+                secrets.append(str(password))
+        self._secrets = secrets
+
+    async def connection(self, dsn: str) -> psycopg.AsyncConnection:
+        if self.conn is not None and not self.conn.closed:
+            return self.conn
+        self.lock_held = False
+        self.conn = await psycopg.AsyncConnection.connect(
+            dsn,
+            autocommit=True,
+            connect_timeout=self.settings.db_connect_timeout,
+            application_name="dbmigrate",
+        )
+        return self.conn
+
+    async def resolve_sql(self, spec: DatabaseMigrationSpec) -> dict[str, ResolvedSql]:
+        out: dict[str, ResolvedSql] = {}
+        for step in spec.steps:
+            if step.sql is None:
+                continue
+            up = step.sql.up
+            if up is None and step.sql.up_from is not None:
+                ref = step.sql.up_from.config_map_key_ref
+                up = await kube.read_config_map_value(self.namespace, ref.name, ref.key)
+            down = step.sql.down
+            if down is None and step.sql.down_from is not None:
+                ref = step.sql.down_from.config_map_key_ref
+                down = await kube.read_config_map_value(self.namespace, ref.name, ref.key)
+            out[step.name] = ResolvedSql(up or "", down)
+        return out
+
+    async def observe_jobs(
+        self, spec: DatabaseMigrationSpec, status: DatabaseMigrationStatus
+    ) -> dict[str, d.JobState]:
+        jobs: dict[str, d.JobState] = {}
+        for step in spec.steps:
+            if step.kind not in ("backfill", "job"):
+                continue
+            st = status.step(step.name)
+            if st is None or st.state not in ("Running", "Waiting"):
+                continue
+            name = st.job or job_name(self.name, step.name)
+            try:
+                job = await kube.read_job(self.namespace, name)
+            except kube.NotFound:
+                continue
+            jobs[step.name] = await self._job_state(name, job)
+        return jobs
+
+    async def _job_state(self, name: str, job: dict[str, Any]) -> d.JobState:
+        jstatus = job.get("status") or {}
+        conditions = {c.get("type"): c for c in jstatus.get("conditions") or []}
+        complete = conditions.get("Complete", {}).get("status") == "True"
+        failed = conditions.get("Failed", {}).get("status") == "True"
+        message = None
+        if failed:
+            message = await self._last_termination_message(name) or conditions["Failed"].get(
+                "message"
+            )
+        return d.JobState(
+            name=name,
+            active=int(jstatus.get("active") or 0),
+            succeeded=complete,
+            failed=failed,
+            message=redact(message, self._secrets) if message else None,
+        )
+
+    async def _last_termination_message(self, name: str) -> str | None:
+        pods = await kube.list_job_pods(self.namespace, name)
+        pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
+        for pod in reversed(pods):
+            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+                term = (cs.get("state") or {}).get("terminated")
+                if term and term.get("message"):
+                    return str(term["message"]).strip()[-800:]
+        return None
+
+    # --- act -----------------------------------------------------------------------------------
+
+    async def act(
+        self,
+        spec: DatabaseMigrationSpec,
+        status: DatabaseMigrationStatus,
+        obs: d.Observation,
+        sql: dict[str, ResolvedSql],
+        action: d.Action,
+        generation: int,
+    ) -> float | None:
+        status = status.model_copy(deep=True)
+        self._ensure_step_list(spec, status)
+        match action:
+            case d.Done():
+                return None
+            case d.Wait():
+                await self._report_wait(status, action, generation)
+                return action.requeue_after
+            case d.Start():
+                status.started_at = now_iso()
+                status.target_revision = action.target_revision
+                status.phase = "Progressing"
+                await self._save(status, obs, reasons.STEP_RUNNING, "migration started", generation)
+                rev = (
+                    f" (deployment revision {action.target_revision})"
+                    if (action.target_revision)
+                    else ""
+                )
+                await self._event(
+                    "Normal", "Started", f"migration {spec.migration_id} started{rev}"
+                )
+                return 0.0
+            case d.RunStep():
+                await self._run_step(spec, status, obs, sql, spec.step(action.step), generation)
+                return 0.0
+            case d.RecordStep():
+                await self._record_step(
+                    spec, status, obs, spec.step(action.step), action, generation
+                )
+                return 0.0
+            case d.FailStep():
+                await self._fail_step(spec, status, obs, action, generation)
+                return 0.0
+            case d.StartRollback():
+                await self._start_rollback(status, obs, action.reason, action.message, generation)
+                return 0.0
+            case d.UndoRollout():
+                await self._undo_rollout(spec, status, obs, action, generation)
+                return 0.0
+            case d.RevertStep():
+                await self._revert_step(spec, status, obs, sql, spec.step(action.step), generation)
+                return 0.0
+            case d.FinishRollback():
+                await self._finish(
+                    status,
+                    obs,
+                    action.phase,
+                    action.reason,
+                    action.message,
+                    generation,
+                    stalled=action.phase == "Failed",
+                )
+                return None if action.phase == "RolledBack" else 60.0
+            case d.Succeed():
+                await self._finish(
+                    status, obs, "Succeeded", reasons.SUCCEEDED, action.message, generation
+                )
+                return None
+        raise AssertionError(f"unhandled action {action!r}")
+
+    def _ensure_step_list(
+        self, spec: DatabaseMigrationSpec, status: DatabaseMigrationStatus
+    ) -> None:
+        existing = {s.name: s for s in status.steps or []}
+        status.steps = [existing.get(s.name) or StepStatus(name=s.name) for s in spec.steps]
+
+    async def _report_wait(
+        self, status: DatabaseMigrationStatus, wait: d.Wait, generation: int
+    ) -> None:
+        status = status.model_copy(deep=True)
+        status.phase = wait.phase
+        if wait.step:
+            status.current_step = wait.step
+            st = status.step(wait.step)
+            if (
+                st is not None
+                and wait.reason == reasons.WAITING_FOR_ROLLOUT
+                and st.state in ("Pending", "Waiting")
+                and status.phase == "Waiting"
+            ):
+                st.state = "Waiting"
+                st.started_at = st.started_at or now_iso()
+                st.message = wait.message
+        await self._save(status, None, wait.reason, wait.message, generation, stalled=wait.stalled)
+        key = (wait.reason, wait.step or "")
+        if key != self._last_event_key:
+            self._last_event_key = key
+            event_type = "Warning" if wait.stalled else "Normal"
+            await self._event(event_type, wait.reason, wait.message)
+
+    async def _save(
+        self,
+        status: DatabaseMigrationStatus,
+        obs: d.Observation | None,
+        reason: str,
+        message: str,
+        generation: int,
+        *,
+        stalled: bool = False,
+    ) -> None:
+        if obs is not None:
+            done = sum(1 for s in status.steps or [] if s.state in ("Succeeded",))
+            status.progress = f"{done}/{len(status.steps or [])}"
+        else:
+            status.progress = status.progress or f"0/{len(status.steps or [])}"
+        set_conditions(
+            status,
+            reason=reason,
+            message=redact(message, self._secrets),
+            generation=generation,
+            now=now_iso(),
+            stalled=stalled,
+        )
+        body = status.to_k8s()
+        await kube.patch_migration_status(self.namespace, self.name, body)
+
+    async def _event(self, type_: str, reason: str, message: str) -> None:
+        await kube.post_event(self._body, type_, reason, redact(message, self._secrets))
+
+    # --- steps -----------------------------------------------------------------------------
+
+    async def _run_step(
+        self,
+        spec: DatabaseMigrationSpec,
+        status: DatabaseMigrationStatus,
+        obs: d.Observation,
+        sql: dict[str, ResolvedSql],
+        step: Step,
+        generation: int,
+    ) -> None:
+        st = status.step(step.name)
+        assert st is not None
+        first_attempt = st.state not in ("Running",)
+        st.state = "Running"
+        st.started_at = st.started_at or now_iso()
+        st.attempts += 1 if first_attempt or step.kind == "sql" else 0
+        st.message = None
+        status.phase = "Progressing"
+        status.current_step = step.name
+        if step.kind in ("backfill", "job"):
+            if step.kind == "backfill":
+                job = build_backfill_job(self._body, spec, step, self.settings.image)
+            else:
+                job = build_tool_job(self._body, step)
+            await kube.create_job(job)
+            st.job = job["metadata"]["name"]
+            await self._save(
+                status,
+                obs,
+                reasons.STEP_RUNNING,
+                f"step {step.name!r}: job {st.job} created",
+                generation,
+            )
+            await self._event(
+                "Normal", "StepStarted", f"step {step.name!r} ({step.kind}) started: job {st.job}"
+            )
+            return
+        await self._save(
+            status, obs, reasons.STEP_RUNNING, f"step {step.name!r} running", generation
+        )
+        await self._event("Normal", "StepStarted", f"step {step.name!r} (sql) started")
+        assert self.conn is not None
+        assert step.sql is not None
+        resolved = sql[step.name]
+
+        async def on_lock_retry(n: int, what: str) -> None:
+            st.lock_retries += 1
+            st.message = f"lock not available for {what}; retry {n}/{spec.safety.lock_retries}"
+            await self._save(status, obs, reasons.STEP_RUNNING, st.message, generation)
+
+        result = await executor.apply_sql(
+            self.conn,
+            migration_id=spec.migration_id,
+            step=step.name,
+            step_kind=step.kind,
+            direction="up",
+            sql=resolved.up,
+            mode=step.sql.transaction,
+            checksum=step_checksum(step, sql),
+            limits=limits_of(spec),
+            verify=step.verify,
+            on_lock_retry=on_lock_retry,
+        )
+        if result.ok:
+            await self._mark_succeeded(
+                status, obs, step, generation, f"applied in {result.duration_ms} ms"
+            )
+            return
+        await self._fail_step(
+            spec,
+            status,
+            obs,
+            d.FailStep(
+                step.name,
+                result.reason or reasons.SQL_ERROR,
+                result.message,
+                rollback=spec.rollback.policy == "Automatic",
+            ),
+            generation,
+        )
+
+    async def _mark_succeeded(
+        self,
+        status: DatabaseMigrationStatus,
+        obs: d.Observation,
+        step: Step,
+        generation: int,
+        message: str,
+    ) -> None:
+        st = status.step(step.name)
+        assert st is not None
+        st.state = "Succeeded"
+        st.started_at = st.started_at or now_iso()
+        st.finished_at = now_iso()
+        st.message = message
+        st.reason = None
+        await self._save(
+            status, obs, reasons.STEP_RUNNING, f"step {step.name!r} succeeded", generation
+        )
+        await self._event("Normal", "StepSucceeded", f"step {step.name!r} succeeded: {message}")
+
+    async def _record_step(
+        self,
+        spec: DatabaseMigrationSpec,
+        status: DatabaseMigrationStatus,
+        obs: d.Observation,
+        step: Step,
+        action: d.RecordStep,
+        generation: int,
+    ) -> None:
+        if action.write_history:
+            assert self.conn is not None
+            result = await executor.apply_sql(
+                self.conn,
+                migration_id=spec.migration_id,
+                step=step.name,
+                step_kind=step.kind,
+                direction="up",
+                sql="",
+                mode="Auto",
+                checksum=obs.checksums[step.name],
+                limits=limits_of(spec),
+                verify=step.verify,
+            )
+            if not result.ok:
+                await self._fail_step(
+                    spec,
+                    status,
+                    obs,
+                    d.FailStep(
+                        step.name,
+                        result.reason or reasons.SQL_ERROR,
+                        result.message,
+                        rollback=spec.rollback.policy == "Automatic",
+                    ),
+                    generation,
+                )
+                return
+        await self._mark_succeeded(status, obs, step, generation, action.message)
+
+    async def _fail_step(
+        self,
+        spec: DatabaseMigrationSpec,
+        status: DatabaseMigrationStatus,
+        obs: d.Observation,
+        action: d.FailStep,
+        generation: int,
+    ) -> None:
+        st = status.step(action.step)
+        assert st is not None
+        message = redact(action.message, self._secrets)
+        st.state = "Failed"
+        st.reason = action.reason
+        st.message = message
+        st.finished_at = now_iso()
+        await self._event("Warning", "StepFailed", f"step {action.step!r} failed: {message}")
+        if action.rollback:
+            await self._start_rollback(
+                status, obs, action.reason, f"step {action.step!r} failed: {message}", generation
+            )
+            return
+        status.phase = "Failed"
+        await self._save(
+            status,
+            obs,
+            action.reason,
+            f"step {action.step!r} failed: {message}; rollback policy is Manual: annotate "
+            f"{ROLLBACK_ANNOTATION}={ROLLBACK_REQUESTED} to roll back",
+            generation,
+            stalled=True,
+        )
+        await self._release_lock()
+
+    # --- rollback --------------------------------------------------------------------------
+
+    async def _start_rollback(
+        self,
+        status: DatabaseMigrationStatus,
+        obs: d.Observation,
+        reason: str,
+        message: str,
+        generation: int,
+    ) -> None:
+        status.phase = "RollingBack"
+        status.rollback = RollbackStatus(reason=message, trigger=reason, started_at=now_iso())
+        await self._save(status, obs, reasons.ROLLING_BACK, f"rolling back: {message}", generation)
+        await self._event("Warning", "RollbackStarted", f"rolling back ({reason}): {message}")
+
+    async def _undo_rollout(
+        self,
+        spec: DatabaseMigrationSpec,
+        status: DatabaseMigrationStatus,
+        obs: d.Observation,
+        action: d.UndoRollout,
+        generation: int,
+    ) -> None:
+        rb = status.rollback or RollbackStatus(started_at=now_iso())
+        dep = await kube.read_deployment(self.namespace, action.deployment)
+        if spec.rollback.argo_cd.pause_auto_sync and rb.argo_cd is None:
+            rb.argo_cd = await self._pause_argo_cd(dep)
+        selector = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        replica_sets = await kube.list_replica_sets(self.namespace, selector)
+        plan = plan_rollout_undo(dep, replica_sets, action.to_revision)
+        if plan.error:
+            status.rollback = rb
+            await self._finish(
+                status,
+                obs,
+                "Failed",
+                reasons.ROLLBACK_FAILED,
+                plan.message,
+                generation,
+                stalled=True,
+            )
+            return
+        if plan.patch is not None:
+            await kube.json_patch_deployment(self.namespace, action.deployment, plan.patch)
+        rb.rollout_undone = True
+        rb.undone_to_revision = action.to_revision
+        status.rollback = rb
+        await self._save(status, obs, reasons.ROLLING_BACK, plan.message, generation)
+        await self._event("Normal", "RolloutUndone", plan.message)
+
+    async def _pause_argo_cd(self, dep: dict[str, Any]) -> ArgoCDRollbackStatus | None:
+        app_name, ns_hint = kube.argo_application_of(dep)
+        if app_name is None:
+            return None
+        namespaces = [ns_hint] if ns_hint else [*self.settings.argocd_namespaces, self.namespace]
+        try:
+            app = await kube.find_argo_application(app_name, namespaces)
+        except kube.Forbidden:
+            msg = (
+                f"deployment is tracked by Argo CD application {app_name!r} but the operator "
+                "may not read applications.argoproj.io; undoing the rollout anyway (self-heal "
+                "may re-apply the new version)"
+            )
+            await self._event("Warning", "ArgoCDNotPaused", msg)
+            return ArgoCDRollbackStatus(application=app_name, auto_sync_paused=False, message=msg)
+        except Exception as exc:  # the CRD may not exist at all
+            log.info("Argo CD application lookup failed: %s", exc)
+            return None
+        if app is None:
+            return None
+        ns = app["metadata"]["namespace"]
+        automated = ((app.get("spec") or {}).get("syncPolicy") or {}).get("automated")
+        if automated is None:
+            return ArgoCDRollbackStatus(
+                application=app_name,
+                namespace=ns,
+                auto_sync_paused=False,
+                message="automated sync was already off",
+            )
+        try:
+            await kube.disable_argo_auto_sync(app)
+        except (kube.Forbidden, Exception) as exc:
+            msg = (
+                f"could not switch off automated sync of Argo CD application {ns}/{app_name}: "
+                f"{_first_line(exc)}; undoing the rollout anyway"
+            )
+            await self._event("Warning", "ArgoCDNotPaused", msg)
+            return ArgoCDRollbackStatus(
+                application=app_name, namespace=ns, auto_sync_paused=False, message=msg
+            )
+        msg = (
+            f"switched off automated sync of Argo CD application {ns}/{app_name} so that "
+            "self-heal does not re-apply the rolled-back version; switch it on again after "
+            "fixing the release"
+        )
+        await self._event("Warning", "ArgoCDAutoSyncPaused", msg)
+        return ArgoCDRollbackStatus(
+            application=app_name, namespace=ns, auto_sync_paused=True, message=msg
+        )
+
+    async def _revert_step(
+        self,
+        spec: DatabaseMigrationSpec,
+        status: DatabaseMigrationStatus,
+        obs: d.Observation,
+        sql: dict[str, ResolvedSql],
+        step: Step,
+        generation: int,
+    ) -> None:
+        assert self.conn is not None
+        down = sql[step.name].down if step.kind == "sql" else ""
+        await self._event("Normal", "StepReverting", f"reverting step {step.name!r}")
+        result = await executor.apply_sql(
+            self.conn,
+            migration_id=spec.migration_id,
+            step=step.name,
+            step_kind=step.kind,
+            direction="down",
+            sql=down or "",
+            mode=step.sql.transaction if step.sql else "Auto",
+            checksum=checksum(down),
+            limits=limits_of(spec),
+        )
+        st = status.step(step.name)
+        assert st is not None
+        if not result.ok:
+            message = redact(
+                f"reverting step {step.name!r} failed: {result.message}", self._secrets
+            )
+            st.message = message
+            await self._finish(
+                status, obs, "Failed", reasons.ROLLBACK_FAILED, message, generation, stalled=True
+            )
+            return
+        st.state = "RolledBack"
+        st.message = f"reverted in {result.duration_ms} ms"
+        rb = status.rollback or RollbackStatus(started_at=now_iso())
+        rb.steps_reverted = [*(rb.steps_reverted or []), step.name]
+        status.rollback = rb
+        await self._save(
+            status, obs, reasons.ROLLING_BACK, f"step {step.name!r} reverted", generation
+        )
+        await self._event("Normal", "StepReverted", f"step {step.name!r} reverted")
+
+    async def _finish(
+        self,
+        status: DatabaseMigrationStatus,
+        obs: d.Observation | None,
+        phase: str,
+        reason: str,
+        message: str,
+        generation: int,
+        *,
+        stalled: bool = False,
+    ) -> None:
+        status.phase = phase  # type: ignore[assignment]
+        status.finished_at = now_iso()
+        if status.rollback is not None and status.rollback.started_at is not None:
+            status.rollback.finished_at = status.finished_at
+            if reason == reasons.PAST_POINT_OF_NO_RETURN:
+                status.rollback.database = "Refused"
+            elif phase == "RolledBack":
+                status.rollback.database = "RolledBack"
+        if phase == "Succeeded":
+            status.current_step = None
+        await self._save(status, obs, reason, message, generation, stalled=stalled)
+        await self._event(
+            "Normal" if phase == "Succeeded" or phase == "RolledBack" else "Warning",
+            reason,
+            message,
+        )
+        await self._release_lock()
+
+    async def _release_lock(self) -> None:
+        if self.conn is not None and self.lock_held:
+            with contextlib.suppress(psycopg.Error):
+                await history.release_migration_lock(self.conn)
+        self.lock_held = False
+
+
+def _is_stopped(stopped: Any) -> bool:
+    return bool(stopped.is_set()) if stopped is not None else False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+async def _read_applied_if_schema(
+    conn: psycopg.AsyncConnection, migration_id: str
+) -> tuple[dict[str, d.AppliedStep], frozenset[str]]:
+    cur = await conn.execute("SELECT to_regclass('dbmigrate.history') IS NOT NULL")
+    row = await cur.fetchone()
+    if not row or not row[0]:
+        return {}, frozenset()
+    return await history.read_applied(conn, migration_id)
+
+
+def limits_of(spec: DatabaseMigrationSpec) -> executor.ExecutionLimits:
+    return executor.ExecutionLimits(
+        lock_timeout=parse_duration(spec.safety.lock_timeout),
+        lock_retries=spec.safety.lock_retries,
+        statement_timeout=parse_duration(spec.safety.statement_timeout),
+    )
+
+
+def step_checksum(step: Step, sql: dict[str, ResolvedSql]) -> str:
+    """What the history table records for a step's forward direction."""
+    if step.sql is not None:
+        resolved = sql.get(step.name)
+        return checksum(resolved.up if resolved else step.sql.up, step.verify)
+    if step.backfill is not None:
+        bf = step.backfill
+        return checksum(f"UPDATE {bf.table} SET {bf.set} WHERE {bf.where or 'true'}")
+    if step.job is not None:
+        return checksum(
+            " ".join([step.job.image, *(step.job.command or []), *(step.job.args or [])]),
+            step.verify,
+        )
+    return checksum(f"-- awaitRollout {step.await_rollout.image if step.await_rollout else ''}")

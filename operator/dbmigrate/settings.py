@@ -1,0 +1,32 @@
+"""Operator settings: one typed object read from `DBMIGRATE_*` environment variables at start."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+DEFAULT_IMAGE = "ghcr.io/dbmigrate/dbmigrate:0.1.0"
+
+
+@dataclass(frozen=True)
+class Settings:
+    image: str = DEFAULT_IMAGE  # the image backfill Jobs run (the operator's own)
+    poll_interval: float = 5.0  # seconds between looks at a waiting migration
+    db_connect_timeout: int = 10
+    argocd_namespaces: tuple[str, ...] = ("argocd",)
+    metrics_port: int = 8080
+    peering_name: str = "dbmigrate"
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
+        e = dict(os.environ if env is None else env)
+        return cls(
+            image=e.get("DBMIGRATE_IMAGE", DEFAULT_IMAGE),
+            poll_interval=float(e.get("DBMIGRATE_POLL_INTERVAL", "5")),
+            db_connect_timeout=int(e.get("DBMIGRATE_DB_CONNECT_TIMEOUT", "10")),
+            argocd_namespaces=tuple(
+                ns for ns in e.get("DBMIGRATE_ARGOCD_NAMESPACES", "argocd").split(",") if ns
+            ),
+            metrics_port=int(e.get("DBMIGRATE_METRICS_PORT", "8080")),
+            peering_name=e.get("DBMIGRATE_PEERING", "dbmigrate"),
+        )

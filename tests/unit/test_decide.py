@@ -1,0 +1,489 @@
+"""The migration state machine, `core.decide.decide`: one case per state x event.
+
+Aspects: start and target revision; step order and history as the truth; rollout gates;
+awaitRollout (image, timeout, ProgressDeadlineExceeded); Jobs (create, running, completed,
+failed); suspend; lint enforcement; config problems; the migration lock; checksum mismatch;
+settle; rollback triggers (annotation, SLO breach, failed step, Manual policy); the rollback
+procedure (undo, wait for it, point of no return, irreversible steps, reverse order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from dbmigrate.api import reasons
+from dbmigrate.api.models import (
+    DatabaseMigrationSpec,
+    DatabaseMigrationStatus,
+    RollbackStatus,
+    StepStatus,
+)
+from dbmigrate.core import decide as d
+from dbmigrate.core.rollout import RolloutState
+
+NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
+EARLIER = (NOW - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+STEPS: list[dict[str, Any]] = [
+    {
+        "name": "expand",
+        "sql": {"up": "ALTER TABLE t ADD COLUMN c int", "down": "ALTER TABLE t DROP COLUMN c"},
+    },
+    {"name": "backfill", "backfill": {"table": "t", "set": "c = 1"}},
+    {"name": "release", "awaitRollout": {"image": "app:v2", "timeout": "30m"}},
+    {
+        "name": "contract",
+        "sql": {"up": "ALTER TABLE t ALTER c SET NOT NULL"},
+        "pointOfNoReturn": True,
+    },
+]
+
+
+def spec(**overrides: Any) -> DatabaseMigrationSpec:
+    base: dict[str, Any] = {
+        "migrationId": "20240115120000_add_c",
+        "database": {"dsnSecretRef": {"name": "db", "key": "dsn"}},
+        "target": {"deployment": "app"},
+        "steps": STEPS,
+    }
+    base.update(overrides)
+    return DatabaseMigrationSpec.model_validate(base)
+
+
+def status(
+    phase: str | None = "Progressing", *, started: bool | None = None, **steps: str
+) -> DatabaseMigrationStatus:
+    if started is None:
+        started = phase not in (None, "Pending")
+    st = DatabaseMigrationStatus(
+        phase=phase,  # type: ignore[arg-type]
+        started_at=EARLIER if started else None,
+        target_revision="1" if started else None,
+    )
+    st.steps = [StepStatus(name=s["name"]) for s in STEPS]
+    for name, state in steps.items():
+        step = st.step(name)
+        assert step is not None
+        step.state = state  # type: ignore[assignment]
+        step.started_at = EARLIER
+        if state == "Running" and name == "backfill":
+            step.job = "m-backfill"
+    return st
+
+
+ROLLED_OUT = RolloutState(True, False, "rolled out", "1", ("app:v1",), False)
+ROLLED_OUT_V2 = RolloutState(True, False, "rolled out", "2", ("app:v2",), False)
+MID_ROLLOUT = RolloutState(False, False, "1 of 3 updated", "2", ("app:v2",), False)
+DEADLINE = RolloutState(False, True, "exceeded its progress deadline", "2", ("app:v2",), False)
+
+
+def applied(*names: str) -> dict[str, d.AppliedStep]:
+    return {n: d.AppliedStep("up", f"sum-{n}") for n in names}
+
+
+def obs(**kw: Any) -> d.Observation:
+    base = d.Observation(
+        now=NOW,
+        deployment=ROLLED_OUT,
+        checksums={s["name"]: f"sum-{s['name']}" for s in STEPS},
+    )
+    return replace(base, **kw)
+
+
+def with_finished(st: DatabaseMigrationStatus, at: str) -> DatabaseMigrationStatus:
+    for step in st.steps or []:
+        step.finished_at = at
+    return st
+
+
+def rolled(st: DatabaseMigrationStatus) -> DatabaseMigrationStatus:
+    st.rollback = RollbackStatus(started_at=EARLIER, rollout_undone=True, undone_to_revision="1")
+    return st
+
+
+CASES = [
+    # --- starting ---------------------------------------------------------------------------
+    pytest.param(spec(), status(None), obs(), d.Start("1"), id="new-records-target-revision"),
+    pytest.param(
+        spec(target=None, steps=STEPS[:2]),
+        status(None),
+        obs(deployment=None),
+        d.Start(None),
+        id="new-without-target",
+    ),
+    pytest.param(
+        spec(),
+        status(None),
+        obs(deployment=None, deployment_missing=True),
+        "Wait:DeploymentNotFound",
+        id="new-target-missing",
+    ),
+    pytest.param(
+        spec(),
+        status(None),
+        obs(lint_errors=2),
+        "Wait:LintFailed",
+        id="lint-enforce-blocks",
+    ),
+    pytest.param(
+        spec(safety={"lint": "Warn"}),
+        status(None),
+        obs(lint_errors=2),
+        d.Start("1"),
+        id="lint-warn-goes-on",
+    ),
+    pytest.param(
+        spec(),
+        status("Failed", started=False),
+        obs(lint_errors=0),
+        "Start",
+        id="lint-fixed-by-warn-restarts",
+    ),
+    pytest.param(
+        spec(),
+        status(None),
+        obs(problem=d.ConfigProblem(reasons.SECRET_NOT_FOUND, "secret 'db' not found")),
+        "Wait:SecretNotFound",
+        id="secret-missing",
+    ),
+    pytest.param(
+        spec(),
+        status(None),
+        obs(problem=d.ConfigProblem(reasons.DATABASE_UNREACHABLE, "refused")),
+        "Wait:DatabaseUnreachable",
+        id="database-unreachable",
+    ),
+    pytest.param(
+        spec(),
+        status(None),
+        obs(lock_held=False),
+        "Wait:AnotherMigrationRunning",
+        id="lock-held-elsewhere",
+    ),
+    # --- steps in order, history is the truth -------------------------------------------------
+    pytest.param(spec(), status(), obs(), d.RunStep("expand"), id="first-step-runs"),
+    pytest.param(
+        spec(),
+        status(),
+        obs(applied=applied("expand")),
+        d.RecordStep("expand", write_history=False, message="found in history"),
+        id="applied-but-status-lost-is-recorded-not-rerun",
+    ),
+    pytest.param(
+        spec(),
+        status(expand="Succeeded"),
+        obs(applied=applied("expand")),
+        d.RunStep("backfill"),
+        id="backfill-creates-job",
+    ),
+    pytest.param(
+        spec(),
+        status(expand="Succeeded", backfill="Running"),
+        obs(applied=applied("expand"), jobs={"backfill": d.JobState("m-backfill", active=1)}),
+        "Wait:StepRunning",
+        id="backfill-running",
+    ),
+    pytest.param(
+        spec(),
+        status(expand="Succeeded", backfill="Running"),
+        obs(applied=applied("expand"), jobs={"backfill": d.JobState("m-backfill", succeeded=True)}),
+        d.RecordStep("backfill", write_history=True, message="job m-backfill completed"),
+        id="backfill-job-complete",
+    ),
+    pytest.param(
+        spec(),
+        status(expand="Succeeded", backfill="Running"),
+        obs(
+            applied=applied("expand"),
+            jobs={"backfill": d.JobState("m-backfill", failed=True, message="no pk")},
+        ),
+        d.FailStep("backfill", reasons.JOB_FAILED, "job m-backfill failed: no pk", rollback=True),
+        id="backfill-job-failed-rolls-back",
+    ),
+    pytest.param(
+        spec(rollback={"policy": "Manual"}),
+        status(expand="Succeeded", backfill="Running"),
+        obs(
+            applied=applied("expand"),
+            jobs={"backfill": d.JobState("m-backfill", failed=True, message="x")},
+        ),
+        d.FailStep("backfill", reasons.JOB_FAILED, "job m-backfill failed: x", rollback=False),
+        id="backfill-job-failed-manual-policy",
+    ),
+    pytest.param(
+        spec(),
+        status(expand="Succeeded", backfill="Running"),
+        obs(applied=applied("expand")),
+        d.RunStep("backfill"),
+        id="job-deleted-is-recreated",
+    ),
+    # --- rollout gates ------------------------------------------------------------------------
+    pytest.param(
+        spec(),
+        status(),
+        obs(deployment=MID_ROLLOUT),
+        "Wait:WaitingForRollout",
+        id="gate-mid-rollout",
+    ),
+    pytest.param(
+        spec(),
+        status(),
+        obs(deployment=DEADLINE),
+        "Wait:RolloutFailed",
+        id="gate-deadline",
+    ),
+    pytest.param(
+        spec(),
+        status(expand="Succeeded", backfill="Running"),
+        obs(
+            applied=applied("expand"),
+            deployment=MID_ROLLOUT,
+            jobs={"backfill": d.JobState("m-backfill", active=1)},
+        ),
+        "Wait:StepRunning",
+        id="gate-does-not-stop-a-running-step",
+    ),
+    # --- awaitRollout -------------------------------------------------------------------------
+    pytest.param(
+        spec(),
+        status(expand="Succeeded", backfill="Succeeded"),
+        obs(applied=applied("expand", "backfill")),
+        "Wait:WaitingForRollout",
+        id="await-wrong-image",
+    ),
+    pytest.param(
+        spec(),
+        status(expand="Succeeded", backfill="Succeeded"),
+        obs(applied=applied("expand", "backfill"), deployment=MID_ROLLOUT),
+        "Wait:WaitingForRollout",
+        id="await-right-image-mid-rollout",
+    ),
+    pytest.param(
+        spec(),
+        status(expand="Succeeded", backfill="Succeeded"),
+        obs(applied=applied("expand", "backfill"), deployment=ROLLED_OUT_V2),
+        "RecordStep:release",
+        id="await-done",
+    ),
+    pytest.param(
+        spec(),
+        status(expand="Succeeded", backfill="Succeeded"),
+        obs(applied=applied("expand", "backfill"), deployment=DEADLINE),
+        "FailStep:RolloutFailed",
+        id="await-progress-deadline",
+    ),
+    pytest.param(
+        spec(),
+        status(expand="Succeeded", backfill="Succeeded", release="Waiting"),
+        obs(applied=applied("expand", "backfill"), now=NOW + timedelta(hours=1)),
+        "FailStep:RolloutTimeout",
+        id="await-timeout",
+    ),
+    # --- suspend, analysis pause, finish ------------------------------------------------------
+    pytest.param(spec(suspend=True), status(), obs(), "Wait:Suspended", id="suspend-between-steps"),
+    pytest.param(
+        spec(suspend=True),
+        status(expand="Succeeded", backfill="Running"),
+        obs(applied=applied("expand"), jobs={"backfill": d.JobState("m-backfill", active=1)}),
+        "Wait:StepRunning",
+        id="suspend-lets-running-step-finish",
+    ),
+    pytest.param(
+        spec(),
+        status(),
+        obs(analysis_pause="error-rate inconclusive"),
+        "Wait:AnalysisInconclusive",
+        id="analysis-pause",
+    ),
+    pytest.param(
+        spec(),
+        status(expand="Succeeded", backfill="Succeeded", release="Succeeded", contract="Succeeded"),
+        obs(applied=applied("expand", "backfill", "release", "contract")),
+        d.Succeed("all 4 steps applied"),
+        id="all-done-succeeds",
+    ),
+    pytest.param(
+        spec(
+            analysis={
+                "prometheus": {"address": "http://p:9090"},
+                "settle": "5m",
+                "metrics": [{"name": "e", "query": "q", "max": 1}],
+            }
+        ),
+        with_finished(
+            status(
+                expand="Succeeded", backfill="Succeeded", release="Succeeded", contract="Succeeded"
+            ),
+            EARLIER,
+        ),
+        obs(applied=applied("expand", "backfill", "release", "contract")),
+        "Wait:Settling",
+        id="settle-after-last-step",
+    ),
+    pytest.param(
+        spec(),
+        status(expand="Succeeded"),
+        obs(applied={"expand": d.AppliedStep("up", "other-sum")}),
+        "Wait:ChecksumMismatch",
+        id="edited-applied-step-refused",
+    ),
+    pytest.param(spec(), status("Succeeded"), obs(), d.Done(), id="succeeded-is-terminal"),
+    pytest.param(spec(), status("RolledBack"), obs(), d.Done(), id="rolledback-is-terminal"),
+    # --- rollback triggers --------------------------------------------------------------------
+    pytest.param(
+        spec(),
+        status(expand="Succeeded"),
+        obs(applied=applied("expand"), rollback_requested=True),
+        "StartRollback:RollbackRequested",
+        id="annotation-triggers-rollback",
+    ),
+    pytest.param(
+        spec(),
+        status(expand="Succeeded"),
+        obs(applied=applied("expand"), slo_breach="error-rate 0.3 > max 0.05"),
+        "StartRollback:SloBreached",
+        id="slo-breach-triggers-rollback",
+    ),
+    pytest.param(
+        spec(rollback={"policy": "Manual"}),
+        status(expand="Succeeded"),
+        obs(applied=applied("expand"), slo_breach="error-rate 0.3 > max 0.05"),
+        "FinishRollback:SloBreached",
+        id="slo-breach-manual-stops-failed",
+    ),
+    pytest.param(
+        spec(rollback={"policy": "Manual"}),
+        status("Failed", expand="Succeeded"),
+        obs(applied=applied("expand"), rollback_requested=True),
+        "StartRollback:RollbackRequested",
+        id="manual-failed-annotation-rolls-back",
+    ),
+    pytest.param(
+        spec(rollback={"policy": "Manual"}),
+        status("Failed", expand="Succeeded"),
+        obs(applied=applied("expand")),
+        "Wait",
+        id="manual-failed-waits",
+    ),
+    # --- rollback procedure -------------------------------------------------------------------
+    pytest.param(
+        spec(),
+        status("RollingBack", expand="Succeeded"),
+        obs(applied=applied("expand")),
+        d.UndoRollout("app", "1"),
+        id="rollback-undoes-rollout-first",
+    ),
+    pytest.param(
+        spec(),
+        rolled(status("RollingBack", expand="Succeeded")),
+        obs(applied=applied("expand"), deployment=MID_ROLLOUT),
+        "Wait:WaitingForRollout",
+        id="rollback-waits-for-undo",
+    ),
+    pytest.param(
+        spec(),
+        rolled(status("RollingBack", expand="Succeeded", backfill="Succeeded")),
+        obs(applied=applied("expand", "backfill")),
+        d.RevertStep("backfill"),
+        id="rollback-reverts-newest-first",
+    ),
+    pytest.param(
+        spec(),
+        rolled(status("RollingBack", expand="Succeeded")),
+        obs(applied={**applied("expand"), "backfill": d.AppliedStep("down", "sum-backfill")}),
+        d.RevertStep("expand"),
+        id="rollback-skips-reverted",
+    ),
+    pytest.param(
+        spec(),
+        rolled(status("RollingBack")),
+        obs(applied={"expand": d.AppliedStep("down", "sum-expand")}),
+        "FinishRollback:RolledBack",
+        id="rollback-complete",
+    ),
+    pytest.param(
+        spec(),
+        rolled(status("RollingBack")),
+        obs(partially_applied=frozenset({"expand"})),
+        d.RevertStep("expand"),
+        id="rollback-reverts-partly-applied-step",
+    ),
+    pytest.param(
+        spec(),
+        rolled(status("RollingBack")),
+        obs(applied=applied("expand", "backfill", "release", "contract")),
+        "FinishRollback:PastPointOfNoReturn",
+        id="point-of-no-return-refuses-db-rollback",
+    ),
+    pytest.param(
+        spec(),
+        status("RollingBack"),
+        obs(applied=applied("expand", "backfill", "release", "contract")),
+        d.UndoRollout("app", "1"),
+        id="point-of-no-return-still-undoes-rollout",
+    ),
+    pytest.param(
+        spec(steps=[{"name": "a", "sql": {"up": "SELECT 1"}}], target=None),
+        status("RollingBack"),
+        obs(applied={"a": d.AppliedStep("up", "x")}, deployment=None),
+        "FinishRollback:IrreversibleStep",
+        id="irreversible-step-stops-rollback",
+    ),
+    pytest.param(
+        spec(rollback={"undoRollout": False}),
+        status("RollingBack", expand="Succeeded"),
+        obs(applied=applied("expand")),
+        d.RevertStep("expand"),
+        id="undo-rollout-disabled",
+    ),
+    pytest.param(
+        spec(),
+        rolled(status("RollingBack", expand="Succeeded")),
+        obs(applied=applied("expand"), lock_held=False),
+        "Wait:AnotherMigrationRunning",
+        id="rollback-needs-lock",
+    ),
+]
+
+
+def describe(action: d.Action) -> str:
+    name = type(action).__name__
+    reason = getattr(action, "reason", None)
+    step = getattr(action, "step", None)
+    if isinstance(action, d.RecordStep):
+        return f"{name}:{step}"
+    return f"{name}:{reason}" if reason else name
+
+
+@pytest.mark.parametrize(("the_spec", "the_status", "observation", "expected"), CASES)
+def test_decide(
+    the_spec: DatabaseMigrationSpec,
+    the_status: DatabaseMigrationStatus,
+    observation: d.Observation,
+    expected: d.Action | str,
+) -> None:
+    action = d.decide(the_spec, the_status, observation)
+    if isinstance(expected, str):
+        assert describe(action) == expected or describe(action).startswith(expected + ":"), action
+    else:
+        assert action == expected
+
+
+def test_wait_messages_name_the_step_and_the_cause() -> None:
+    action = d.decide(spec(), status(), obs(deployment=MID_ROLLOUT))
+    assert isinstance(action, d.Wait)
+    assert action.step == "expand"
+    assert "1 of 3 updated" in action.message
+
+
+def test_checksum_mismatch_message_says_what_to_do() -> None:
+    action = d.decide(
+        spec(), status(expand="Succeeded"), obs(applied={"expand": d.AppliedStep("up", "abc")})
+    )
+    assert isinstance(action, d.Wait)
+    assert action.stalled
+    assert "create a new migration" in action.message
