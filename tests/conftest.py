@@ -17,6 +17,7 @@ from dbmigrate.testing.postgres import PostgresServer, free_port
 pytest_plugins = [
     "tests.fixtures.prometheus",
     "tests.fixtures.cluster",
+    "tests.fixtures.operator",
 ]
 
 

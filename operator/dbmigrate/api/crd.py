@@ -84,7 +84,15 @@ def _structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     elif out.get("additionalProperties") is False:
         del out["additionalProperties"]
     if "default" in out:
-        out["default"] = _strip_none(out["default"])
+        if out["default"] is None:
+            del out["default"]
+        else:
+            out["default"] = _strip_none(out["default"])
+    # JSON Schema 2020 has numeric exclusive bounds; OpenAPI v3.0 has booleans beside min/max.
+    for bound, flag in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(out.get(bound), int | float) and not isinstance(out.get(bound), bool):
+            out[flag] = out[bound]
+            out[bound] = True
     if out.get("type") == "number" or (out.get("type") is None and "minimum" in out):
         out["type"] = "number"
     return out
@@ -96,6 +104,16 @@ def _strip_none(value: Any) -> Any:
     if isinstance(value, list):
         return [_strip_none(v) for v in value]
     return value
+
+
+def _without_defaults(schema: dict[str, Any]) -> dict[str, Any]:
+    """Status is written by the operator only; the API server should not invent values in it."""
+    schema.pop("default", None)
+    for prop in schema.get("properties", {}).values():
+        _without_defaults(prop)
+    if isinstance(schema.get("items"), dict):
+        _without_defaults(schema["items"])
+    return schema
 
 
 def _schema_of(model: type[models._Model]) -> dict[str, Any]:
@@ -130,7 +148,7 @@ def build_crd() -> dict[str, Any]:
     spec_schema = _with_object_defaults(
         _schema_of(models.DatabaseMigrationSpec), models.DatabaseMigrationSpec
     )
-    status_schema = _schema_of(models.DatabaseMigrationStatus)
+    status_schema = _without_defaults(_schema_of(models.DatabaseMigrationStatus))
     # Analysis baselines are keyed by metric name.
     status_schema["properties"]["analysis"]["properties"]["baseline"] = {
         "type": "object",

@@ -84,6 +84,7 @@ class Wait:
     step: str | None = None
     stalled: bool = False
     requeue_after: float = 5.0
+    step_waiting: bool = False  # the step itself is under way and waiting (awaitRollout)
 
 
 @dataclass(frozen=True)
@@ -328,6 +329,7 @@ def _decide_step(
     spec: DatabaseMigrationSpec, status: DatabaseMigrationStatus, obs: Observation, step: Step
 ) -> Action:
     st = status.step(step.name)
+    # Only a started step is past its gate; "Waiting" is an awaitRollout step under way.
     running = st is not None and st.state in ("Running", "Waiting")
     if st is not None and st.state == "Failed":
         # A failed step under a Manual policy stays failed until a person decides.
@@ -428,6 +430,7 @@ def _decide_await_rollout(
         state_msg,
         step=step.name,
         requeue_after=2.0,
+        step_waiting=True,
     )
 
 

@@ -341,12 +341,7 @@ class MigrationRunner:
         if wait.step:
             status.current_step = wait.step
             st = status.step(wait.step)
-            if (
-                st is not None
-                and wait.reason == reasons.WAITING_FOR_ROLLOUT
-                and st.state in ("Pending", "Waiting")
-                and status.phase == "Waiting"
-            ):
+            if st is not None and wait.step_waiting:
                 st.state = "Waiting"
                 st.started_at = st.started_at or now_iso()
                 st.message = wait.message
@@ -380,8 +375,7 @@ class MigrationRunner:
             now=now_iso(),
             stalled=stalled,
         )
-        body = status.to_k8s()
-        await kube.patch_migration_status(self.namespace, self.name, body)
+        await kube.patch_migration_status(self.namespace, self.name, status_patch(status))
 
     async def _event(self, type_: str, reason: str, message: str) -> None:
         await kube.post_event(self._body, type_, reason, redact(message, self._secrets))
@@ -738,6 +732,14 @@ class MigrationRunner:
             with contextlib.suppress(psycopg.Error):
                 await history.release_migration_lock(self.conn)
         self.lock_held = False
+
+
+def status_patch(status: DatabaseMigrationStatus) -> dict[str, Any]:
+    """A merge patch for the whole status: cleared top-level fields are sent as null."""
+    body = status.to_k8s()
+    for name, field in DatabaseMigrationStatus.model_fields.items():
+        body.setdefault(field.alias or name, None)
+    return body
 
 
 def _is_stopped(stopped: Any) -> bool:
