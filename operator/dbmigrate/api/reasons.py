@@ -38,6 +38,7 @@ DEPLOYMENT_NOT_FOUND: Final = "DeploymentNotFound"
 DATABASE_UNREACHABLE: Final = "DatabaseUnreachable"
 CHECKSUM_MISMATCH: Final = "ChecksumMismatch"
 INVALID_SPEC: Final = "InvalidSpec"
+TRANSIENT_ERROR: Final = "TransientError"  # an unexpected error; retried with backoff
 
 # analysis and rollback
 SLO_BREACHED: Final = "SloBreached"
@@ -71,6 +72,7 @@ ALL_REASONS: Final = (
     DATABASE_UNREACHABLE,
     CHECKSUM_MISMATCH,
     INVALID_SPEC,
+    TRANSIENT_ERROR,
     SLO_BREACHED,
     ANALYSIS_INCONCLUSIVE,
     ROLLBACK_REQUESTED,

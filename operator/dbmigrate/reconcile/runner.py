@@ -39,6 +39,7 @@ from dbmigrate.core.rollout import plan_rollout_undo, rollout_state
 from dbmigrate.core.statements import checksum
 from dbmigrate.db import executor, history
 from dbmigrate.kube import cluster as kube
+from dbmigrate.metrics import registry as metrics
 from dbmigrate.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -79,9 +80,18 @@ class MigrationRunner:
     # --- the loop ------------------------------------------------------------------------------
 
     async def run(self, stopped: asyncio.Event | Any) -> None:
+        failures = 0
         try:
             while not _is_stopped(stopped):
-                delay = await self.reconcile_once()
+                try:
+                    delay = await self.reconcile_once()
+                    failures = 0
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # never give up silently: show it, back off, retry
+                    failures += 1
+                    delay = min(60.0, 2.0**failures)
+                    await self._report_transient_error(exc, delay)
                 if delay is None:
                     return
                 self.wakeup.clear()
@@ -97,11 +107,35 @@ class MigrationRunner:
         self.conn = None
         self.lock_held = False
 
+    async def _report_transient_error(self, exc: Exception, delay: float) -> None:
+        metrics.RECONCILE_ERRORS.inc()
+        message = redact(f"{type(exc).__name__}: {_first_line(exc)}", self._secrets)
+        log.error(
+            "%s/%s: reconcile failed (retrying in %.0fs): %s",
+            self.namespace,
+            self.name,
+            delay,
+            message,
+        )
+        await self.close()  # a broken connection must not be reused; the lock goes with it
+        with contextlib.suppress(Exception):
+            body = await kube.read_migration(self.namespace, self.name)
+            status = DatabaseMigrationStatus.model_validate(body.get("status") or {})
+            set_conditions(
+                status,
+                reason=reasons.TRANSIENT_ERROR,
+                message=f"retrying in {delay:.0f}s after an error: {message}",
+                generation=int(body["metadata"].get("generation", 1)),
+                now=now_iso(),
+            )
+            await kube.patch_migration_status(self.namespace, self.name, status_patch(status))
+
     async def reconcile_once(self) -> float | None:
         """One pass; returns seconds until the next pass, or None when the migration is done."""
         try:
             body = await kube.read_migration(self.namespace, self.name)
         except kube.NotFound:
+            metrics.MIGRATIONS.forget(self.namespace, self.name)
             return None
         self._body = body
         status = DatabaseMigrationStatus.model_validate(body.get("status") or {})
@@ -375,6 +409,7 @@ class MigrationRunner:
             now=now_iso(),
             stalled=stalled,
         )
+        metrics.MIGRATIONS.set(self.namespace, self.name, status.phase or "Pending")
         await kube.patch_migration_status(self.namespace, self.name, status_patch(status))
 
     async def _event(self, type_: str, reason: str, message: str) -> None:
@@ -427,6 +462,7 @@ class MigrationRunner:
         resolved = sql[step.name]
 
         async def on_lock_retry(n: int, what: str) -> None:
+            metrics.LOCK_RETRIES.inc()
             st.lock_retries += 1
             st.message = f"lock not available for {what}; retry {n}/{spec.safety.lock_retries}"
             await self._save(status, obs, reasons.STEP_RUNNING, st.message, generation)
@@ -475,6 +511,11 @@ class MigrationRunner:
         st.state = "Succeeded"
         st.started_at = st.started_at or now_iso()
         st.finished_at = now_iso()
+        metrics.STEPS_APPLIED.labels(step.kind).inc()
+        started = datetime.fromisoformat(st.started_at.replace("Z", "+00:00"))
+        metrics.STEP_DURATION.labels(step.kind).observe(
+            max(0.0, (datetime.now(UTC) - started).total_seconds())
+        )
         st.message = message
         st.reason = None
         await self._save(
@@ -566,6 +607,7 @@ class MigrationRunner:
     ) -> None:
         status.phase = "RollingBack"
         status.rollback = RollbackStatus(reason=message, trigger=reason, started_at=now_iso())
+        metrics.ROLLBACKS.labels(reason).inc()
         await self._save(status, obs, reasons.ROLLING_BACK, f"rolling back: {message}", generation)
         await self._event("Warning", "RollbackStarted", f"rolling back ({reason}): {message}")
 
@@ -690,6 +732,7 @@ class MigrationRunner:
             return
         st.state = "RolledBack"
         st.message = f"reverted in {result.duration_ms} ms"
+        metrics.STEPS_REVERTED.labels(step.kind).inc()
         rb = status.rollback or RollbackStatus(started_at=now_iso())
         rb.steps_reverted = [*(rb.steps_reverted or []), step.name]
         status.rollback = rb
