@@ -59,6 +59,8 @@ def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
 
 def history(dsn: str) -> list[tuple[str, str]]:
     with psycopg.connect(dsn) as conn:
+        if conn.execute("SELECT to_regclass('dbmigrate.history')").fetchone() == (None,):
+            return []
         return conn.execute("SELECT step, direction FROM dbmigrate.history ORDER BY id").fetchall()
 
 
@@ -276,3 +278,36 @@ def test_checksum_mismatch_is_refused(
     assert condition(st, "Stalled")["reason"] == "ChecksumMismatch"
     with psycopg.connect(app_db) as conn:
         assert conn.execute("SELECT to_regclass('t2')").fetchone() == (None,)
+
+
+def test_sql_from_a_config_map(
+    cluster: Cluster, namespace: str, app_db: str, operator: OperatorProcess
+) -> None:
+    steps = [
+        {
+            "name": "expand",
+            "sql": {
+                "upFrom": {"configMapKeyRef": {"name": "sql", "key": "up.sql"}},
+                "downFrom": {"configMapKeyRef": {"name": "sql", "key": "down.sql"}},
+            },
+        }
+    ]
+    cluster.apply(migration(namespace, steps))
+    st = wait_for(
+        lambda: (s := status(cluster, namespace)).get("conditions") and s, 30, "conditions"
+    )
+    assert condition(st, "Stalled")["reason"] == "ConfigMapNotFound"
+    assert history(app_db) == []
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "sql", "namespace": namespace},
+            "data": {
+                "up.sql": "ALTER TABLE users ADD COLUMN from_cm int;",
+                "down.sql": "ALTER TABLE users DROP COLUMN from_cm;",
+            },
+        }
+    )
+    wait_phase(cluster, namespace, "Succeeded")
+    assert history(app_db) == [("expand", "up")]
