@@ -238,17 +238,14 @@ async def disable_argo_auto_sync(app: dict[str, Any]) -> None:
     api = client.CustomObjectsApi(api_client())
 
     def send() -> None:
-        api.api_client.call_api(
-            f"/apis/{ARGO_GROUP}/{ARGO_VERSION}/namespaces/{meta['namespace']}/{ARGO_PLURAL}/"
-            f"{meta['name']}",
-            "PATCH",
-            header_params={
-                "Content-Type": "application/json-patch+json",
-                "Accept": "application/json",
-            },
-            body=[{"op": "remove", "path": "/spec/syncPolicy/automated"}],
-            auth_settings=["BearerToken"],
-            response_type="object",
+        # A merge patch: null deletes the key.
+        api.patch_namespaced_custom_object(
+            ARGO_GROUP,
+            ARGO_VERSION,
+            meta["namespace"],
+            ARGO_PLURAL,
+            meta["name"],
+            {"spec": {"syncPolicy": {"automated": None}}},
         )
 
     await _call(send)

@@ -1,0 +1,221 @@
+"""Rollback on a real API server: `kubectl rollout undo` semantics and down migrations.
+
+Aspects: a rollback requested with the annotation undoes the target Deployment to the revision
+recorded at start (a new revision made by the real controller), then runs the down SQL of the
+applied steps newest first and records `down` rows; past the point of no return the database is
+left alone but the rollout is still undone; an Argo CD Application with automated sync tracking
+the Deployment gets automated sync switched off before the undo; the Manual policy waits in
+Failed for the annotation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from dbmigrate.testing.cluster import Cluster, wait_for
+from tests.e2e.test_operator import condition, history, migration, status, wait_phase
+from tests.fixtures.operator import OperatorProcess
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.fixture
+def app_db(pg_dsn: str, db_secret: Callable[[str, str], None]) -> str:
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE users (id bigserial PRIMARY KEY, email text)")
+        conn.execute("INSERT INTO users (email) SELECT 'u' || g FROM generate_series(1, 100) g")
+    db_secret("db", pg_dsn)
+    return pg_dsn
+
+
+def deploy_app(cluster: Cluster, namespace: str, labels: dict[str, str] | None = None) -> None:
+    cluster.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "app", "namespace": namespace, "labels": labels or {}},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "app"}},
+                "template": {
+                    "metadata": {"labels": {"app": "app"}},
+                    "spec": {"containers": [{"name": "app", "image": "app:v1"}]},
+                },
+            },
+        }
+    )
+    cluster.kubectl("rollout", "status", "deploy/app", "-n", namespace, "--timeout=60s")
+
+
+def image(cluster: Cluster, namespace: str) -> str:
+    dep = cluster.get("deploy", "app", "-n", namespace)
+    return dep["spec"]["template"]["spec"]["containers"][0]["image"]  # type: ignore[no-any-return]
+
+
+def revision(cluster: Cluster, namespace: str) -> int:
+    dep = cluster.get("deploy", "app", "-n", namespace)
+    return int(dep["metadata"]["annotations"]["deployment.kubernetes.io/revision"])
+
+
+def columns(dsn: str) -> set[str]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'users'"
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+def steps(*, pnr: bool = False) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = [
+        {
+            "name": "expand",
+            "sql": {
+                "up": "ALTER TABLE users ADD COLUMN email_verified boolean",
+                "down": "ALTER TABLE users DROP COLUMN IF EXISTS email_verified",
+            },
+        },
+        {
+            "name": "index",
+            "sql": {
+                "up": "CREATE INDEX CONCURRENTLY IF NOT EXISTS users_ev ON users (email_verified)",
+                "down": "DROP INDEX CONCURRENTLY IF EXISTS users_ev",
+            },
+            "pointOfNoReturn": pnr,
+        },
+        {"name": "release", "awaitRollout": {"image": "app:v2", "timeout": "5m"}},
+        {"name": "hold", "awaitRollout": {"image": "app:v3", "timeout": "5m"}},
+    ]
+    return out
+
+
+def roll_to_v2_and_wait_for_release(cluster: Cluster, namespace: str) -> None:
+    wait_for(
+        lambda: any(
+            s["name"] == "release" and s["state"] == "Waiting"
+            for s in status(cluster, namespace).get("steps", [])
+        ),
+        60,
+        "the release step to wait for v2",
+    )
+    cluster.kubectl("set", "image", "deploy/app", "app=app:v2", "-n", namespace)
+    wait_for(
+        lambda: any(
+            s["name"] == "release" and s["state"] == "Succeeded"
+            for s in status(cluster, namespace).get("steps", [])
+        ),
+        60,
+        "the release step to succeed",
+    )
+    assert image(cluster, namespace) == "app:v2"
+
+
+def request_rollback(cluster: Cluster, namespace: str) -> None:
+    cluster.kubectl(
+        "annotate", "dbm", "m", "dbmigrate.io/rollback=requested", "-n", namespace, "--overwrite"
+    )
+
+
+def test_rollback_undoes_rollout_and_reverts_steps(
+    cluster: Cluster, namespace: str, app_db: str, operator: OperatorProcess
+) -> None:
+    deploy_app(cluster, namespace)
+    cluster.apply(migration(namespace, steps(), target={"deployment": "app"}))
+    roll_to_v2_and_wait_for_release(cluster, namespace)
+    rev_v2 = revision(cluster, namespace)
+    assert "email_verified" in columns(app_db)
+
+    request_rollback(cluster, namespace)
+    st = wait_phase(cluster, namespace, "RolledBack", timeout=90)
+    assert image(cluster, namespace) == "app:v1"
+    assert revision(cluster, namespace) > rev_v2  # the controller made a new revision
+    cluster.kubectl("rollout", "status", "deploy/app", "-n", namespace, "--timeout=60s")
+    assert "email_verified" not in columns(app_db)
+    assert history(app_db) == [
+        ("expand", "up"),
+        ("index", "up"),
+        ("release", "up"),
+        ("release", "down"),
+        ("index", "down"),
+        ("expand", "down"),
+    ]
+    rb = st["rollback"]
+    assert rb["trigger"] == "RollbackRequested"
+    assert rb["undoneToRevision"] == st["targetRevision"] == "1"
+    assert rb["stepsReverted"] == ["release", "index", "expand"]
+    assert rb["database"] == "RolledBack"
+    assert condition(st, "Ready")["reason"] == "RolledBack"
+    events = cluster.kubectl("get", "events", "-n", namespace).stdout
+    for reason in ("RollbackStarted", "RolloutUndone", "StepReverted"):
+        assert reason in events
+
+
+def test_point_of_no_return_keeps_the_database(
+    cluster: Cluster, namespace: str, app_db: str, operator: OperatorProcess
+) -> None:
+    deploy_app(cluster, namespace)
+    cluster.apply(migration(namespace, steps(pnr=True), target={"deployment": "app"}))
+    roll_to_v2_and_wait_for_release(cluster, namespace)
+    request_rollback(cluster, namespace)
+    st = wait_phase(cluster, namespace, "Failed", timeout=90)
+    assert image(cluster, namespace) == "app:v1"  # the rollout is still undone
+    assert "email_verified" in columns(app_db)  # the database is not touched
+    assert ("expand", "down") not in history(app_db)
+    ready = condition(st, "Ready")
+    assert ready["reason"] == "PastPointOfNoReturn"
+    assert "'index'" in ready["message"]
+    assert st["rollback"]["database"] == "Refused"
+
+
+def test_argo_cd_auto_sync_is_switched_off_before_the_undo(
+    cluster: Cluster, namespace: str, app_db: str, operator: OperatorProcess
+) -> None:
+    cluster.kubectl("apply", "--server-side", "-f", str(DATA / "argocd-application-crd.yaml"))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/applications.argoproj.io", "--timeout=60s"
+    )
+    cluster.apply(
+        {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Application",
+            "metadata": {"name": "shop", "namespace": namespace},
+            "spec": {
+                "project": "default",
+                "source": {"repoURL": "https://git.example/shop.git", "path": "deploy"},
+                "destination": {"namespace": namespace},
+                "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
+            },
+        }
+    )
+    deploy_app(cluster, namespace, labels={"app.kubernetes.io/instance": "shop"})
+    cluster.apply(migration(namespace, steps(), target={"deployment": "app"}))
+    roll_to_v2_and_wait_for_release(cluster, namespace)
+    request_rollback(cluster, namespace)
+    st = wait_phase(cluster, namespace, "RolledBack", timeout=90)
+    app = cluster.get("application", "shop", "-n", namespace)
+    assert "automated" not in app["spec"]["syncPolicy"]
+    argo = st["rollback"]["argoCD"]
+    assert argo["application"] == "shop"
+    assert argo["autoSyncPaused"] is True
+    events = cluster.kubectl("get", "events", "-n", namespace).stdout
+    assert "ArgoCDAutoSyncPaused" in events
+
+
+def test_manual_policy_waits_for_the_annotation(
+    cluster: Cluster, namespace: str, app_db: str, operator: OperatorProcess
+) -> None:
+    failing = [
+        steps()[0],
+        {"name": "broken", "sql": {"up": "ALTER TABLE nope ADD COLUMN x int", "down": "SELECT 1"}},
+    ]
+    cluster.apply(migration(namespace, failing, rollback={"policy": "Manual"}))
+    wait_phase(cluster, namespace, "Failed")
+    assert "email_verified" in columns(app_db)  # nothing reverted without a person
+    request_rollback(cluster, namespace)
+    st = wait_phase(cluster, namespace, "RolledBack", timeout=60)
+    assert "email_verified" not in columns(app_db)
+    assert st["rollback"]["stepsReverted"] == ["expand"]
