@@ -32,6 +32,7 @@ from dbmigrate.api.models import (
     Step,
     StepStatus,
 )
+from dbmigrate.core import analysis as verdicts
 from dbmigrate.core import decide as d
 from dbmigrate.core.conditions import set_conditions
 from dbmigrate.core.jobs import build_backfill_job, build_tool_job, job_name
@@ -40,6 +41,7 @@ from dbmigrate.core.statements import checksum
 from dbmigrate.db import executor, history
 from dbmigrate.kube import cluster as kube
 from dbmigrate.metrics import registry as metrics
+from dbmigrate.reconcile.analysis import run_analysis_round
 from dbmigrate.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,7 @@ class MigrationRunner:
         self._secrets: list[str] = []
         self._body: dict[str, Any] = {}
         self._last_event_key: tuple[str, str] | None = None
+        self._analysis_decision: verdicts.Decision = verdicts.Continue()
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -152,9 +155,46 @@ class MigrationRunner:
             )
             return 60.0
         obs, sql = await self.observe(spec, status, body)
+        status = await self.analyse(spec, status, obs)
+        obs = self._with_analysis_decision(obs)
         action = d.decide(spec, status, obs)
         log.debug("%s/%s: %s", self.namespace, self.name, action)
         return await self.act(spec, status, obs, sql, action, generation)
+
+    # --- analysis ------------------------------------------------------------------------------
+
+    async def analyse(
+        self, spec: DatabaseMigrationSpec, status: DatabaseMigrationStatus, obs: d.Observation
+    ) -> DatabaseMigrationStatus:
+        """While the migration is under way (first step until `settle` after the last), measure
+        the SLOs when a measurement is due; events on every change of verdict."""
+        analysis = spec.analysis
+        if analysis is None or status.started_at is None:
+            return status
+        if status.phase not in ("Progressing", "Waiting", "Suspended"):
+            self._analysis_decision = verdicts.Continue()
+            return status
+        if not verdicts.measurement_due(analysis, status.analysis, obs.now):
+            return status
+        started = datetime.fromisoformat(status.started_at.replace("Z", "+00:00"))
+        round_ = await run_analysis_round(analysis, status.analysis, started, obs.now)
+        for m in round_.measurements:
+            metrics.ANALYSIS_MEASUREMENTS.labels(m.result).inc()
+        for change in round_.changes:
+            failed = change.current.result != verdicts.SUCCESSFUL
+            await self._event("Warning" if failed else "Normal", "AnalysisVerdict", change.message)
+        status = status.model_copy(deep=True)
+        status.analysis = round_.status
+        self._analysis_decision = round_.decision
+        return status
+
+    def _with_analysis_decision(self, obs: d.Observation) -> d.Observation:
+        decision = self._analysis_decision
+        if isinstance(decision, verdicts.Rollback):
+            return replace(obs, slo_breach=decision.reason)
+        if isinstance(decision, verdicts.Pause):
+            return replace(obs, analysis_pause=decision.reason)
+        return obs
 
     # --- observe -------------------------------------------------------------------------------
 
@@ -308,7 +348,7 @@ class MigrationRunner:
                 return None
             case d.Wait():
                 await self._report_wait(status, action, generation)
-                return action.requeue_after
+                return self._until_next_measurement(spec, status, obs, action.requeue_after)
             case d.Start():
                 status.started_at = now_iso()
                 status.target_revision = action.target_revision
@@ -360,6 +400,18 @@ class MigrationRunner:
                 )
                 return None
         raise AssertionError(f"unhandled action {action!r}")
+
+    def _until_next_measurement(
+        self,
+        spec: DatabaseMigrationSpec,
+        status: DatabaseMigrationStatus,
+        obs: d.Observation,
+        default: float,
+    ) -> float:
+        if spec.analysis is None or status.started_at is None:
+            return default
+        due = verdicts.seconds_until_due(spec.analysis, status.analysis, obs.now)
+        return max(0.1, min(default, due))
 
     def _ensure_step_list(
         self, spec: DatabaseMigrationSpec, status: DatabaseMigrationStatus
@@ -511,6 +563,7 @@ class MigrationRunner:
         st.state = "Succeeded"
         st.started_at = st.started_at or now_iso()
         st.finished_at = now_iso()
+        status.phase = "Progressing"
         metrics.STEPS_APPLIED.labels(step.kind).inc()
         started = datetime.fromisoformat(st.started_at.replace("Z", "+00:00"))
         metrics.STEP_DURATION.labels(step.kind).observe(
