@@ -10,6 +10,7 @@ Failed for the annotation.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -219,3 +220,51 @@ def test_manual_policy_waits_for_the_annotation(
     st = wait_phase(cluster, namespace, "RolledBack", timeout=60)
     assert "email_verified" not in columns(app_db)
     assert st["rollback"]["stepsReverted"] == ["expand"]
+
+
+def test_rollback_is_crash_safe(
+    cluster: Cluster, namespace: str, app_db: str, operator: OperatorProcess
+) -> None:
+    """Kill the operator twice while it reverts slow steps: each down runs exactly once."""
+    with psycopg.connect(app_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE reverted (step text)")
+    failing: list[dict[str, Any]] = [
+        {
+            "name": f"s{i}",
+            "sql": {
+                "up": f"CREATE TABLE u{i} (id int)",
+                "down": f"DROP TABLE u{i}; INSERT INTO reverted VALUES ('s{i}'); "
+                "SELECT pg_sleep(1.5);",
+            },
+        }
+        for i in range(1, 4)
+    ]
+    failing.append({"name": "broken", "sql": {"up": "SELECT 1/0", "down": "SELECT 1"}})
+    cluster.apply(migration(namespace, failing))
+    for target in ("s3", "s2"):
+        wait_for(
+            lambda t=target: (
+                any(
+                    s["name"] == t and s["state"] in ("Succeeded", "RolledBack")
+                    for s in status(cluster, namespace).get("steps", [])
+                )
+                and status(cluster, namespace).get("phase") == "RollingBack"
+            ),
+            60,
+            f"the rollback to be reverting around {target}",
+            interval=0.05,
+        )
+        time.sleep(0.5)  # inside the slow down SQL of the step being reverted
+        operator.kill()
+        operator.start()
+    st = wait_phase(cluster, namespace, "RolledBack", timeout=90)
+    assert st["rollback"]["stepsReverted"] == ["s3", "s2", "s1"]
+    with psycopg.connect(app_db) as conn:
+        counts = conn.execute(
+            "SELECT step, count(*) FROM reverted GROUP BY step ORDER BY step"
+        ).fetchall()
+        tables = conn.execute(
+            "SELECT count(*) FROM pg_tables WHERE tablename IN ('u1', 'u2', 'u3')"
+        ).fetchone()
+    assert counts == [("s1", 1), ("s2", 1), ("s3", 1)]
+    assert tables == (0,)
