@@ -20,5 +20,6 @@ lint: bootstrap
 
 crds: bootstrap
 	.venv/bin/python -m dbmigrate.api.crd > crds/dbmigrate.io_databasemigrations.yaml
+	cp crds/dbmigrate.io_databasemigrations.yaml crds/kopf-peering.yaml charts/dbmigrate-operator/crds/
 
 .PHONY: help bootstrap test demo lint crds

@@ -40,4 +40,5 @@ fi
 if [ "${DBMIGRATE_SKIP_CONTROL_PLANE:-0}" != 1 ]; then
   hack/lib/build-control-plane.sh >/dev/null
 fi
+hack/lib/build-helm.sh >/dev/null  # helm for the chart tests (cached)
 log "ready"

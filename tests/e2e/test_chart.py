@@ -1,0 +1,1030 @@
+"""The Helm chart `charts/dbmigrate-operator`, with real helm (built from the Go module proxy by
+`hack/lib/build-helm.sh`), the real API server of the e2e cluster and Prometheus' own promtool.
+
+Aspects covered:
+- `helm lint` (also `--strict`) is clean for the defaults and each variation; values.schema.json
+  rejects bad values;
+- the rendered core objects of every variation pass `kubectl apply --dry-run=server`;
+  the monitoring objects (no Prometheus Operator CRDs here) are checked for what makes them
+  work: the ServiceMonitor selects the metrics Service and its port, the alert rules pass
+  `promtool check rules` and fire (or not) on series in `promtool test rules`, the dashboard's
+  queries are valid PromQL over the operator's metrics;
+- the Deployment: the operator's own CLI parser and settings accept the rendered args and env
+  (DBMIGRATE_IMAGE is the chart's image), Recreate unless peering, hardened security context,
+  probes on /healthz;
+- RBAC as a fact, not a reading of YAML: the chart is installed for real (namespaced and
+  cluster-wide), a token is minted for its ServiceAccount, and with a kubeconfig holding only
+  that token `kubectl auth can-i` answers yes to every verb the operator needs and no to what it
+  must not do.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dbmigrate.cli import build_parser
+from dbmigrate.settings import DEFAULT_IMAGE, Settings
+from dbmigrate.testing.cluster import Cluster
+
+# A cold helm build (the first run on a machine without hack/bootstrap.sh) takes minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "dbmigrate-operator"
+BUILD_HELM = ROOT / "hack" / "lib" / "build-helm.sh"
+PEERING_CRDS = ROOT / "crds" / "kopf-peering.yaml"
+RELEASE = "dbm"
+OPERATOR_METRICS = [
+    "dbmigrate_migrations",
+    "dbmigrate_steps_applied_total",
+    "dbmigrate_steps_reverted_total",
+    "dbmigrate_step_duration_seconds",
+    "dbmigrate_lock_timeout_retries_total",
+    "dbmigrate_rollbacks_total",
+    "dbmigrate_reconcile_errors_total",
+    "dbmigrate_backfill_rows_total",
+    "dbmigrate_analysis_measurements_total",
+]
+NS = "$NS"  # replaced by the test's namespace in VARIATIONS
+
+VARIATIONS = [
+    pytest.param({}, id="default"),
+    pytest.param({"watchNamespaces": [NS]}, id="namespaced"),
+    pytest.param({"argocd": {"enabled": True, "namespaces": [NS]}}, id="argocd"),
+    pytest.param(
+        {
+            "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+            "grafanaDashboard": {"enabled": True},
+        },
+        id="monitoring",
+    ),
+    pytest.param({"replicaCount": 2}, id="replicas-2"),
+    pytest.param({"replicaCount": 2, "watchNamespaces": [NS]}, id="replicas-2-namespaced"),
+    pytest.param(
+        {
+            "image": {"digest": "sha256:" + "ab" * 32},
+            "operator": {"verbose": True, "pollInterval": 2.5},
+            "serviceAccount": {"name": "custom-sa"},
+            "rbac": {"readCRDs": False},
+        },
+        id="digest-verbose-custom-sa",
+    ),
+]
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def helm() -> str:
+    """The helm binary, built once into the cache (instant when `hack/bootstrap.sh` ran)."""
+    if not shutil.which("go") and not (Path.home() / ".cache" / "dbmigrate").exists():
+        pytest.fail("helm is built with Go; run hack/bootstrap.sh")
+    proc = subprocess.run(
+        [str(BUILD_HELM)], capture_output=True, text=True, timeout=1500, check=False
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"hack/lib/build-helm.sh failed:\n{proc.stderr[-4000:]}")
+    binary = Path(proc.stdout.strip().splitlines()[-1]) / "helm"
+    assert binary.is_file(), proc.stdout
+    return str(binary)
+
+
+def _substitute(value: Any, namespace: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _substitute(v, namespace) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, namespace) for v in value]
+    return namespace if value == NS else value
+
+
+def run_helm(
+    helm: str, *args: str, values: dict[str, Any] | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [helm, *args, *(["-f", "-"] if values is not None else [])],
+        input=yaml.safe_dump(values) if values is not None else None,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def render(
+    helm: str, values: dict[str, Any], namespace: str = "dbmigrate-system", release: str = RELEASE
+) -> list[dict[str, Any]]:
+    proc = run_helm(helm, "template", release, str(CHART), "--namespace", namespace, values=values)
+    assert proc.returncode == 0, proc.stderr
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+def only(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (c,) = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def env_of(c: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in c["env"]}
+
+
+def promtool() -> str:
+    found = shutil.which("promtool")
+    assert found, "promtool comes with Debian's prometheus package (hack/bootstrap.sh)"
+    return found
+
+
+def run_promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [promtool(), *args], capture_output=True, text=True, cwd=cwd, timeout=60, check=False
+    )
+
+
+# --- lint and schema -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["lint", "lint-strict"])
+@pytest.mark.parametrize("values", VARIATIONS)
+def test_helm_lint_is_clean(helm: str, values: dict[str, Any], strict: bool) -> None:
+    values = _substitute(values, "team-a")
+    proc = run_helm(helm, "lint", str(CHART), *(["--strict"] if strict else []), values=values)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 chart(s) linted, 0 chart(s) failed" in proc.stdout
+    assert "[WARNING]" not in proc.stdout
+    assert "[ERROR]" not in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        pytest.param({"replicaCount": "two"}, "/replicaCount", id="replicas-as-string"),
+        pytest.param({"replicaCount": -1}, "/replicaCount", id="negative-replicas"),
+        pytest.param({"watchNamespaces": "team-a"}, "/watchNamespaces", id="namespaces-not-list"),
+        pytest.param({"watchNamespaces": ["Team_A"]}, "/watchNamespaces/0", id="bad-namespace"),
+        pytest.param({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy", id="pull-policy"),
+        pytest.param({"image": {"digest": "latest"}}, "/image/digest", id="digest"),
+        pytest.param({"replicas": 2}, "replicas", id="unknown-key-typo"),
+        pytest.param(
+            {"metrics": {"serviceMonitor": {"interval": "30 seconds"}}},
+            "/metrics/serviceMonitor/interval",
+            id="duration",
+        ),
+        pytest.param({"argocd": {"enabled": "yes"}}, "/argocd/enabled", id="bool-as-string"),
+        pytest.param(
+            {"operator": {"metricsPort": 70000}}, "/operator/metricsPort", id="port-range"
+        ),
+    ],
+)
+def test_schema_rejects_bad_values(helm: str, values: dict[str, Any], complaint: str) -> None:
+    proc = run_helm(helm, "template", RELEASE, str(CHART), values=values)
+    assert proc.returncode != 0
+    assert "don't meet the specifications of the schema" in proc.stderr
+    assert complaint in proc.stderr
+    lint = run_helm(helm, "lint", "--strict", str(CHART), values=values)
+    assert lint.returncode != 0
+
+
+# --- the API server accepts what the chart renders -----------------------------------------------
+
+
+def _is_monitoring(doc: dict[str, Any]) -> bool:
+    return doc["apiVersion"].startswith("monitoring.coreos.com/")
+
+
+@pytest.mark.parametrize("values", VARIATIONS)
+def test_rendered_objects_pass_server_dry_run(
+    helm: str, cluster: Cluster, namespace: str, values: dict[str, Any]
+) -> None:
+    cluster.install_crds([PEERING_CRDS])
+    docs = render(helm, _substitute(values, namespace), namespace=namespace)
+    core = [d for d in docs if not _is_monitoring(d)]
+    assert core
+    proc = cluster.kubectl(
+        "apply",
+        "--dry-run=server",
+        "-o",
+        "name",
+        "-f",
+        "-",
+        input="---\n".join(yaml.safe_dump(d) for d in core),
+    )
+    applied = proc.stdout.split()
+    assert len(applied) == len(core), proc.stdout
+    assert any(name.startswith("deployment.apps/") for name in applied)
+
+
+# --- the Deployment ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "args", "peering", "strategy"),
+    [
+        pytest.param(
+            {},
+            ["run", "--all-namespaces", "--liveness-port=8081", "--metrics-port=8080"],
+            False,
+            "Recreate",
+            id="default",
+        ),
+        pytest.param(
+            {"watchNamespaces": ["team-a", "team-b"]},
+            [
+                "run",
+                "--namespace=team-a",
+                "--namespace=team-b",
+                "--liveness-port=8081",
+                "--metrics-port=8080",
+            ],
+            False,
+            "Recreate",
+            id="namespaced",
+        ),
+        pytest.param(
+            {"replicaCount": 2},
+            ["run", "--all-namespaces", "--liveness-port=8081", "--metrics-port=8080", "--peering"],
+            True,
+            "RollingUpdate",
+            id="replicas-2-peering",
+        ),
+        pytest.param(
+            {"peering": {"enabled": True}},
+            ["run", "--all-namespaces", "--liveness-port=8081", "--metrics-port=8080", "--peering"],
+            True,
+            "RollingUpdate",
+            id="peering-asked-for",
+        ),
+        pytest.param(
+            {"operator": {"verbose": True, "livenessPort": 9091, "metricsPort": 9090}},
+            ["run", "--all-namespaces", "--liveness-port=9091", "--metrics-port=9090", "--verbose"],
+            False,
+            "Recreate",
+            id="ports-verbose",
+        ),
+    ],
+)
+def test_operator_args(
+    helm: str, values: dict[str, Any], args: list[str], peering: bool, strategy: str
+) -> None:
+    docs = render(helm, values)
+    c = container(docs)
+    assert c["args"] == args
+    assert only(docs, "Deployment")["spec"]["strategy"]["type"] == strategy
+    # The operator's own CLI accepts them and reads what the chart meant.
+    parsed = build_parser().parse_args(c["args"])
+    assert parsed.peering is peering
+    assert parsed.namespace == values.get("watchNamespaces", [])
+    assert parsed.all_namespaces is not bool(values.get("watchNamespaces"))
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    assert ports == {"metrics": parsed.metrics_port, "healthz": parsed.liveness_port}
+
+
+@pytest.mark.parametrize(
+    ("values", "image", "argocd_namespaces", "poll"),
+    [
+        pytest.param({}, DEFAULT_IMAGE, (), 5.0, id="default-is-the-operator-default-image"),
+        pytest.param(
+            {"image": {"repository": "registry.example.com/dbmigrate", "tag": "1.2.3"}},
+            "registry.example.com/dbmigrate:1.2.3",
+            (),
+            5.0,
+            id="tag",
+        ),
+        pytest.param(
+            {"image": {"digest": "sha256:" + "0f" * 32, "tag": "ignored"}},
+            "ghcr.io/dbmigrate/dbmigrate@sha256:" + "0f" * 32,
+            (),
+            5.0,
+            id="digest-wins",
+        ),
+        pytest.param(
+            {"argocd": {"enabled": True, "namespaces": ["argocd", "gitops"]}},
+            DEFAULT_IMAGE,
+            ("argocd", "gitops"),
+            5.0,
+            id="argocd",
+        ),
+        pytest.param(
+            {
+                "argocd": {"enabled": False, "namespaces": ["gitops"]},
+                "operator": {"pollInterval": 2.5},
+            },
+            DEFAULT_IMAGE,
+            (),
+            2.5,
+            id="argocd-off-poll",
+        ),
+    ],
+)
+def test_operator_settings_from_rendered_env(
+    helm: str,
+    values: dict[str, Any],
+    image: str,
+    argocd_namespaces: tuple[str, ...],
+    poll: float,
+) -> None:
+    c = container(render(helm, values))
+    assert c["image"] == image
+    settings = Settings.from_env(env_of(c))
+    assert settings.image == image, "backfill Jobs run the chart's own image"
+    assert settings.argocd_namespaces == argocd_namespaces
+    assert settings.poll_interval == poll
+    assert settings.peering_name == "dbmigrate"
+
+
+@pytest.mark.parametrize(
+    ("path", "expected"),
+    [
+        pytest.param("pod.runAsNonRoot", True, id="pod-non-root"),
+        pytest.param("pod.runAsUser", 65532, id="pod-uid-matches-image"),
+        pytest.param("pod.seccompProfile.type", "RuntimeDefault", id="seccomp"),
+        pytest.param("container.allowPrivilegeEscalation", False, id="no-escalation"),
+        pytest.param("container.readOnlyRootFilesystem", True, id="read-only-root"),
+        pytest.param("container.capabilities.drop", ["ALL"], id="no-capabilities"),
+        pytest.param("container.privileged", False, id="not-privileged"),
+    ],
+)
+def test_security_context_is_hardened(helm: str, path: str, expected: Any) -> None:
+    docs = render(helm, {})
+    pod_spec = only(docs, "Deployment")["spec"]["template"]["spec"]
+    scope, _, keys = path.partition(".")
+    value: Any = (
+        pod_spec["securityContext"] if scope == "pod" else container(docs)["securityContext"]
+    )
+    for key in keys.split("."):
+        value = value[key]
+    assert value == expected
+
+
+def test_image_user_matches_pod_security_context(helm: str) -> None:
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    (user,) = re.findall(r"^USER (\d+)", dockerfile, re.M)
+    pod = only(render(helm, {}), "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == int(user)
+
+
+def test_probes_and_scratch_space(helm: str) -> None:
+    docs = render(helm, {})
+    c = container(docs)
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert c["resources"]["requests"]["memory"]
+    assert c["resources"]["limits"]["memory"]
+    pod = only(docs, "Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    (mount,) = c["volumeMounts"]
+    assert mount["mountPath"] == "/tmp"
+    assert "emptyDir" in volumes[mount["name"]], "the only writable path is an emptyDir"
+
+
+# --- RBAC as rendered ---------------------------------------------------------------------------
+
+ALLOWED_VERBS = {"get", "list", "watch", "patch", "update", "create", "delete"}
+
+
+@pytest.mark.parametrize("values", VARIATIONS)
+def test_rbac_rules_are_enumerated(helm: str, values: dict[str, Any]) -> None:
+    docs = render(helm, _substitute(values, "team-a"))
+    roles = [d for d in docs if d["kind"] in ("Role", "ClusterRole")]
+    assert roles
+    for role in roles:
+        for rule in role["rules"]:
+            for key in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[key], f"{role['metadata']['name']}: wildcard in {key}"
+            assert set(rule["verbs"]) <= ALLOWED_VERBS, rule
+            assert "resourceNames" not in rule
+
+
+@pytest.mark.parametrize(
+    ("values", "kinds"),
+    [
+        pytest.param({}, {"ClusterRole": 1, "ClusterRoleBinding": 1}, id="cluster-wide"),
+        pytest.param(
+            {"watchNamespaces": ["a", "b"]},
+            {"Role": 2, "RoleBinding": 2, "ClusterRole": 1, "ClusterRoleBinding": 1},
+            id="namespaced",
+        ),
+        pytest.param(
+            {"argocd": {"enabled": True, "namespaces": ["argocd"]}},
+            {"ClusterRole": 1, "ClusterRoleBinding": 1, "Role": 1, "RoleBinding": 1},
+            id="argocd",
+        ),
+        pytest.param({"rbac": {"create": False}}, {}, id="rbac-off"),
+    ],
+)
+def test_rbac_objects(helm: str, values: dict[str, Any], kinds: dict[str, int]) -> None:
+    docs = render(helm, values)
+    rbac = [d["kind"] for d in docs if d["apiVersion"].startswith("rbac.authorization.k8s.io/")]
+    assert {k: rbac.count(k) for k in set(rbac)} == kinds
+    for doc in docs:
+        if doc["kind"] == "ClusterRole" and values.get("watchNamespaces"):
+            resources = {r for rule in doc["rules"] for r in rule["resources"]}
+            assert resources <= {"namespaces", "customresourcedefinitions"}, (
+                "a namespaced install grants nothing namespaced cluster-wide"
+            )
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        pytest.param({}, [], id="single-replica-no-peering"),
+        pytest.param({"replicaCount": 2}, [("ClusterKopfPeering", None)], id="cluster-wide"),
+        pytest.param(
+            {"replicaCount": 2, "watchNamespaces": ["a", "b"]},
+            [("KopfPeering", "a"), ("KopfPeering", "b")],
+            id="namespaced",
+        ),
+        pytest.param(
+            {"replicaCount": 3, "peering": {"createObjects": False}}, [], id="objects-not-created"
+        ),
+    ],
+)
+def test_peering_objects(
+    helm: str, values: dict[str, Any], expected: list[tuple[str, str | None]]
+) -> None:
+    docs = [d for d in render(helm, values) if d["apiVersion"] == "kopf.dev/v1"]
+    assert [(d["kind"], d["metadata"].get("namespace")) for d in docs] == expected
+    assert all(d["metadata"]["name"] == "dbmigrate" for d in docs)
+
+
+# --- monitoring ----------------------------------------------------------------------------------
+
+MONITORING = {
+    "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+    "grafanaDashboard": {"enabled": True},
+}
+
+
+def test_service_monitor_scrapes_the_operator(helm: str) -> None:
+    docs = render(helm, MONITORING)
+    monitor = only(docs, "ServiceMonitor")
+    service = only(docs, "Service")
+    pod = only(docs, "Deployment")["spec"]["template"]
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [service["metadata"]["namespace"]]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics"
+    port = next(p for p in service["spec"]["ports"] if p["name"] == endpoint["port"])
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    (c,) = pod["spec"]["containers"]
+    assert port["targetPort"] in {p["name"] for p in c["ports"]}
+    assert f"--metrics-port={c['ports'][0]['containerPort']}" in c["args"]
+
+
+def test_service_monitor_needs_the_service(helm: str) -> None:
+    proc = run_helm(
+        helm,
+        "template",
+        RELEASE,
+        str(CHART),
+        values={"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}},
+    )
+    assert proc.returncode != 0
+    assert "needs metrics.service.enabled" in proc.stderr
+
+
+def _rule_groups(helm: str, values: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    rule = only(render(helm, values or MONITORING), "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    return rule["spec"]["groups"]
+
+
+def test_alert_rules_pass_promtool(helm: str, tmp_path: Path) -> None:
+    groups = _rule_groups(helm)
+    alerts = {r["alert"] for g in groups for r in g["rules"]}
+    assert {
+        "DbmigrateMigrationFailed",
+        "DbmigrateMigrationStalled",
+        "DbmigrateRolledBack",
+        "DbmigrateBackfillSlow",
+    } <= alerts
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
+    proc = run_promtool("check", "rules", "rules.yaml", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"SUCCESS: {sum(len(g['rules']) for g in groups)} rules found" in proc.stdout
+
+
+def test_additional_rules_are_appended(helm: str) -> None:
+    extra = {"alert": "MyOwn", "expr": "vector(1) > 0", "labels": {"severity": "info"}}
+    values = {"metrics": {"prometheusRule": {"enabled": True, "additionalRules": [extra]}}}
+    (group,) = _rule_groups(helm, values)
+    assert group["rules"][-1] == extra
+
+
+# Per minute: a backfill doing 100 rows/s adds 6000 rows, one doing 2000 rows/s adds 120000.
+ALERT_CASES = [
+    pytest.param(
+        [('dbmigrate_migrations{namespace="shop",phase="Failed"}', "1x40")],
+        "DbmigrateMigrationFailed",
+        "16m",
+        [{"namespace": "shop", "severity": "critical"}],
+        id="failed-for-15m-fires",
+    ),
+    pytest.param(
+        [('dbmigrate_migrations{namespace="shop",phase="Failed"}', "1x40")],
+        "DbmigrateMigrationFailed",
+        "10m",
+        [],
+        id="failed-for-10m-pending",
+    ),
+    pytest.param(
+        [('dbmigrate_migrations{namespace="shop",phase="Failed"}', "1x10 0x30")],
+        "DbmigrateMigrationFailed",
+        "30m",
+        [],
+        id="failed-then-rolled-back-by-hand",
+    ),
+    pytest.param(
+        [('dbmigrate_migrations{namespace="shop",phase="Succeeded"}', "1x40")],
+        "DbmigrateMigrationFailed",
+        "30m",
+        [],
+        id="succeeded-is-quiet",
+    ),
+    pytest.param(
+        [('dbmigrate_migrations{namespace="shop",phase="Waiting"}', "1x90")],
+        "DbmigrateMigrationStalled",
+        "70m",
+        [{"namespace": "shop", "phase": "Waiting", "severity": "warning"}],
+        id="waiting-for-an-hour-fires",
+    ),
+    pytest.param(
+        [('dbmigrate_migrations{namespace="shop",phase="Progressing"}', "1x90")],
+        "DbmigrateMigrationStalled",
+        "70m",
+        [],
+        id="progressing-for-an-hour-is-fine",
+    ),
+    pytest.param(
+        [
+            (
+                'dbmigrate_rollbacks_total{reason="SloBreached"}',
+                "0 0 0 0 0 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",
+            )
+        ],
+        "DbmigrateRolledBack",
+        "8m",
+        [{"reason": "SloBreached", "severity": "warning"}],
+        id="rollback-fires",
+    ),
+    pytest.param(
+        [
+            (
+                'dbmigrate_rollbacks_total{reason="SloBreached"}',
+                "0 0 0 0 0 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1 1",
+            )
+        ],
+        "DbmigrateRolledBack",
+        "19m",
+        [],
+        id="rollback-alert-clears",
+    ),
+    pytest.param(
+        [("dbmigrate_backfill_rows_total", "0+6000x60")],
+        "DbmigrateBackfillSlow",
+        "30m",
+        [{"severity": "warning"}],
+        id="slow-backfill-fires",
+    ),
+    pytest.param(
+        [("dbmigrate_backfill_rows_total", "0+120000x60")],
+        "DbmigrateBackfillSlow",
+        "30m",
+        [],
+        id="fast-backfill-is-quiet",
+    ),
+    pytest.param(
+        [("dbmigrate_backfill_rows_total", "5000x60")],
+        "DbmigrateBackfillSlow",
+        "30m",
+        [],
+        id="no-backfill-running-is-quiet",
+    ),
+    pytest.param(
+        [("dbmigrate_reconcile_errors_total", "0+1x60")],
+        "DbmigrateReconcileErrors",
+        "40m",
+        [{"severity": "warning"}],
+        id="reconcile-errors-fire",
+    ),
+]
+
+
+@pytest.mark.parametrize(("series", "alert", "at", "expected"), ALERT_CASES)
+def test_alerts_fire_on_series(
+    helm: str,
+    tmp_path: Path,
+    series: list[tuple[str, str]],
+    alert: str,
+    at: str,
+    expected: list[dict[str, str]],
+) -> None:
+    groups = _rule_groups(helm)
+    # promtool compares annotations exactly; the firing logic is what is tested here (the
+    # annotations' templates are checked by `promtool check rules`).
+    for group in groups:
+        for rule in group["rules"]:
+            rule.pop("annotations", None)
+    (tmp_path / "rules.yaml").write_text(yaml.safe_dump({"groups": groups}))
+    test = {
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [{"series": s, "values": v} for s, v in series],
+                "alert_rule_test": [
+                    {
+                        "eval_time": at,
+                        "alertname": alert,
+                        "exp_alerts": [{"exp_labels": labels} for labels in expected],
+                    }
+                ],
+            }
+        ],
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(test))
+    proc = run_promtool("test", "rules", "test.yaml", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS" in proc.stdout
+
+
+def _dashboard(helm: str) -> dict[str, Any]:
+    cm = next(d for d in render(helm, MONITORING) if d["kind"] == "ConfigMap")
+    assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+    return json.loads(cm["data"]["dbmigrate.json"])
+
+
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__range": "6h", "$namespace": ".*"}
+
+
+def _grafana_to_promql(expr: str) -> str:
+    for variable, value in GRAFANA_VARIABLES.items():
+        expr = expr.replace(variable, value)
+    assert "$" not in expr, f"unknown dashboard variable in {expr}"
+    return expr
+
+
+def test_dashboard_covers_every_operator_metric(helm: str) -> None:
+    dashboard = _dashboard(helm)
+    exprs = " ".join(t["expr"] for p in dashboard["panels"] for t in p["targets"])
+    for metric in OPERATOR_METRICS:
+        assert re.search(rf"\b{metric}(_bucket)?\b", exprs), f"no panel shows {metric}"
+    names = set(re.findall(r"\bdbmigrate_[a-z_]+", exprs))
+    known = set(OPERATOR_METRICS) | {f"{m}_bucket" for m in OPERATOR_METRICS}
+    assert names <= known, f"panels query metrics the operator does not export: {names - known}"
+
+
+def test_dashboard_is_well_formed(helm: str) -> None:
+    dashboard = _dashboard(helm)
+    assert dashboard["uid"] == "dbmigrate-operator"
+    panels = dashboard["panels"]
+    ids = [p["id"] for p in panels]
+    assert len(ids) == len(set(ids))
+    variables = {v["name"] for v in dashboard["templating"]["list"]}
+    assert variables == {"datasource", "namespace"}
+    cells = set()
+    for panel in panels:
+        assert panel["datasource"]["uid"] == "${datasource}"
+        assert panel["targets"]
+        g = panel["gridPos"]
+        assert g["x"] + g["w"] <= 24
+        area = {
+            (x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])
+        }
+        assert not cells & area, f"panel {panel['title']!r} overlaps another"
+        cells |= area
+
+
+def test_dashboard_queries_are_valid_promql(helm: str, tmp_path: Path) -> None:
+    rules = [
+        {
+            "record": f"dashboard:panel_{p['id']}_{t['refId'].lower()}",
+            "expr": _grafana_to_promql(t["expr"]),
+        }
+        for p in _dashboard(helm)["panels"]
+        for t in p["targets"]
+    ]
+    (tmp_path / "rules.yaml").write_text(
+        yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]})
+    )
+    proc = run_promtool("check", "rules", "rules.yaml", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"SUCCESS: {len(rules)} rules found" in proc.stdout
+
+
+def test_dashboard_namespace_override(helm: str) -> None:
+    values = {"grafanaDashboard": {"enabled": True, "namespace": "monitoring"}}
+    cm = only(render(helm, values), "ConfigMap")
+    assert cm["metadata"]["namespace"] == "monitoring"
+
+
+# --- RBAC, for real: install, mint a token, ask the API server -----------------------------------
+
+
+def serviceaccount_kubeconfig(
+    cluster: Cluster, namespace: str, serviceaccount: str, path: Path, duration: str = "1h"
+) -> Path:
+    """A kubeconfig that authenticates as the ServiceAccount with a fresh token and nothing else
+    (the API server and its CA are taken from the cluster's own kubeconfig)."""
+    token = cluster.kubectl(
+        "create", "token", serviceaccount, "-n", namespace, f"--duration={duration}"
+    ).stdout.strip()
+    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])
+    server = next(c for c in admin["clusters"] if c["name"] == context["context"]["cluster"])
+    cluster_entry = dict(server["cluster"])
+    if "certificate-authority" in cluster_entry:
+        ca = Path(cluster_entry.pop("certificate-authority"))
+        cluster_entry["certificate-authority-data"] = base64.b64encode(ca.read_bytes()).decode()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "cluster", "cluster": cluster_entry}],
+        "users": [{"name": serviceaccount, "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": serviceaccount,
+                "context": {"cluster": "cluster", "user": serviceaccount, "namespace": namespace},
+            }
+        ],
+        "current-context": serviceaccount,
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+@dataclass
+class Installed:
+    mode: str
+    namespace: str  # the release's namespace, watched by the operator
+    other: str  # a namespace the operator does not watch (in namespaced mode)
+    serviceaccount: str
+    operator: Cluster  # kubectl with the ServiceAccount's token only
+
+    def can_i(self, verb: str, resource: str, where: str) -> bool:
+        scope = {
+            "ns": ["-n", self.namespace],
+            "other": ["-n", self.other],
+            "cluster": [],
+        }[where]
+        resource, _, sub = resource.partition("/")
+        extra = [f"--subresource={sub}"] if sub else []
+        proc = self.operator.kubectl("auth", "can-i", verb, resource, *scope, *extra, check=False)
+        answer = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+        assert answer in ("yes", "no"), proc.stdout + proc.stderr
+        return answer == "yes"
+
+
+INSTALL_MODES = ["namespaced", "cluster-wide"]
+
+
+@pytest.fixture(scope="module", params=INSTALL_MODES)
+def installed(
+    request: pytest.FixtureRequest,
+    cluster: Cluster,
+    helm: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Installed]:
+    """`helm install` of the chart into a namespace of its own, with peering and Argo CD rights
+    on, RBAC either namespaced to that namespace or cluster-wide."""
+    mode = request.param
+    cluster.install_crds([PEERING_CRDS])
+    namespace = cluster.create_namespace(f"chart-{mode}")
+    other = cluster.create_namespace(f"chart-{mode}-other")
+    release = f"dbm-{namespace[-6:]}"  # cluster-scoped object names derive from it
+    values = {
+        "peering": {"enabled": True, "name": release},
+        "argocd": {"enabled": True, "namespaces": [namespace]},
+        "watchNamespaces": [namespace] if mode == "namespaced" else [],
+    }
+    proc = run_helm(
+        helm,
+        "install",
+        release,
+        str(CHART),
+        "--namespace",
+        namespace,
+        "--kubeconfig",
+        str(cluster.kubeconfig),
+        values=values,
+    )
+    assert proc.returncode == 0, proc.stderr
+    try:
+        sa = f"{release}-dbmigrate-operator"
+        cluster.kubectl("get", "serviceaccount", sa, "-n", namespace)
+        path = tmp_path_factory.mktemp(f"sa-{mode}") / "kubeconfig"
+        kubeconfig = serviceaccount_kubeconfig(cluster, namespace, sa, path)
+        yield Installed(mode, namespace, other, sa, Cluster(kubeconfig))
+    finally:
+        run_helm(
+            helm,
+            "uninstall",
+            release,
+            "--namespace",
+            namespace,
+            "--kubeconfig",
+            str(cluster.kubeconfig),
+        )
+        cluster.delete_namespace(namespace)
+        cluster.delete_namespace(other)
+
+
+BOTH = frozenset(INSTALL_MODES)
+NEVER: frozenset[str] = frozenset()
+CLUSTER_WIDE = frozenset({"cluster-wide"})
+NAMESPACED = frozenset({"namespaced"})
+
+OPERATOR_NEEDS = [
+    ("get", "databasemigrations.dbmigrate.io"),
+    ("list", "databasemigrations.dbmigrate.io"),
+    ("watch", "databasemigrations.dbmigrate.io"),
+    ("patch", "databasemigrations.dbmigrate.io"),
+    ("update", "databasemigrations.dbmigrate.io"),
+    ("get", "databasemigrations.dbmigrate.io/status"),
+    ("patch", "databasemigrations.dbmigrate.io/status"),
+    ("update", "databasemigrations.dbmigrate.io/status"),
+    ("create", "events"),
+    ("patch", "events"),
+    ("create", "events.events.k8s.io"),
+    ("patch", "events.events.k8s.io"),
+    ("get", "secrets"),
+    ("get", "configmaps"),
+    ("get", "deployments.apps"),
+    ("list", "deployments.apps"),
+    ("watch", "deployments.apps"),
+    ("patch", "deployments.apps"),
+    ("list", "replicasets.apps"),
+    ("create", "jobs.batch"),
+    ("get", "jobs.batch"),
+    ("list", "jobs.batch"),
+    ("watch", "jobs.batch"),
+    ("delete", "jobs.batch"),
+    ("get", "pods"),
+    ("list", "pods"),
+]
+OPERATOR_MUST_NOT = [
+    ("list", "secrets"),
+    ("watch", "secrets"),
+    ("create", "secrets"),
+    ("delete", "secrets"),
+    ("update", "secrets"),
+    ("create", "configmaps"),
+    ("create", "deployments.apps"),
+    ("delete", "deployments.apps"),
+    ("update", "deployments.apps"),
+    ("create", "databasemigrations.dbmigrate.io"),
+    ("delete", "databasemigrations.dbmigrate.io"),
+    ("update", "jobs.batch"),
+    ("create", "pods"),
+    ("delete", "pods"),
+    ("create", "pods/exec"),
+    ("create", "serviceaccounts/token"),
+    ("create", "roles.rbac.authorization.k8s.io"),
+    ("create", "rolebindings.rbac.authorization.k8s.io"),
+    ("delete", "replicasets.apps"),
+    ("delete", "events"),
+]
+
+CAN_I = [
+    *(pytest.param(verb, res, "ns", BOTH, id=f"ns-{verb}-{res}") for verb, res in OPERATOR_NEEDS),
+    *(
+        pytest.param(verb, res, "other", CLUSTER_WIDE, id=f"other-{verb}-{res}")
+        for verb, res in OPERATOR_NEEDS
+    ),
+    *(
+        pytest.param(verb, res, where, NEVER, id=f"{where}-denied-{verb}-{res}")
+        for verb, res in OPERATOR_MUST_NOT
+        for where in ("ns", "other")
+    ),
+    # kopf peering: per namespace when namespaced, one cluster object otherwise.
+    *(
+        pytest.param(verb, "kopfpeerings.kopf.dev", "ns", NAMESPACED, id=f"ns-{verb}-kopfpeerings")
+        for verb in ("get", "list", "watch", "patch", "create")
+    ),
+    *(
+        pytest.param(
+            verb,
+            "clusterkopfpeerings.kopf.dev",
+            "cluster",
+            CLUSTER_WIDE,
+            id=f"{verb}-clusterpeerings",
+        )
+        for verb in ("get", "list", "watch", "patch", "create")
+    ),
+    pytest.param(
+        "delete", "kopfpeerings.kopf.dev", "ns", NEVER, id="ns-denied-delete-kopfpeerings"
+    ),
+    # kopf's discovery, read only.
+    pytest.param("list", "namespaces", "cluster", BOTH, id="list-namespaces"),
+    pytest.param("watch", "namespaces", "cluster", BOTH, id="watch-namespaces"),
+    pytest.param(
+        "list", "customresourcedefinitions.apiextensions.k8s.io", "cluster", BOTH, id="list-crds"
+    ),
+    pytest.param(
+        "watch", "customresourcedefinitions.apiextensions.k8s.io", "cluster", BOTH, id="watch-crds"
+    ),
+    pytest.param("create", "namespaces", "cluster", NEVER, id="denied-create-namespaces"),
+    pytest.param("delete", "namespaces", "cluster", NEVER, id="denied-delete-namespaces"),
+    pytest.param("get", "nodes", "cluster", NEVER, id="denied-get-nodes"),
+    pytest.param(
+        "create",
+        "customresourcedefinitions.apiextensions.k8s.io",
+        "cluster",
+        NEVER,
+        id="denied-create-crds",
+    ),
+    pytest.param(
+        "create", "clusterrolebindings.rbac.authorization.k8s.io", "cluster", NEVER, id="denied-crb"
+    ),
+    # Argo CD Applications, only in the listed namespace.
+    *(
+        pytest.param(verb, "applications.argoproj.io", "ns", BOTH, id=f"ns-{verb}-applications")
+        for verb in ("get", "list", "patch")
+    ),
+    *(
+        pytest.param(
+            verb, "applications.argoproj.io", where, NEVER, id=f"{where}-denied-{verb}-applications"
+        )
+        for verb, where in (
+            ("delete", "ns"),
+            ("update", "ns"),
+            ("create", "ns"),
+            ("get", "other"),
+            ("patch", "other"),
+        )
+    ),
+]
+
+
+@pytest.mark.parametrize(("verb", "resource", "where", "allowed_in"), CAN_I)
+def test_serviceaccount_can_exactly_what_the_operator_needs(
+    installed: Installed, verb: str, resource: str, where: str, allowed_in: frozenset[str]
+) -> None:
+    expected = installed.mode in allowed_in
+    assert installed.can_i(verb, resource, where) is expected, (
+        f"{installed.mode}: can-i {verb} {resource} ({where}) should be {expected}"
+    )
+
+
+def test_token_authenticates_as_the_serviceaccount(installed: Installed) -> None:
+    who = json.loads(installed.operator.kubectl("auth", "whoami", "-o", "json").stdout)
+    assert who["status"]["userInfo"]["username"] == (
+        f"system:serviceaccount:{installed.namespace}:{installed.serviceaccount}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "allowed"),
+    [
+        pytest.param(("get", "databasemigrations"), True, id="list-migrations"),
+        pytest.param(("get", "deployments,replicasets,jobs,pods"), True, id="list-workloads"),
+        pytest.param(("get", "configmap", "kube-root-ca.crt"), True, id="get-configmap"),
+        pytest.param(("get", "secrets"), False, id="list-secrets-forbidden"),
+        pytest.param(("delete", "configmap", "kube-root-ca.crt"), False, id="delete-forbidden"),
+        pytest.param(
+            ("create", "configmap", "probe", "--from-literal=a=b"), False, id="create-forbidden"
+        ),
+    ],
+)
+def test_token_really_works_against_the_api(
+    installed: Installed, args: tuple[str, ...], allowed: bool
+) -> None:
+    proc = installed.operator.kubectl(*args, "-n", installed.namespace, check=False)
+    if allowed:
+        assert proc.returncode == 0, proc.stderr
+    else:
+        assert proc.returncode != 0
+        assert "forbidden" in proc.stderr.lower()
+
+
+def test_token_creates_and_deletes_a_job(installed: Installed, cluster: Cluster) -> None:
+    """What a backfill step does with Jobs, done with the ServiceAccount's token alone."""
+    name = f"probe-{installed.mode}"
+    ns = ["-n", installed.namespace]
+    image = "registry.example.com/probe:1"
+    installed.operator.kubectl("create", "job", name, f"--image={image}", *ns)
+    job = cluster.get("job", name, *ns)
+    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == image
+    installed.operator.kubectl("delete", "job", name, "--wait=false", *ns)
+    left = cluster.kubectl("get", "job", name, *ns, "-o", "json", "--ignore-not-found").stdout
+    assert not left.strip() or "deletionTimestamp" in json.loads(left)["metadata"]
