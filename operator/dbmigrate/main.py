@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Any
 
 import kopf
@@ -23,6 +24,8 @@ def configure(settings: kopf.OperatorSettings, *, peering: bool) -> None:
     )
     settings.posting.level = logging.WARNING  # our own events are posted by the runner
     settings.peering.name = SETTINGS.peering_name
+    # kopf pauses every operator when peers share a priority: give each replica its own.
+    settings.peering.priority = secrets.randbelow(1_000_000)
     settings.peering.standalone = not peering
     settings.peering.mandatory = peering
     settings.watching.server_timeout = 300

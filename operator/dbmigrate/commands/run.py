@@ -45,6 +45,7 @@ def _handle(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prometheus query
     if args.metrics_port:
         registry.serve(args.metrics_port)
 

@@ -136,12 +136,8 @@ def normalise_sql(sql: str) -> str:
         tokens = parser.scan(sql)
     except ParseError:
         return " ".join(sql.split())
-    encoded = sql.encode("utf-8")
-    parts = [
-        encoded[t.start : t.end + 1].decode("utf-8")
-        for t in tokens
-        if t.name not in ("SQL_COMMENT", "C_COMMENT")
-    ]
+    # pglast reports character offsets (not libpg_query's bytes), so slice the str itself.
+    parts = [sql[t.start : t.end + 1] for t in tokens if t.name not in ("SQL_COMMENT", "C_COMMENT")]
     return " ".join(parts)
 
 
@@ -155,11 +151,12 @@ def checksum(*parts: str | None) -> str:
 
 
 def compact_sql(text: str, limit: int | None = None) -> str:
-    """The SQL on one line as the user wrote it: comments dropped, runs of whitespace and line
-    breaks between tokens become one space, no space added where there was none.
+    """The SQL on one line as the user wrote it, for display: comments dropped, runs of
+    whitespace and line breaks become one space (inside string and dollar-quoted literals too),
+    no space added where there was none.
 
-    Used to name a statement in lint findings, plans and logs. pglast's scanner reports
-    character offsets. `limit` cuts the result to that many characters (ending with an
+    Used to name a statement in lint findings, plans and logs; never executed. pglast's scanner
+    reports character offsets. `limit` cuts the result to that many characters (ending with an
     ellipsis).
     """
     try:
@@ -174,7 +171,7 @@ def compact_sql(text: str, limit: int | None = None) -> str:
                 continue
             if previous_end is not None and token.start > previous_end + 1:
                 pieces.append(" ")
-            pieces.append(text[token.start : token.end + 1])
+            pieces.append(" ".join(text[token.start : token.end + 1].split()))
             previous_end = token.end
         out = "".join(pieces)
     out = out.rstrip(";").rstrip()
