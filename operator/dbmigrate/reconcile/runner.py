@@ -97,9 +97,13 @@ class MigrationRunner:
                     await self._report_transient_error(exc, delay)
                 if delay is None:
                     return
-                self.wakeup.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.wakeup.wait(), timeout=delay)
+                await self._sleep(delay, stopped)
+            log.info(
+                "%s/%s: runner stopped (%s)",
+                self.namespace,
+                self.name,
+                getattr(stopped, "reason", None),
+            )
         finally:
             await self.close()
 
@@ -109,6 +113,18 @@ class MigrationRunner:
                 await self.conn.close()
         self.conn = None
         self.lock_held = False
+
+    async def _sleep(self, delay: float, stopped: Any) -> None:
+        """Sleep until the delay passes, something wakes the runner, or kopf asks it to stop."""
+        self.wakeup.clear()
+        waiters = [asyncio.ensure_future(self.wakeup.wait())]
+        if stopped is not None and hasattr(stopped, "wait"):
+            waiters.append(asyncio.ensure_future(stopped.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     async def _report_transient_error(self, exc: Exception, delay: float) -> None:
         metrics.RECONCILE_ERRORS.inc()
