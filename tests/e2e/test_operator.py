@@ -311,3 +311,37 @@ def test_sql_from_a_config_map(
     )
     wait_phase(cluster, namespace, "Succeeded")
     assert history(app_db) == [("expand", "up")]
+
+
+def test_lint_enforce_blocks_before_any_sql_and_warn_goes_on(
+    cluster: Cluster, namespace: str, app_db: str, operator: OperatorProcess
+) -> None:
+    steps = [
+        {"name": "first", "sql": {"up": "ALTER TABLE users ADD COLUMN note text"}},
+        {"name": "index", "sql": {"up": "CREATE INDEX users_email ON users (email)"}},
+    ]
+    blocked = migration(namespace, steps)
+    blocked["spec"]["safety"]["lint"] = "Enforce"
+    cluster.apply(blocked)
+    st = wait_phase(cluster, namespace, "Failed")
+    assert condition(st, "Stalled")["reason"] == "LintFailed"
+    rules = {(f["step"], f["rule"], f["severity"]) for f in st["lint"]}
+    assert ("index", "require-concurrent-index-creation", "error") in rules
+    assert st["plan"]
+    assert "startedAt" not in st
+    assert history(app_db) == []  # not even the first, harmless step ran
+    # The same migration with Warn runs, and the finding stays visible.
+    cluster.kubectl(
+        "patch",
+        "dbm",
+        "m",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"safety": {"lint": "Warn"}}}',
+    )
+    st = wait_phase(cluster, namespace, "Succeeded")
+    assert any(f["rule"] == "require-concurrent-index-creation" for f in st["lint"])
+    assert history(app_db) == [("first", "up"), ("index", "up")]
+    assert "LintFindings" in cluster.kubectl("get", "events", "-n", namespace).stdout

@@ -28,6 +28,7 @@ from dbmigrate.api.models import (
     ArgoCDRollbackStatus,
     DatabaseMigrationSpec,
     DatabaseMigrationStatus,
+    LintFinding,
     RollbackStatus,
     Step,
     StepStatus,
@@ -36,6 +37,8 @@ from dbmigrate.core import analysis as verdicts
 from dbmigrate.core import decide as d
 from dbmigrate.core.conditions import set_conditions
 from dbmigrate.core.jobs import build_backfill_job, build_tool_job, job_name
+from dbmigrate.core.lint import Resolved, count_blocking, lint_migration
+from dbmigrate.core.plan import render_plan_summary
 from dbmigrate.core.rollout import plan_rollout_undo, rollout_state
 from dbmigrate.core.statements import checksum
 from dbmigrate.db import executor, history
@@ -79,6 +82,7 @@ class MigrationRunner:
         self._body: dict[str, Any] = {}
         self._last_event_key: tuple[str, str] | None = None
         self._analysis_decision: verdicts.Decision = verdicts.Continue()
+        self._lint_findings: list[LintFinding] = []
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -171,11 +175,45 @@ class MigrationRunner:
             )
             return 60.0
         obs, sql = await self.observe(spec, status, body)
+        status = await self.record_lint_and_plan(spec, status, obs, sql)
         status = await self.analyse(spec, status, obs)
         obs = self._with_analysis_decision(obs)
         action = d.decide(spec, status, obs)
         log.debug("%s/%s: %s", self.namespace, self.name, action)
         return await self.act(spec, status, obs, sql, action, generation)
+
+    # --- lint and plan -------------------------------------------------------------------------
+
+    def _server_version(self) -> int:
+        return self.conn.info.server_version // 10000 if self.conn is not None else 15
+
+    def lint(
+        self, spec: DatabaseMigrationSpec, obs: d.Observation, sql: dict[str, ResolvedSql]
+    ) -> d.Observation:
+        """Lint every step before anything runs; Enforce blocks on error findings."""
+        if spec.safety.lint == "Off":
+            self._lint_findings = []
+            return obs
+        resolved: Resolved = {name: (r.up, r.down) for name, r in sql.items()}
+        self._lint_findings = lint_migration(spec, resolved, self._server_version())
+        return replace(obs, lint_errors=count_blocking(self._lint_findings))
+
+    async def record_lint_and_plan(
+        self,
+        spec: DatabaseMigrationSpec,
+        status: DatabaseMigrationStatus,
+        obs: d.Observation,
+        sql: dict[str, ResolvedSql],
+    ) -> DatabaseMigrationStatus:
+        """status.lint (the findings) and status.plan (the concise plan, when first seen)."""
+        if obs.problem is not None and obs.problem.reason == reasons.CONFIG_MAP_NOT_FOUND:
+            return status  # the SQL is not all there yet
+        status = status.model_copy(deep=True)
+        if status.plan is None:
+            resolved: Resolved = {name: (r.up, r.down) for name, r in sql.items()}
+            status.plan = render_plan_summary(spec, resolved, self._server_version())
+        status.lint = self._lint_findings or None
+        return status
 
     # --- analysis ------------------------------------------------------------------------------
 
@@ -237,8 +275,15 @@ class MigrationRunner:
                 obs, problem=d.ConfigProblem(reasons.CONFIG_MAP_NOT_FOUND, str(exc))
             ), sql
         obs = replace(obs, checksums={s.name: step_checksum(s, sql) for s in spec.steps})
+        obs = self.lint(spec, obs, sql)
 
-        wants_lock = (status.phase or "Pending") != "Failed" or obs.rollback_requested
+        # The lock is held while the migration is under way (or about to start), not while it
+        # sits failed or blocked by lint: other migrations of this database must not wait on it.
+        started = status.started_at is not None
+        blocked_by_lint = not started and obs.lint_errors > 0 and spec.safety.lint == "Enforce"
+        wants_lock = obs.rollback_requested or (
+            not blocked_by_lint and ((status.phase or "Pending") != "Failed" or not started)
+        )
         try:
             dsn = await kube.read_secret_value(
                 self.namespace, spec.database.dsn_secret_ref.name, spec.database.dsn_secret_ref.key
@@ -378,6 +423,15 @@ class MigrationRunner:
                 await self._event(
                     "Normal", "Started", f"migration {spec.migration_id} started{rev}"
                 )
+                if status.lint and spec.safety.lint == "Warn":
+                    errors = count_blocking(status.lint)
+                    await self._event(
+                        "Warning",
+                        "LintFindings",
+                        f"{len(status.lint)} lint finding(s), {errors} error(s); safety.lint is "
+                        "Warn, so the migration goes on (see status.lint): "
+                        + "; ".join(f"{f.step}: {f.rule}" for f in status.lint[:5]),
+                    )
                 return 0.0
             case d.RunStep():
                 await self._run_step(spec, status, obs, sql, spec.step(action.step), generation)
