@@ -9,6 +9,7 @@ from typing import Any
 import kopf
 
 from dbmigrate.api.models import GROUP, PLURAL, VERSION
+from dbmigrate.reconcile.platform import KubernetesPlatform
 from dbmigrate.reconcile.runner import FINAL_PHASES, MigrationRunner
 from dbmigrate.settings import Settings
 
@@ -46,7 +47,8 @@ async def run_migration(
 ) -> None:
     assert namespace is not None
     assert name is not None
-    runner = MigrationRunner(namespace, name, SETTINGS)
+    platform = KubernetesPlatform(namespace, name, SETTINGS.argocd_namespaces)
+    runner = MigrationRunner(platform, SETTINGS)
     memo["runner"] = runner
     await runner.run(stopped)
 

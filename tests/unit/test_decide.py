@@ -433,6 +433,35 @@ CASES = [
         "FinishRollback:IrreversibleStep",
         id="irreversible-step-stops-rollback",
     ),
+    # --- without Kubernetes (dbmigrate apply) ---------------------------------------------------
+    pytest.param(
+        spec(),
+        status(None),
+        obs(deployment=None, rollout_gates=False),
+        d.Start(None),
+        id="apply-starts-without-deployment",
+    ),
+    pytest.param(
+        spec(),
+        status(),
+        obs(deployment=MID_ROLLOUT, rollout_gates=False),
+        d.RunStep("expand"),
+        id="apply-has-no-gates",
+    ),
+    pytest.param(
+        spec(),
+        status(expand="Succeeded", backfill="Succeeded"),
+        obs(applied=applied("expand", "backfill"), deployment=None, rollout_gates=False),
+        "RecordStep:release",
+        id="apply-skips-await-rollout",
+    ),
+    pytest.param(
+        spec(),
+        status("RollingBack", expand="Succeeded"),
+        obs(applied=applied("expand"), deployment=None, rollout_gates=False),
+        d.RevertStep("expand"),
+        id="apply-rollback-has-no-undo",
+    ),
     pytest.param(
         spec(rollback={"undoRollout": False}),
         status("RollingBack", expand="Succeeded"),

@@ -1,16 +1,201 @@
-"""`dbmigrate apply` (not implemented yet)."""
+"""`dbmigrate apply -f migration.yaml --dsn DSN`: run a DatabaseMigration without Kubernetes.
+
+The same engine as the operator (`reconcile.runner` with the local platform): lock-safe SQL,
+history table and checksums, verify, backfills (in-process workers), SLO analysis and SQL
+rollback. `awaitRollout` steps are skipped with a notice; `job` steps need a cluster.
+
+Exit codes (for CI pipelines): 0 applied (or already applied); 1 the migration failed or was
+rolled back, or lint blocked it; 2 usage errors (file, DSN, unsupported steps); 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from dbmigrate.core.lint.documents import ManifestError, parse_manifests
+from dbmigrate.db.backfill import BackfillEvent, BatchDone, Started, Throttled
+from dbmigrate.reconcile.local import LocalPlatform
+from dbmigrate.reconcile.runner import MigrationRunner
+from dbmigrate.settings import Settings
+
+SUCCESS, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("apply", help="(not implemented yet)")
+    p = sub.add_parser(
+        "apply",
+        help="run a DatabaseMigration straight against a database (no Kubernetes)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "-f",
+        "--filename",
+        required=True,
+        type=Path,
+        help="YAML with one DatabaseMigration (and any ConfigMaps its SQL comes from)",
+    )
+    p.add_argument("--dsn", help="libpq DSN; default: the DBMIGRATE_DSN environment variable")
+    p.add_argument(
+        "--prometheus",
+        metavar="URL",
+        help="Prometheus to run the migration's analysis against (overrides "
+        "spec.analysis.prometheus.address)",
+    )
+    p.add_argument("--name", help="which DatabaseMigration, when the file has several")
     p.set_defaults(handler=_handle)
 
 
 def _handle(args: argparse.Namespace) -> int:
-    print("dbmigrate apply: not implemented yet", file=sys.stderr)
-    return 2
+    console = Console(stderr=True, highlight=False)
+    dsn = args.dsn or os.environ.get("DBMIGRATE_DSN")
+    if not dsn:
+        console.print("[red]error:[/] no database: pass --dsn or set DBMIGRATE_DSN")
+        return USAGE
+    try:
+        migrations, config_maps = parse_manifests(args.filename.read_text())
+    except OSError as exc:
+        console.print(f"[red]error:[/] {args.filename}: {exc.strerror}")
+        return USAGE
+    except ManifestError as exc:
+        console.print(f"[red]error:[/] {args.filename}: {exc}")
+        return USAGE
+    if args.name:
+        migrations = [m for m in migrations if m.name == args.name]
+    if len(migrations) != 1:
+        which = "no DatabaseMigration" if not migrations else f"{len(migrations)} migrations"
+        console.print(
+            f"[red]error:[/] {args.filename} has {which}; pass --name to choose one"
+            if migrations
+            else f"[red]error:[/] {args.filename} has {which}"
+        )
+        return USAGE
+    resource = migrations[0].resource
+    jobs = [s.name for s in resource.spec.steps if s.kind == "job"]
+    if jobs:
+        console.print(
+            f"[red]error:[/] step(s) {', '.join(jobs)} run container images: job steps "
+            "need Kubernetes (apply this migration with the operator)"
+        )
+        return USAGE
+    doc = resource.to_k8s()
+    doc.pop("status", None)
+    if args.prometheus and resource.spec.analysis is not None:
+        doc["spec"]["analysis"]["prometheus"]["address"] = args.prometheus
+    report = Reporter(console)
+    platform = LocalPlatform(
+        doc,
+        dsn,
+        {cm.name: cm.data for cm in config_maps},
+        on_status=report.status,
+        on_event=report.event,
+        on_backfill=report.backfill,
+    )
+    runner = MigrationRunner(platform, Settings(poll_interval=0.5))
+    console.print(
+        f"[bold]dbmigrate apply[/] {resource.spec.migration_id} ({len(resource.spec.steps)} steps)"
+    )
+    try:
+        asyncio.run(runner.run(None))
+    except KeyboardInterrupt:
+        console.print(
+            "[yellow]interrupted:[/] the running step's transaction is rolled back; "
+            "run the same command again to continue"
+        )
+        return INTERRUPTED
+    finally:
+        platform.close()
+    final = platform.resource.get("status") or {}
+    report.summary(final)
+    phase = final.get("phase")
+    return SUCCESS if phase == "Succeeded" else FAILED
+
+
+class Reporter:
+    """Live progress on the terminal: events as they happen, backfill progress, a summary."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.started = time.monotonic()
+        self._last_backfill: dict[str, float] = {}
+        self._last_reason: str | None = None
+
+    def _stamp(self) -> str:
+        return f"[dim]{time.monotonic() - self.started:7.1f}s[/]"
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        colour = "yellow" if type_ == "Warning" else "cyan"
+        self.console.print(f"{self._stamp()} [{colour}]{reason:<22}[/] {message}")
+
+    def status(self, status: dict[str, Any]) -> None:
+        for cond in status.get("conditions") or []:
+            if cond.get("type") == "Stalled" and cond.get("status") == "True":
+                reason = cond.get("reason")
+                if reason != self._last_reason:
+                    self._last_reason = reason
+                    self.console.print(
+                        f"{self._stamp()} [red]{reason:<22}[/] {cond.get('message', '')}"
+                    )
+
+    def backfill(self, step: str, event: BackfillEvent) -> None:
+        now = time.monotonic()
+        if isinstance(event, Started):
+            total = f" of ~{event.rows_estimated:,}" if event.rows_estimated else ""
+            self.console.print(
+                f"{self._stamp()} [cyan]{'Backfill':<22}[/] {step}: worker "
+                f"{event.worker + 1}/{event.workers} on {event.table}"
+                f"{' (resumed)' if event.resumed else ''}: "
+                f"{event.rows_done_before:,}{total} rows done"
+            )
+        elif isinstance(event, Throttled):
+            self.console.print(
+                f"{self._stamp()} [yellow]{'Throttled':<22}[/] {step}: {event.reason}"
+            )
+        elif isinstance(event, BatchDone) and now - self._last_backfill.get(step, 0) >= 1.0:
+            self._last_backfill[step] = now
+            rate = event.rows / event.seconds if event.seconds > 0 else 0
+            self.console.print(
+                f"{self._stamp()} [cyan]{'Backfill':<22}[/] {step}: "
+                f"{event.rows_done:,} rows, batch {event.batch_size:,} in "
+                f"{event.seconds * 1000:.0f} ms ({rate:,.0f} rows/s)"
+            )
+
+    def summary(self, status: dict[str, Any]) -> None:
+        table = Table(title=f"{status.get('phase', '?')} in {time.monotonic() - self.started:.1f}s")
+        for column in ("step", "state", "attempts", "lock retries", "detail"):
+            table.add_column(column)
+        for st in status.get("steps") or []:
+            detail = st.get("message") or ""
+            if st.get("backfill"):
+                bf = st["backfill"]
+                detail = f"{bf.get('rowsDone', 0):,} rows" + (f"; {detail}" if detail else "")
+            colour = {"Succeeded": "green", "Failed": "red", "RolledBack": "yellow"}.get(
+                st.get("state", ""), "white"
+            )
+            table.add_row(
+                st["name"],
+                f"[{colour}]{st.get('state')}[/]",
+                str(st.get("attempts", 0)),
+                str(st.get("lockRetries", 0)),
+                detail,
+            )
+        self.console.print(table)
+        rollback = status.get("rollback") or {}
+        if rollback.get("reason"):
+            self.console.print(
+                f"rollback: {rollback['reason']}; reverted "
+                f"{', '.join(rollback.get('stepsReverted') or []) or 'nothing'}"
+            )
+        for cond in status.get("conditions") or []:
+            if cond.get("type") == "Ready" and cond.get("status") != "True":
+                self.console.print(f"[red]{cond.get('reason')}:[/] {cond.get('message')}")
+        sys.stderr.flush()

@@ -66,6 +66,8 @@ class Observation:
     problem: ConfigProblem | None = None
     lint_errors: int = 0
     rollback_requested: bool = False
+    # False where there is no cluster (`dbmigrate apply`): no gates, awaitRollout is skipped
+    rollout_gates: bool = True
     slo_breach: str | None = None  # reason text when analysis says roll back
     analysis_pause: str | None = None  # reason text when analysis says pause
 
@@ -193,7 +195,7 @@ def _progress_message(spec: DatabaseMigrationSpec, obs: Observation) -> str:
 def _rollout_gate(spec: DatabaseMigrationSpec, obs: Observation, step: Step) -> Wait | None:
     """No step starts while the target Deployment is mid-rollout (awaitRollout handles itself)."""
     name = spec.target_deployment
-    if name is None or step.kind == "awaitRollout":
+    if name is None or step.kind == "awaitRollout" or not obs.rollout_gates:
         return None
     if obs.deployment_missing or obs.deployment is None:
         return Wait(
@@ -302,8 +304,10 @@ def decide(
 
     if status.started_at is None:
         revision = obs.deployment.revision if obs.deployment is not None else None
-        if spec.target_deployment is not None and (
-            obs.deployment is None or obs.deployment_missing
+        if (
+            obs.rollout_gates
+            and spec.target_deployment is not None
+            and (obs.deployment is None or obs.deployment_missing)
         ):
             return Wait(
                 "Pending",
@@ -398,6 +402,12 @@ def _decide_await_rollout(
     spec: DatabaseMigrationSpec, status: DatabaseMigrationStatus, obs: Observation, step: Step
 ) -> Action:
     assert step.await_rollout is not None
+    if not obs.rollout_gates:
+        return RecordStep(
+            step.name,
+            write_history=True,
+            message="skipped: no Kubernetes rollout to wait for here (dbmigrate apply)",
+        )
     wanted = step.await_rollout.image
     st = status.step(step.name)
     started = _parse_time(st.started_at if st else None)
@@ -503,7 +513,8 @@ def decide_rollback(
     rb = status.rollback
     deployment = spec.target_deployment
     if (
-        spec.undo_rollout_enabled
+        obs.rollout_gates
+        and spec.undo_rollout_enabled
         and deployment is not None
         and status.target_revision is not None
         and not (rb is not None and rb.rollout_undone)

@@ -25,7 +25,7 @@ from dbmigrate.api.durations import parse_duration
 from dbmigrate.api.models import (
     ROLLBACK_ANNOTATION,
     ROLLBACK_REQUESTED,
-    ArgoCDRollbackStatus,
+    BackfillProgress,
     DatabaseMigrationSpec,
     DatabaseMigrationStatus,
     LintFinding,
@@ -36,15 +36,21 @@ from dbmigrate.api.models import (
 from dbmigrate.core import analysis as verdicts
 from dbmigrate.core import decide as d
 from dbmigrate.core.conditions import set_conditions
-from dbmigrate.core.jobs import build_backfill_job, build_tool_job, job_name
+from dbmigrate.core.jobs import (
+    backfill_checkpoint_name,
+    build_backfill_job,
+    build_tool_job,
+    job_name,
+)
 from dbmigrate.core.lint import Resolved, count_blocking, lint_migration
 from dbmigrate.core.plan import render_plan_summary
-from dbmigrate.core.rollout import plan_rollout_undo, rollout_state
+from dbmigrate.core.rollout import rollout_state
 from dbmigrate.core.statements import checksum
 from dbmigrate.db import executor, history
-from dbmigrate.kube import cluster as kube
+from dbmigrate.db.backfill import read_backfill_progress
 from dbmigrate.metrics import registry as metrics
 from dbmigrate.reconcile.analysis import run_analysis_round
+from dbmigrate.reconcile.platform import NotFound, Platform
 from dbmigrate.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -71,9 +77,10 @@ class ResolvedSql:
 class MigrationRunner:
     """Drives one DatabaseMigration to a terminal phase."""
 
-    def __init__(self, namespace: str, name: str, settings: Settings) -> None:
-        self.namespace = namespace
-        self.name = name
+    def __init__(self, platform: Platform, settings: Settings) -> None:
+        self.platform = platform
+        self.namespace = platform.namespace
+        self.name = platform.name
         self.settings = settings
         self.conn: psycopg.AsyncConnection | None = None
         self.lock_held = False
@@ -83,6 +90,8 @@ class MigrationRunner:
         self._last_event_key: tuple[str, str] | None = None
         self._analysis_decision: verdicts.Decision = verdicts.Continue()
         self._lint_findings: list[LintFinding] = []
+        self._dsn: str | None = None
+        self._progress_conn: psycopg.Connection[Any] | None = None
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -117,6 +126,10 @@ class MigrationRunner:
                 await self.conn.close()
         self.conn = None
         self.lock_held = False
+        if self._progress_conn is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self._progress_conn.close)
+            self._progress_conn = None
 
     async def _sleep(self, delay: float, stopped: Any) -> None:
         """Sleep until the delay passes, something wakes the runner, or kopf asks it to stop."""
@@ -142,7 +155,7 @@ class MigrationRunner:
         )
         await self.close()  # a broken connection must not be reused; the lock goes with it
         with contextlib.suppress(Exception):
-            body = await kube.read_migration(self.namespace, self.name)
+            body = await self.platform.read_resource()
             status = DatabaseMigrationStatus.model_validate(body.get("status") or {})
             set_conditions(
                 status,
@@ -151,13 +164,13 @@ class MigrationRunner:
                 generation=int(body["metadata"].get("generation", 1)),
                 now=now_iso(),
             )
-            await kube.patch_migration_status(self.namespace, self.name, status_patch(status))
+            await self.platform.write_status(status_patch(status))
 
     async def reconcile_once(self) -> float | None:
         """One pass; returns seconds until the next pass, or None when the migration is done."""
         try:
-            body = await kube.read_migration(self.namespace, self.name)
-        except kube.NotFound:
+            body = await self.platform.read_resource()
+        except NotFound:
             metrics.MIGRATIONS.forget(self.namespace, self.name)
             return None
         self._body = body
@@ -176,6 +189,7 @@ class MigrationRunner:
             return 60.0
         obs, sql = await self.observe(spec, status, body)
         status = await self.record_lint_and_plan(spec, status, obs, sql)
+        status = await self.record_backfill_progress(spec, status)
         status = await self.analyse(spec, status, obs)
         obs = self._with_analysis_decision(obs)
         action = d.decide(spec, status, obs)
@@ -214,6 +228,54 @@ class MigrationRunner:
             status.plan = render_plan_summary(spec, resolved, self._server_version())
         status.lint = self._lint_findings or None
         return status
+
+    # --- backfill progress ---------------------------------------------------------------------
+
+    async def record_backfill_progress(
+        self, spec: DatabaseMigrationSpec, status: DatabaseMigrationStatus
+    ) -> DatabaseMigrationStatus:
+        """Rows done / estimated / rate / ETA of running backfills, from their checkpoints."""
+        running = [
+            s
+            for s in spec.steps
+            if s.backfill is not None
+            and (st := status.step(s.name)) is not None
+            and st.state == "Running"
+        ]
+        if not running or self._dsn is None:
+            return status
+        status = status.model_copy(deep=True)
+        for step in running:
+            checkpoint = backfill_checkpoint_name(spec.migration_id, step.name)
+            try:
+                progress = await asyncio.to_thread(self._read_progress, checkpoint)
+            except (psycopg.Error, OSError) as exc:
+                log.info(
+                    "backfill progress of %s not readable yet: %s", step.name, _first_line(exc)
+                )
+                continue
+            st = status.step(step.name)
+            assert st is not None
+            before = st.backfill.rows_done if st.backfill is not None else 0
+            if progress.rows_done > before:
+                metrics.BACKFILL_ROWS.inc(progress.rows_done - before)
+            st.backfill = progress
+        return status
+
+    def _read_progress(self, checkpoint: str) -> BackfillProgress:
+        assert self._dsn is not None
+        if self._progress_conn is None or self._progress_conn.closed:
+            self._progress_conn = psycopg.connect(
+                self._dsn,
+                autocommit=True,
+                connect_timeout=self.settings.db_connect_timeout,
+                application_name="dbmigrate-progress",
+            )
+        try:
+            return read_backfill_progress(self._progress_conn, checkpoint)
+        except psycopg.OperationalError:
+            self._progress_conn.close()
+            raise
 
     # --- analysis ------------------------------------------------------------------------------
 
@@ -260,17 +322,18 @@ class MigrationRunner:
             now=datetime.now(UTC),
             generation=int(body["metadata"].get("generation", 1)),
             rollback_requested=annotations.get(ROLLBACK_ANNOTATION) == ROLLBACK_REQUESTED,
+            rollout_gates=self.platform.has_rollouts,
         )
-        if spec.target_deployment:
+        if spec.target_deployment and self.platform.has_rollouts:
             try:
-                dep = await kube.read_deployment(self.namespace, spec.target_deployment)
+                dep = await self.platform.read_deployment(spec.target_deployment)
                 obs = replace(obs, deployment=rollout_state(dep))
-            except kube.NotFound:
+            except NotFound:
                 obs = replace(obs, deployment_missing=True)
         sql: dict[str, ResolvedSql] = {}
         try:
             sql = await self.resolve_sql(spec)
-        except kube.NotFound as exc:
+        except NotFound as exc:
             return replace(
                 obs, problem=d.ConfigProblem(reasons.CONFIG_MAP_NOT_FOUND, str(exc))
             ), sql
@@ -285,12 +348,12 @@ class MigrationRunner:
             not blocked_by_lint and ((status.phase or "Pending") != "Failed" or not started)
         )
         try:
-            dsn = await kube.read_secret_value(
-                self.namespace, spec.database.dsn_secret_ref.name, spec.database.dsn_secret_ref.key
-            )
-        except kube.NotFound as exc:
+            ref = spec.database.dsn_secret_ref
+            dsn = await self.platform.read_secret(ref.name, ref.key)
+        except NotFound as exc:
             return replace(obs, problem=d.ConfigProblem(reasons.SECRET_NOT_FOUND, str(exc))), sql
         self._remember_secret(dsn)
+        self._dsn = dsn
         try:
             conn = await self.connection(dsn)
             if wants_lock and not self.lock_held:
@@ -337,11 +400,11 @@ class MigrationRunner:
             up = step.sql.up
             if up is None and step.sql.up_from is not None:
                 ref = step.sql.up_from.config_map_key_ref
-                up = await kube.read_config_map_value(self.namespace, ref.name, ref.key)
+                up = await self.platform.read_config_map(ref.name, ref.key)
             down = step.sql.down
             if down is None and step.sql.down_from is not None:
                 ref = step.sql.down_from.config_map_key_ref
-                down = await kube.read_config_map_value(self.namespace, ref.name, ref.key)
+                down = await self.platform.read_config_map(ref.name, ref.key)
             out[step.name] = ResolvedSql(up or "", down)
         return out
 
@@ -356,40 +419,11 @@ class MigrationRunner:
             if st is None or st.state not in ("Running", "Waiting"):
                 continue
             name = st.job or job_name(self.name, step.name)
-            try:
-                job = await kube.read_job(self.namespace, name)
-            except kube.NotFound:
-                continue
-            jobs[step.name] = await self._job_state(name, job)
+            state = await self.platform.job_state(name)
+            if state is not None:
+                message = redact(state.message, self._secrets) if state.message else None
+                jobs[step.name] = replace(state, message=message)
         return jobs
-
-    async def _job_state(self, name: str, job: dict[str, Any]) -> d.JobState:
-        jstatus = job.get("status") or {}
-        conditions = {c.get("type"): c for c in jstatus.get("conditions") or []}
-        complete = conditions.get("Complete", {}).get("status") == "True"
-        failed = conditions.get("Failed", {}).get("status") == "True"
-        message = None
-        if failed:
-            message = await self._last_termination_message(name) or conditions["Failed"].get(
-                "message"
-            )
-        return d.JobState(
-            name=name,
-            active=int(jstatus.get("active") or 0),
-            succeeded=complete,
-            failed=failed,
-            message=redact(message, self._secrets) if message else None,
-        )
-
-    async def _last_termination_message(self, name: str) -> str | None:
-        pods = await kube.list_job_pods(self.namespace, name)
-        pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
-        for pod in reversed(pods):
-            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
-                term = (cs.get("state") or {}).get("terminated")
-                if term and term.get("message"):
-                    return str(term["message"]).strip()[-800:]
-        return None
 
     # --- act -----------------------------------------------------------------------------------
 
@@ -532,10 +566,10 @@ class MigrationRunner:
             stalled=stalled,
         )
         metrics.MIGRATIONS.set(self.namespace, self.name, status.phase or "Pending")
-        await kube.patch_migration_status(self.namespace, self.name, status_patch(status))
+        await self.platform.write_status(status_patch(status))
 
     async def _event(self, type_: str, reason: str, message: str) -> None:
-        await kube.post_event(self._body, type_, reason, redact(message, self._secrets))
+        await self.platform.event(type_, reason, redact(message, self._secrets))
 
     # --- steps -----------------------------------------------------------------------------
 
@@ -562,7 +596,7 @@ class MigrationRunner:
                 job = build_backfill_job(self._body, spec, step, self.settings.image)
             else:
                 job = build_tool_job(self._body, step)
-            await kube.create_job(job)
+            await self.platform.start_job(job)
             st.job = job["metadata"]["name"]
             await self._save(
                 status,
@@ -743,12 +777,10 @@ class MigrationRunner:
         generation: int,
     ) -> None:
         rb = status.rollback or RollbackStatus(started_at=now_iso())
-        dep = await kube.read_deployment(self.namespace, action.deployment)
         if spec.rollback.argo_cd.pause_auto_sync and rb.argo_cd is None:
-            rb.argo_cd = await self._pause_argo_cd(dep)
-        selector = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-        replica_sets = await kube.list_replica_sets(self.namespace, selector)
-        plan = plan_rollout_undo(dep, replica_sets, action.to_revision)
+            dep = await self.platform.read_deployment(action.deployment)
+            rb.argo_cd = await self.platform.pause_argo_cd(dep)
+        plan = await self.platform.undo_rollout(action.deployment, action.to_revision)
         if plan.error:
             status.rollback = rb
             await self._finish(
@@ -761,63 +793,11 @@ class MigrationRunner:
                 stalled=True,
             )
             return
-        if plan.patch is not None:
-            await kube.json_patch_deployment(self.namespace, action.deployment, plan.patch)
         rb.rollout_undone = True
         rb.undone_to_revision = action.to_revision
         status.rollback = rb
         await self._save(status, obs, reasons.ROLLING_BACK, plan.message, generation)
         await self._event("Normal", "RolloutUndone", plan.message)
-
-    async def _pause_argo_cd(self, dep: dict[str, Any]) -> ArgoCDRollbackStatus | None:
-        app_name, ns_hint = kube.argo_application_of(dep)
-        if app_name is None:
-            return None
-        namespaces = [ns_hint] if ns_hint else [*self.settings.argocd_namespaces, self.namespace]
-        try:
-            app = await kube.find_argo_application(app_name, namespaces)
-        except kube.Forbidden:
-            msg = (
-                f"deployment is tracked by Argo CD application {app_name!r} but the operator "
-                "may not read applications.argoproj.io; undoing the rollout anyway (self-heal "
-                "may re-apply the new version)"
-            )
-            await self._event("Warning", "ArgoCDNotPaused", msg)
-            return ArgoCDRollbackStatus(application=app_name, auto_sync_paused=False, message=msg)
-        except Exception as exc:  # the CRD may not exist at all
-            log.info("Argo CD application lookup failed: %s", exc)
-            return None
-        if app is None:
-            return None
-        ns = app["metadata"]["namespace"]
-        automated = ((app.get("spec") or {}).get("syncPolicy") or {}).get("automated")
-        if automated is None:
-            return ArgoCDRollbackStatus(
-                application=app_name,
-                namespace=ns,
-                auto_sync_paused=False,
-                message="automated sync was already off",
-            )
-        try:
-            await kube.disable_argo_auto_sync(app)
-        except (kube.Forbidden, Exception) as exc:
-            msg = (
-                f"could not switch off automated sync of Argo CD application {ns}/{app_name}: "
-                f"{_first_line(exc)}; undoing the rollout anyway"
-            )
-            await self._event("Warning", "ArgoCDNotPaused", msg)
-            return ArgoCDRollbackStatus(
-                application=app_name, namespace=ns, auto_sync_paused=False, message=msg
-            )
-        msg = (
-            f"switched off automated sync of Argo CD application {ns}/{app_name} so that "
-            "self-heal does not re-apply the rolled-back version; switch it on again after "
-            "fixing the release"
-        )
-        await self._event("Warning", "ArgoCDAutoSyncPaused", msg)
-        return ArgoCDRollbackStatus(
-            application=app_name, namespace=ns, auto_sync_paused=True, message=msg
-        )
 
     async def _revert_step(
         self,

@@ -1,0 +1,169 @@
+"""The platform of `dbmigrate apply`: the same runner, straight against a database.
+
+The DatabaseMigration and its status live in memory; ConfigMaps come from the same YAML files;
+the DSN is given on the command line. There is no cluster: rollout gates do not apply and
+`awaitRollout` steps are skipped (the runner says so). Backfill "Jobs" run in-process, one
+thread per worker, through the very worker code the operator's Jobs run. `job` steps run
+container images and need Kubernetes: they fail with that message.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+
+from dbmigrate.api.durations import parse_duration
+from dbmigrate.api.models import ArgoCDRollbackStatus, DatabaseMigrationSpec
+from dbmigrate.core.decide import JobState
+from dbmigrate.core.jobs import LABEL_STEP, backfill_checkpoint_name
+from dbmigrate.core.rollout import UndoPlan
+from dbmigrate.db.backfill import BackfillEvent, BackfillOptions, run_backfill
+from dbmigrate.reconcile.platform import NotFound
+
+StatusListener = Callable[[dict[str, Any]], None]
+EventListener = Callable[[str, str, str], None]
+BackfillListener = Callable[[str, BackfillEvent], None]
+
+
+def merge_patch(target: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """RFC 7386 JSON merge patch, as the API server applies it to status."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, dict) and isinstance(target.get(key), dict):
+            merge_patch(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+    return target
+
+
+class LocalPlatform:
+    has_rollouts = False
+
+    def __init__(
+        self,
+        resource: dict[str, Any],
+        dsn: str,
+        config_maps: dict[str, dict[str, str]] | None = None,
+        *,
+        on_status: StatusListener | None = None,
+        on_event: EventListener | None = None,
+        on_backfill: BackfillListener | None = None,
+    ) -> None:
+        self.resource = copy.deepcopy(resource)
+        self.resource.setdefault("metadata", {}).setdefault("generation", 1)
+        self.resource["metadata"].setdefault("namespace", "local")
+        self.resource["metadata"].setdefault("uid", "local")
+        self.namespace = str(self.resource["metadata"]["namespace"])
+        self.name = str(self.resource["metadata"].get("name", "migration"))
+        self.dsn = dsn
+        self.config_maps = config_maps or {}
+        self.on_status = on_status or (lambda _s: None)
+        self.on_event = on_event or (lambda _t, _r, _m: None)
+        self.on_backfill = on_backfill or (lambda _s, _e: None)
+        self._jobs: dict[str, list[Future[Any]]] = {}
+        self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="backfill")
+
+    # --- the resource ------------------------------------------------------------------------
+
+    async def read_resource(self) -> dict[str, Any]:
+        return copy.deepcopy(self.resource)
+
+    async def write_status(self, patch: dict[str, Any]) -> None:
+        merge_patch(self.resource.setdefault("status", {}), patch)
+        self.on_status(copy.deepcopy(self.resource["status"]))
+
+    async def event(self, type_: str, reason: str, message: str) -> None:
+        self.on_event(type_, reason, message)
+
+    async def read_secret(self, name: str, key: str) -> str:
+        return self.dsn  # given on the command line instead of a Secret
+
+    async def read_config_map(self, name: str, key: str) -> str:
+        try:
+            return self.config_maps[name][key]
+        except KeyError:
+            raise NotFound(
+                f"configmap {name!r} with key {key!r} is not in the given files"
+            ) from None
+
+    # --- no cluster ----------------------------------------------------------------------------
+
+    async def read_deployment(self, name: str) -> dict[str, Any]:
+        raise NotFound(f"no Kubernetes here: deployment {name!r} is not checked")
+
+    async def undo_rollout(self, deployment: str, to_revision: str) -> UndoPlan:
+        return UndoPlan(None, "no Kubernetes here: no rollout to undo")
+
+    async def pause_argo_cd(self, deployment: dict[str, Any]) -> ArgoCDRollbackStatus | None:
+        return None
+
+    # --- jobs ----------------------------------------------------------------------------------
+
+    async def start_job(self, job: dict[str, Any]) -> None:
+        name = job["metadata"]["name"]
+        if name in self._jobs:
+            return
+        spec = DatabaseMigrationSpec.model_validate(self.resource["spec"])
+        step = spec.step(job["metadata"]["labels"][LABEL_STEP])
+        if step.backfill is None:
+            failed: Future[Any] = Future()
+            failed.set_exception(
+                RuntimeError(
+                    f"step {step.name!r} runs the image {step.job.image if step.job else '?'}: "
+                    "job steps need Kubernetes (run this migration with the operator)"
+                )
+            )
+            self._jobs[name] = [failed]
+            return
+        bf = step.backfill
+        workers = bf.parallelism
+        self._jobs[name] = [
+            self._pool.submit(
+                self._run_worker,
+                step.name,
+                BackfillOptions(
+                    table=bf.table,
+                    set=bf.set,
+                    where=bf.where,
+                    batch_size=bf.batch_size,
+                    max_batch_size=bf.max_batch_size,
+                    target_batch_seconds=parse_duration(bf.target_batch_duration),
+                    pause_seconds=parse_duration(bf.pause),
+                    worker=index,
+                    workers=workers,
+                    checkpoint=backfill_checkpoint_name(spec.migration_id, step.name),
+                    lock_timeout_seconds=parse_duration(spec.safety.lock_timeout),
+                ),
+            )
+            for index in range(workers)
+        ]
+
+    def _run_worker(self, step: str, opts: BackfillOptions) -> None:
+        with psycopg.connect(self.dsn, autocommit=True, application_name="dbmigrate") as conn:
+            result = run_backfill(
+                conn, opts, on_event=lambda e: self.on_backfill(step, e), stop=self._stop
+            )
+        if result.stopped:
+            raise RuntimeError("stopped")
+
+    async def job_state(self, name: str) -> JobState | None:
+        futures = self._jobs.get(name)
+        if futures is None:
+            return None
+        active = sum(1 for f in futures if not f.done())
+        errors = [f.exception() for f in futures if f.done() and f.exception() is not None]
+        if errors:
+            return JobState(name, active=active, failed=True, message=str(errors[0]))
+        return JobState(name, active=active, succeeded=active == 0)
+
+    def close(self) -> None:
+        """Stop running backfill workers after their current batch."""
+        self._stop.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)

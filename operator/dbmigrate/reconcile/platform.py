@@ -1,0 +1,175 @@
+"""Where a migration runs: the seam between the runner and the world around the database.
+
+The runner (`reconcile.runner`) drives a migration the same way everywhere; a `Platform` gives
+it the resource, a place to report status and events, the DSN, SQL from ConfigMaps, the target
+Deployment and somewhere to run Jobs. `KubernetesPlatform` is the operator's; the local one of
+`dbmigrate apply` (`reconcile.local`) has no cluster, runs backfills in-process and skips
+rollout gates.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from dbmigrate.api.models import ArgoCDRollbackStatus
+from dbmigrate.core.decide import JobState
+from dbmigrate.core.rollout import UndoPlan, plan_rollout_undo
+from dbmigrate.kube import cluster as kube
+
+NotFound = kube.NotFound
+Forbidden = kube.Forbidden
+
+
+class Platform(Protocol):
+    """What the runner needs from its surroundings. Methods raise `NotFound` for missing things."""
+
+    namespace: str
+    name: str
+    has_rollouts: bool  # Deployments and rollout gates exist here
+
+    async def read_resource(self) -> dict[str, Any]: ...
+
+    async def write_status(self, patch: dict[str, Any]) -> None: ...
+
+    async def event(self, type_: str, reason: str, message: str) -> None: ...
+
+    async def read_secret(self, name: str, key: str) -> str: ...
+
+    async def read_config_map(self, name: str, key: str) -> str: ...
+
+    async def read_deployment(self, name: str) -> dict[str, Any]: ...
+
+    async def undo_rollout(self, deployment: str, to_revision: str) -> UndoPlan: ...
+
+    async def pause_argo_cd(self, deployment: dict[str, Any]) -> ArgoCDRollbackStatus | None: ...
+
+    async def start_job(self, job: dict[str, Any]) -> None: ...
+
+    async def job_state(self, name: str) -> JobState | None: ...
+
+
+class KubernetesPlatform:
+    """The operator's platform: the API server."""
+
+    has_rollouts = True
+
+    def __init__(self, namespace: str, name: str, argocd_namespaces: tuple[str, ...]) -> None:
+        self.namespace = namespace
+        self.name = name
+        self.argocd_namespaces = argocd_namespaces
+        self._body: dict[str, Any] = {}
+
+    async def read_resource(self) -> dict[str, Any]:
+        self._body = await kube.read_migration(self.namespace, self.name)
+        return self._body
+
+    async def write_status(self, patch: dict[str, Any]) -> None:
+        await kube.patch_migration_status(self.namespace, self.name, patch)
+
+    async def event(self, type_: str, reason: str, message: str) -> None:
+        if self._body:
+            await kube.post_event(self._body, type_, reason, message)
+
+    async def read_secret(self, name: str, key: str) -> str:
+        return await kube.read_secret_value(self.namespace, name, key)
+
+    async def read_config_map(self, name: str, key: str) -> str:
+        return await kube.read_config_map_value(self.namespace, name, key)
+
+    async def read_deployment(self, name: str) -> dict[str, Any]:
+        return await kube.read_deployment(self.namespace, name)
+
+    async def undo_rollout(self, deployment: str, to_revision: str) -> UndoPlan:
+        """`kubectl rollout undo --to-revision`: plan from the ReplicaSets, then one patch."""
+        dep = await kube.read_deployment(self.namespace, deployment)
+        selector = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        replica_sets = await kube.list_replica_sets(self.namespace, selector)
+        plan = plan_rollout_undo(dep, replica_sets, to_revision)
+        if plan.patch is not None:
+            await kube.json_patch_deployment(self.namespace, deployment, plan.patch)
+        return plan
+
+    async def pause_argo_cd(self, deployment: dict[str, Any]) -> ArgoCDRollbackStatus | None:
+        """Switch off automated sync of the Argo CD Application tracking the Deployment."""
+        app_name, ns_hint = kube.argo_application_of(deployment)
+        if app_name is None:
+            return None
+        namespaces = [ns_hint] if ns_hint else [*self.argocd_namespaces, self.namespace]
+        try:
+            app = await kube.find_argo_application(app_name, namespaces)
+        except Forbidden:
+            msg = (
+                f"deployment is tracked by Argo CD application {app_name!r} but the operator "
+                "may not read applications.argoproj.io; undoing the rollout anyway (self-heal "
+                "may re-apply the new version)"
+            )
+            await self.event("Warning", "ArgoCDNotPaused", msg)
+            return ArgoCDRollbackStatus(application=app_name, auto_sync_paused=False, message=msg)
+        except Exception:  # no Argo CD in this cluster (the CRD does not exist)
+            return None
+        if app is None:
+            return None
+        ns = app["metadata"]["namespace"]
+        if ((app.get("spec") or {}).get("syncPolicy") or {}).get("automated") is None:
+            return ArgoCDRollbackStatus(
+                application=app_name,
+                namespace=ns,
+                auto_sync_paused=False,
+                message="automated sync was already off",
+            )
+        try:
+            await kube.disable_argo_auto_sync(app)
+        except Exception as exc:  # Forbidden, or the Application changed under us
+            msg = (
+                f"could not switch off automated sync of Argo CD application {ns}/{app_name}: "
+                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
+                "undoing the rollout anyway"
+            )
+            await self.event("Warning", "ArgoCDNotPaused", msg)
+            return ArgoCDRollbackStatus(
+                application=app_name, namespace=ns, auto_sync_paused=False, message=msg
+            )
+        msg = (
+            f"switched off automated sync of Argo CD application {ns}/{app_name} so that "
+            "self-heal does not re-apply the rolled-back version; switch it on again after "
+            "fixing the release"
+        )
+        await self.event("Warning", "ArgoCDAutoSyncPaused", msg)
+        return ArgoCDRollbackStatus(
+            application=app_name, namespace=ns, auto_sync_paused=True, message=msg
+        )
+
+    async def start_job(self, job: dict[str, Any]) -> None:
+        await kube.create_job(job)
+
+    async def job_state(self, name: str) -> JobState | None:
+        try:
+            job = await kube.read_job(self.namespace, name)
+        except NotFound:
+            return None
+        jstatus = job.get("status") or {}
+        conditions = {c.get("type"): c for c in jstatus.get("conditions") or []}
+        complete = conditions.get("Complete", {}).get("status") == "True"
+        failed = conditions.get("Failed", {}).get("status") == "True"
+        message = None
+        if failed:
+            message = await self._last_termination_message(name) or conditions["Failed"].get(
+                "message"
+            )
+        return JobState(
+            name=name,
+            active=int(jstatus.get("active") or 0),
+            succeeded=complete,
+            failed=failed,
+            message=message,
+        )
+
+    async def _last_termination_message(self, name: str) -> str | None:
+        pods = await kube.list_job_pods(self.namespace, name)
+        pods.sort(key=lambda p: p["metadata"].get("creationTimestamp") or "")
+        for pod in reversed(pods):
+            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+                term = (cs.get("state") or {}).get("terminated")
+                if term and term.get("message"):
+                    return str(term["message"]).strip()[-800:]
+        return None

@@ -1,0 +1,165 @@
+"""`dbmigrate apply` against a real PostgreSQL: the operator's engine without Kubernetes.
+
+Aspects: the seed's migration (expand, concurrent index, batched backfill, rollout gate,
+NOT NULL via CHECK NOT VALID) applies to success, the awaitRollout step is skipped with a notice;
+re-running is a no-op (the history table); a failing step rolls back the earlier ones and exits
+1; SQL from a ConfigMap in the same file; usage errors exit 2 and never print the DSN.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def seed_migration() -> dict[str, Any]:
+    doc = yaml.safe_load((ROOT / "examples" / "add-email-verified.yaml").read_text())
+    del doc["spec"]["analysis"]  # analysed against a real Prometheus in test_apply_analysis
+    return doc
+
+
+def run_apply(
+    tmp_path: Path, docs: list[dict[str, Any]], dsn: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "migration.yaml"
+    path.write_text(yaml.safe_dump_all(docs))
+    env = {**os.environ, "DBMIGRATE_DSN": dsn, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "dbmigrate", "apply", "-f", str(path), *extra],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+        check=False,
+    )
+
+
+@pytest.fixture
+def users(pg_conn: psycopg.Connection) -> psycopg.Connection:
+    pg_conn.execute(
+        "CREATE TABLE users (id bigserial PRIMARY KEY, email text, email_confirmed_at timestamptz)"
+    )
+    pg_conn.execute(
+        "INSERT INTO users (email, email_confirmed_at) SELECT 'u' || g, "
+        "CASE WHEN g % 3 = 0 THEN now() END FROM generate_series(1, 20000) g"
+    )
+    return pg_conn
+
+
+def history(conn: psycopg.Connection) -> list[tuple[str, str]]:
+    return conn.execute("SELECT step, direction FROM dbmigrate.history ORDER BY id").fetchall()
+
+
+def test_seed_migration_applies_and_rerun_is_a_noop(
+    tmp_path: Path, pg_dsn: str, users: psycopg.Connection
+) -> None:
+    proc = run_apply(tmp_path, [seed_migration()], pg_dsn)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stderr
+    assert "skipped: no Kubernetes rollout" in out
+    assert "Succeeded" in out
+    assert pg_dsn not in out
+    assert "dbmigrate-local-only" not in out
+    steps = ["expand", "index", "backfill", "release-v2", "contract-check", "contract"]
+    assert history(users) == [(s, "up") for s in steps]
+    assert users.execute(
+        "SELECT count(*) FILTER (WHERE email_verified), count(*) FILTER (WHERE NOT "
+        "email_verified) FROM users"
+    ).fetchone() == (6666, 13334)
+    nullable = users.execute(
+        "SELECT is_nullable FROM information_schema.columns "
+        "WHERE table_name = 'users' AND column_name = 'email_verified'"
+    ).fetchone()
+    assert nullable == ("NO",)
+
+    again = run_apply(tmp_path, [seed_migration()], pg_dsn)
+    assert again.returncode == 0, again.stderr
+    assert "found in history" in again.stderr
+    assert len(history(users)) == len(steps)
+
+
+def test_failing_step_rolls_back_the_earlier_ones(
+    tmp_path: Path, pg_dsn: str, users: psycopg.Connection
+) -> None:
+    doc = seed_migration()
+    doc["spec"]["steps"] = [
+        *copy.deepcopy(doc["spec"]["steps"][:3]),
+        {"name": "broken", "sql": {"up": "ALTER TABLE nope ADD COLUMN x int", "down": "SELECT 1"}},
+    ]
+    proc = run_apply(tmp_path, [doc], pg_dsn)
+    assert proc.returncode == 1, proc.stderr
+    assert "42P01" in proc.stderr
+    assert "RolledBack" in proc.stderr
+    cols = users.execute(
+        "SELECT count(*) FROM information_schema.columns WHERE table_name = 'users' "
+        "AND column_name = 'email_verified'"
+    ).fetchone()
+    assert cols == (0,)
+    assert history(users)[-3:] == [("backfill", "down"), ("index", "down"), ("expand", "down")]
+
+
+def test_sql_from_a_config_map_in_the_same_file(
+    tmp_path: Path, pg_dsn: str, users: psycopg.Connection
+) -> None:
+    migration = {
+        "apiVersion": "dbmigrate.io/v1alpha1",
+        "kind": "DatabaseMigration",
+        "metadata": {"name": "from-cm"},
+        "spec": {
+            "migrationId": "20240301000000_from_configmap",
+            "database": {"dsnSecretRef": {"name": "db", "key": "dsn"}},
+            "steps": [
+                {
+                    "name": "a",
+                    "sql": {"upFrom": {"configMapKeyRef": {"name": "sql", "key": "up.sql"}}},
+                }
+            ],
+        },
+    }
+    cm = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "sql"},
+        "data": {"up.sql": "CREATE TABLE from_cm (id bigint PRIMARY KEY);"},
+    }
+    proc = run_apply(tmp_path, [migration, cm], pg_dsn)
+    assert proc.returncode == 0, proc.stderr
+    assert users.execute("SELECT to_regclass('from_cm') IS NOT NULL").fetchone() == (True,)
+
+
+@pytest.mark.parametrize(
+    ("docs", "extra", "words"),
+    [
+        pytest.param([], (), "has no DatabaseMigration", id="empty-file"),
+        pytest.param(
+            [
+                {
+                    "kind": "DatabaseMigration",
+                    "apiVersion": "dbmigrate.io/v1alpha1",
+                    "metadata": {"name": "x"},
+                    "spec": {"migrationId": "nope"},
+                }
+            ],
+            (),
+            "migrationId",
+            id="invalid-migration",
+        ),
+    ],
+)
+def test_usage_errors_exit_2(
+    tmp_path: Path, pg_dsn: str, docs: list[dict[str, Any]], extra: tuple[str, ...], words: str
+) -> None:
+    proc = run_apply(tmp_path, docs, pg_dsn, *extra)
+    assert proc.returncode == 2, proc.stderr
+    assert words in proc.stderr
+    assert "dbmigrate-local-only" not in proc.stderr
