@@ -22,4 +22,7 @@ crds: bootstrap
 	.venv/bin/python -m dbmigrate.api.crd > crds/dbmigrate.io_databasemigrations.yaml
 	cp crds/dbmigrate.io_databasemigrations.yaml crds/kopf-peering.yaml charts/dbmigrate-operator/crds/
 
-.PHONY: help bootstrap test demo lint crds
+docs: bootstrap
+	.venv/bin/python hack/update-readme.py
+
+.PHONY: help bootstrap test demo lint crds docs

@@ -152,6 +152,7 @@ async def apply_sql(
     checksum: str,
     limits: ExecutionLimits,
     verify: str | None = None,
+    elapsed_before: float = 0.0,
     on_lock_retry: Callable[[int, str], Awaitable[None]] | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> StepResult:
@@ -160,7 +161,8 @@ async def apply_sql(
     The connection must hold the migration lock. Returns a StepResult; raises only for
     connection-level failures (the reconciler retries those as DatabaseUnreachable).
     """
-    started = time.monotonic()
+    # A Job or rollout step is recorded when it ends: its history duration covers its whole run.
+    started = time.monotonic() - elapsed_before
     try:
         statements = parse_statements(sql) if sql.strip() else []
     except SqlSyntaxError as exc:

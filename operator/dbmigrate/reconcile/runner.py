@@ -702,6 +702,7 @@ class MigrationRunner:
                 checksum=obs.checksums[step.name],
                 limits=limits_of(spec),
                 verify=step.verify,
+                elapsed_before=_seconds_since(status.step(step.name)),
             )
             if not result.ok:
                 await self._fail_step(
@@ -886,6 +887,13 @@ def status_patch(status: DatabaseMigrationStatus) -> dict[str, Any]:
     for name, field in DatabaseMigrationStatus.model_fields.items():
         body.setdefault(field.alias or name, None)
     return body
+
+
+def _seconds_since(step: StepStatus | None) -> float:
+    if step is None or not step.started_at:
+        return 0.0
+    started = datetime.fromisoformat(step.started_at.replace("Z", "+00:00"))
+    return max(0.0, (datetime.now(UTC) - started).total_seconds())
 
 
 def _is_stopped(stopped: Any) -> bool:

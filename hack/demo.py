@@ -1,0 +1,326 @@
+"""The demo behind `make demo`: the seed's migration, end to end, then an automatic rollback.
+
+Brings up the local control plane, PostgreSQL, Prometheus scraping a test app that stands in for
+`shop-api`, and the operator; seeds `users` (1 M rows by default), then:
+
+1. applies the seed's "add email_verified" migration (examples/add-email-verified.yaml) and
+   follows it to Succeeded: expand, concurrent index, batched backfill as a Kubernetes Job,
+   waiting for shop-api v2 to roll out (the demo plays your CD system and rolls it out), the
+   NOT NULL contract — under SLO analysis the whole time;
+2. applies a second migration whose release (v3) makes the app's error ratio rise: the operator
+   undoes the rollout to v2 and runs the down SQL, by itself.
+
+Then it prints what to look at and keeps everything running until Ctrl-C (`--no-wait`: stop at
+once). Ctrl-C at any time stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import yaml
+
+from dbmigrate.testing.stack import LocalStack
+
+REPO = Path(__file__).resolve().parents[1]
+BOLD, DIM, GREEN, RED, YELLOW, RESET = (
+    ("\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[33m", "\033[0m")
+    if sys.stdout.isatty()
+    else ("",) * 6
+)
+
+
+def say(text: str = "") -> None:
+    print(text, flush=True)
+
+
+def banner(text: str) -> None:
+    say(f"\n{BOLD}== {text} =={RESET}")
+
+
+def seed_users(stack: LocalStack, rows: int) -> None:
+    t0 = time.monotonic()
+    with psycopg.connect(stack.dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE users (id bigserial PRIMARY KEY, email text NOT NULL, "
+            "email_confirmed_at timestamptz, created_at timestamptz NOT NULL DEFAULT now())"
+        )
+        conn.execute(
+            "INSERT INTO users (email, email_confirmed_at) SELECT 'user' || g || '@example.com', "
+            "CASE WHEN g %% 3 <> 0 THEN now() - g * interval '1 second' END "
+            "FROM generate_series(1, %s) g",
+            (rows,),
+        )
+        conn.execute("VACUUM ANALYZE users")
+    say(f"seeded users with {rows:,} rows in {time.monotonic() - t0:.1f}s")
+
+
+def seed_migration(stack: LocalStack) -> dict[str, Any]:
+    """The example, pointed at the local Prometheus, with demo-sized windows and settle."""
+    doc = yaml.safe_load((REPO / "examples" / "add-email-verified.yaml").read_text())
+    doc["metadata"]["namespace"] = stack.namespace
+    analysis = doc["spec"]["analysis"]
+    analysis["prometheus"]["address"] = stack.prometheus.url  # type: ignore[union-attr]
+    analysis.update(interval="5s", settle="20s", baselineWindow="30s")
+    for metric in analysis["metrics"]:
+        metric["query"] = metric["query"].replace("[1m]", "[15s]")
+    return doc  # type: ignore[no-any-return]
+
+
+def risky_migration(stack: LocalStack) -> dict[str, Any]:
+    return {
+        "apiVersion": "dbmigrate.io/v1alpha1",
+        "kind": "DatabaseMigration",
+        "metadata": {"name": "add-nickname", "namespace": stack.namespace},
+        "spec": {
+            "migrationId": "20240201090000_add_nickname",
+            "database": {"dsnSecretRef": {"name": "shop-db", "key": "dsn"}},
+            "target": {"deployment": "shop-api"},
+            "steps": [
+                {
+                    "name": "expand",
+                    "sql": {
+                        "up": "ALTER TABLE users ADD COLUMN IF NOT EXISTS nickname text;",
+                        "down": "ALTER TABLE users DROP COLUMN IF EXISTS nickname;",
+                    },
+                },
+                {
+                    "name": "release-v3",
+                    "awaitRollout": {"image": "registry.example.com/shop-api:v3"},
+                },
+            ],
+            "analysis": {
+                "prometheus": {"address": stack.prometheus.url},  # type: ignore[union-attr]
+                "interval": "5s",
+                "failureLimit": 2,
+                "settle": "10m",
+                "metrics": [
+                    {
+                        "name": "error-rate",
+                        "query": stack.error_ratio_query("10s"),
+                        "max": 0.05,
+                    }
+                ],
+            },
+        },
+    }
+
+
+def _measurement(m: dict[str, Any]) -> str:
+    value = "no value" if m.get("value") is None else f"{m['value']:.4g}"
+    return f"{m['metric']}={value} {m['result']}"
+
+
+def line(status: dict[str, Any]) -> str:
+    phase = status.get("phase", "Pending")
+    colour = {"Succeeded": GREEN, "RolledBack": YELLOW, "Failed": RED}.get(phase, "")
+    parts = [
+        f"{colour}{phase}{RESET}",
+        f"step {status.get('currentStep', '-')}",
+        f"progress {status.get('progress', '-')}",
+    ]
+    for st in status.get("steps") or []:
+        bf = st.get("backfill")
+        if st.get("state") == "Running" and bf:
+            pct = f"{bf['percent']}%" if bf.get("percent") is not None else "?"
+            rate = f"{bf['rowsPerSecond']:,} rows/s" if bf.get("rowsPerSecond") else ""
+            parts.append(
+                f"backfill {bf.get('rowsDone', 0):,} rows ({pct}) {rate} eta {bf.get('eta') or '?'}"
+            )
+    for cond in status.get("conditions") or []:
+        if cond["type"] == "Ready" and cond.get("message"):
+            parts.append(f"{DIM}{cond['message'][:110]}{RESET}")
+    last = (status.get("analysis") or {}).get("last") or []
+    if last:
+        parts.append("slo " + ", ".join(_measurement(m) for m in last))
+    return " | ".join(parts)
+
+
+def follow(
+    stack: LocalStack, name: str, *, on_status: Any, until: set[str], timeout: float
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    shown = ""
+    while time.monotonic() < deadline:
+        status = stack.migration_status(name)
+        text = line(status)
+        if text != shown:
+            say(f"  {DIM}{time.strftime('%H:%M:%S')}{RESET} {text}")
+            shown = text
+        on_status(status)
+        if status.get("phase") in until:
+            return status
+        time.sleep(0.5)
+    raise TimeoutError(f"{name} did not reach {until} within {timeout:.0f}s")
+
+
+def story_one(stack: LocalStack, rows: int) -> None:
+    banner("1. the seed's migration: add users.email_verified (expand, backfill, contract)")
+    assert stack.cluster is not None
+    seed_users(stack, rows)
+    stack.deploy_app("registry.example.com/shop-api:v1")
+    say("shop-api v1 is running (3 replicas); applying examples/add-email-verified.yaml")
+    stack.cluster.apply(seed_migration(stack))
+    released = False
+
+    def roll_out_v2(status: dict[str, Any]) -> None:
+        nonlocal released
+        waiting = any(
+            s["name"] == "release-v2" and s["state"] == "Waiting" for s in status.get("steps") or []
+        )
+        if waiting and not released:
+            released = True
+            say(
+                f"  {BOLD}-> the migration waits for shop-api v2; rolling it out "
+                f"(what your CD system would do){RESET}"
+            )
+            assert stack.cluster is not None
+            stack.cluster.kubectl(
+                "set",
+                "image",
+                "deploy/shop-api",
+                "shop-api=registry.example.com/shop-api:v2",
+                "-n",
+                stack.namespace,
+            )
+
+    t0 = time.monotonic()
+    final = follow(
+        stack,
+        "add-email-verified",
+        on_status=roll_out_v2,
+        until={"Succeeded", "Failed", "RolledBack"},
+        timeout=900,
+    )
+    if final.get("phase") != "Succeeded":
+        raise SystemExit(f"{RED}the seed's migration ended {final.get('phase')}{RESET}")
+    say(f"{GREEN}Succeeded{RESET} in {time.monotonic() - t0:.0f}s")
+    with psycopg.connect(stack.dsn) as conn:
+        verified, unverified, nulls = conn.execute(
+            "SELECT count(*) FILTER (WHERE email_verified), count(*) FILTER (WHERE NOT "
+            "email_verified), count(*) FILTER (WHERE email_verified IS NULL) FROM users"
+        ).fetchone() or (0, 0, 0)
+        rows_ = conn.execute(
+            "SELECT step, direction, duration_ms FROM dbmigrate.history "
+            "WHERE migration_id = '20240115120000_add_email_verified_column' ORDER BY id"
+        ).fetchall()
+    say(
+        f"users: {verified:,} verified, {unverified:,} not, {nulls} NULL; "
+        "email_verified is NOT NULL now"
+    )
+    say("history: " + ", ".join(f"{s} {d} ({ms} ms)" for s, d, ms in rows_))
+
+
+def story_two(stack: LocalStack) -> None:
+    banner("2. a release that breaks the app: the operator rolls back by itself")
+    assert stack.cluster is not None and stack.app is not None
+    stack.cluster.apply(risky_migration(stack))
+    state = {"released": False, "broken": False}
+
+    def misbehave(status: dict[str, Any]) -> None:
+        assert stack.cluster is not None and stack.app is not None
+        waiting = any(
+            s["name"] == "release-v3" and s["state"] == "Waiting" for s in status.get("steps") or []
+        )
+        if waiting and not state["released"]:
+            state["released"] = True
+            say(f"  {BOLD}-> rolling out shop-api v3{RESET}")
+            stack.cluster.kubectl(
+                "set",
+                "image",
+                "deploy/shop-api",
+                "shop-api=registry.example.com/shop-api:v3",
+                "-n",
+                stack.namespace,
+            )
+        if status.get("progress") == "2/2" and not state["broken"]:
+            state["broken"] = True
+            say(f"  {BOLD}{RED}-> v3 has a bug: 30% of its requests now fail{RESET}")
+            stack.app.set_slo(error_ratio=0.3)
+
+    t0 = time.monotonic()
+    final = follow(
+        stack,
+        "add-nickname",
+        on_status=misbehave,
+        until={"RolledBack", "Failed", "Succeeded"},
+        timeout=300,
+    )
+    stack.app.set_slo(error_ratio=0.0)
+    if final.get("phase") != "RolledBack":
+        raise SystemExit(f"{RED}expected RolledBack, got {final.get('phase')}{RESET}")
+    rollback = final.get("rollback") or {}
+    dep = stack.cluster.get("deploy", "shop-api", "-n", stack.namespace)
+    image = dep["spec"]["template"]["spec"]["containers"][0]["image"]
+    with psycopg.connect(stack.dsn) as conn:
+        has_column = conn.execute(
+            "SELECT count(*) FROM information_schema.columns "
+            "WHERE table_name = 'users' AND column_name = 'nickname'"
+        ).fetchone()
+    say(f"{YELLOW}RolledBack{RESET} {time.monotonic() - t0:.0f}s after it was applied")
+    say(f"  why:        {rollback.get('reason')}")
+    say(f"  deployment: back to {image} (revision {rollback.get('undoneToRevision')} restored)")
+    say(
+        f"  database:   reverted {', '.join(rollback.get('stepsReverted') or [])}; "
+        f"users.nickname {'still exists' if has_column and has_column[0] else 'is gone'}"
+    )
+
+
+def what_to_look_at(stack: LocalStack) -> None:
+    assert stack.cluster is not None and stack.prometheus is not None
+    banner("what to look at")
+    ns = stack.namespace
+    say(f"export KUBECONFIG={stack.cluster.kubeconfig}")
+    say(f"kubectl get dbm -n {ns}")
+    say(f"kubectl describe dbm add-nickname -n {ns}")
+    say(f"kubectl get events -n {ns} --sort-by=.lastTimestamp")
+    say(f"kubectl rollout history deploy/shop-api -n {ns}")
+    say(f"operator metrics: http://127.0.0.1:{stack.metrics_port}/metrics")
+    say(
+        f"Prometheus:       {stack.prometheus.url}/graph  (paste: {stack.error_ratio_query('15s')})"
+    )
+    secret = f"kubectl get secret shop-db -n {ns} -o jsonpath='{{.data.dsn}}' | base64 -d"
+    say(f'database:         psql "$({secret})" -c "TABLE dbmigrate.history"')
+    say(f"operator log:     {stack.workdir / 'operator.log'}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000, help="users to seed")
+    parser.add_argument("--no-wait", action="store_true", help="stop everything at the end")
+    parser.add_argument("--workdir", type=Path, help="where to keep state (default: a temp dir)")
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="dbmigrate-demo-"))
+    stack = LocalStack(workdir, REPO, namespace="shop", say=lambda m: say(f"{DIM}{m}{RESET}"))
+
+    def interrupted(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupted)
+    try:
+        banner("bringing up the local stack")
+        stack.up()
+        story_one(stack, args.rows)
+        story_two(stack)
+        what_to_look_at(stack)
+        if not args.no_wait:
+            say(f"\n{BOLD}Everything keeps running; Ctrl-C stops it.{RESET}")
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        say("\nstopping")
+    finally:
+        stack.down()
+        say("stopped everything the demo started")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
