@@ -15,7 +15,9 @@ from dbmigrate import __version__
 SUBCOMMANDS = ("run", "lint", "plan", "apply", "backfill")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with `only`, just that subcommand's module is imported (the others' imports
+    — kopf, the Kubernetes client — would cost a backfill worker seconds at every start)."""
     parser = argparse.ArgumentParser(
         prog="dbmigrate",
         description="Safe PostgreSQL schema and data migrations, on Kubernetes or from a shell.",
@@ -23,14 +25,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"dbmigrate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in SUBCOMMANDS:
-        module = importlib.import_module(f"dbmigrate.commands.{name}")
-        module.register(sub)
+        if only is None or name == only:
+            module = importlib.import_module(f"dbmigrate.commands.{name}")
+            module.register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_in = sys.argv[1:] if argv is None else argv
+    chosen = next((a for a in args_in if not a.startswith("-")), None)
+    parser = build_parser(chosen if chosen in SUBCOMMANDS else None)
+    args = parser.parse_args(args_in)
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:

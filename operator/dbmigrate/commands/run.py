@@ -6,8 +6,6 @@ import argparse
 import asyncio
 import logging
 
-import kopf
-
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("run", help="run the operator (kopf)")
@@ -37,7 +35,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    from dbmigrate import main
+    # Imported here: kopf and the Kubernetes client take seconds to import, which no other
+    # subcommand (the backfill worker in each Job pod) should pay for at start.
+    import kopf
+
+    from dbmigrate import main  # registers the kopf handlers
     from dbmigrate.metrics import registry
 
     logging.basicConfig(
