@@ -121,3 +121,21 @@ def test_deleting_the_worker_pod_resumes_from_the_checkpoint(
             "SELECT bool_or(rows_done > 0) FROM dbmigrate.backfill_checkpoints"
         ).fetchone() or (None,)
     assert resumed
+
+
+def test_a_permanent_worker_error_fails_the_step_at_once(
+    cluster: Cluster, namespace: str, big_table: str, operator: OperatorProcess
+) -> None:
+    with psycopg.connect(big_table, autocommit=True) as conn:
+        conn.execute("CREATE TABLE nokey (v int)")
+        conn.execute("INSERT INTO nokey SELECT generate_series(1, 10)")
+    steps = [{"name": "backfill", "backfill": {"table": "nokey", "set": "v = v + 1"}}]
+    cluster.apply(migration(namespace, steps, rollback={"policy": "Manual"}))
+    st = wait_phase(cluster, namespace, "Failed", timeout=90)  # not 6 retries with backoff
+    step = st["steps"][0]
+    assert step["reason"] == "JobFailed"
+    assert "no primary key" in step["message"]
+    job = cluster.get("job", step["job"], "-n", namespace)
+    assert job["status"].get("failed", 0) == 1
+    with psycopg.connect(big_table) as conn:
+        assert conn.execute("SELECT sum(v) FROM nokey").fetchone() == (55,)

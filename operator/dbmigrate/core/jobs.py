@@ -150,6 +150,18 @@ def build_backfill_job(
     # Each index gets its own retries, so one worker's failures do not exhaust the others'.
     job["spec"]["backoffLimitPerIndex"] = BACKFILL_BACKOFF_LIMIT
     del job["spec"]["backoffLimit"]
+    # The worker exits 1 on a permanent error (no primary key, invalid SQL) and 2 on bad
+    # arguments: retrying cannot help, so the Job fails at once with its message. A killed
+    # worker (SIGKILL 137, SIGTERM 143, node drain) is retried and resumes from its checkpoint.
+    job["spec"]["podFailurePolicy"] = {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {"containerName": "backfill", "operator": "In", "values": [1, 2]},
+            },
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        ]
+    }
     job["spec"]["template"]["spec"]["volumes"] = [{"name": "tmp", "emptyDir": {}}]
     container["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108
     return job

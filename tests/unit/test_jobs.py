@@ -1,0 +1,140 @@
+"""`core.jobs`: the Jobs a migration runs.
+
+Aspects: the DSN reaches a backfill worker only through secretKeyRef; the worker's arguments
+mirror the step; parallel backfills are Indexed Jobs; permanent worker errors fail the Job at
+once while killed pods are retried; pods are hardened and owned by the DatabaseMigration; tool
+jobs pass their image, command and env through; names fit Kubernetes' limits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from dbmigrate.api.models import DatabaseMigrationSpec
+from dbmigrate.core.jobs import build_backfill_job, build_tool_job, job_name
+
+BODY = {"metadata": {"name": "add-email-verified", "namespace": "shop", "uid": "u-1"}}
+
+
+def spec(
+    backfill: dict[str, Any] | None = None, job: dict[str, Any] | None = None
+) -> DatabaseMigrationSpec:
+    step: dict[str, Any] = {"name": "fill"}
+    if backfill is not None:
+        step["backfill"] = backfill
+    if job is not None:
+        step["job"] = job
+    return DatabaseMigrationSpec.model_validate(
+        {
+            "migrationId": "20240115120000_add_email_verified_column",
+            "database": {"dsnSecretRef": {"name": "shop-db", "key": "dsn"}},
+            "steps": [step],
+        }
+    )
+
+
+def args_of(job: dict[str, Any]) -> list[str]:
+    return job["spec"]["template"]["spec"]["containers"][0]["args"]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize(
+    ("backfill", "expected"),
+    [
+        pytest.param(
+            {"table": "users", "set": "a = 1"},
+            ["--table", "users", "--set", "a = 1"],
+            id="table-and-set",
+        ),
+        pytest.param(
+            {"table": "users", "set": "a = 1", "where": "a IS NULL"},
+            ["--where", "a IS NULL"],
+            id="where",
+        ),
+        pytest.param(
+            {"table": "users", "set": "a = 1", "batchSize": 50, "pause": "10ms"},
+            ["--batch-size", "50", "--pause", "10ms"],
+            id="tuning",
+        ),
+        pytest.param(
+            {"table": "users", "set": "a = 1", "parallelism": 4},
+            ["--worker", "$(JOB_COMPLETION_INDEX)/4"],
+            id="parallel-worker-index",
+        ),
+    ],
+)
+def test_backfill_worker_arguments(backfill: dict[str, Any], expected: list[str]) -> None:
+    s = spec(backfill=backfill)
+    args = args_of(build_backfill_job(BODY, s, s.steps[0], "img:1"))
+    pairs = set(zip(args, args[1:], strict=False))
+    for flag, value in zip(expected[::2], expected[1::2], strict=True):
+        assert (flag, value) in pairs
+    assert args[0] == "backfill"
+    assert "--checkpoint" in args
+
+
+def test_backfill_job_shape() -> None:
+    s = spec(backfill={"table": "users", "set": "a = 1", "parallelism": 3})
+    job = build_backfill_job(BODY, s, s.steps[0], "img:1")
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["image"] == "img:1"
+    assert container["env"][0] == {
+        "name": "DBMIGRATE_DSN",
+        "valueFrom": {"secretKeyRef": {"name": "shop-db", "key": "dsn"}},
+    }
+    assert job["spec"]["completionMode"] == "Indexed"
+    assert job["spec"]["completions"] == job["spec"]["parallelism"] == 3
+    rules = job["spec"]["podFailurePolicy"]["rules"]
+    assert rules[0] == {
+        "action": "FailJob",
+        "onExitCodes": {"containerName": "backfill", "operator": "In", "values": [1, 2]},
+    }
+    sc = container["securityContext"]
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["restartPolicy"] == "Never"
+    owner = job["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == ("DatabaseMigration", "u-1", True)
+    assert job["metadata"]["labels"]["dbmigrate.io/step"] == "fill"
+
+
+def test_tool_job_passes_the_step_through() -> None:
+    s = spec(
+        job={
+            "image": "alembic:1",
+            "command": ["alembic"],
+            "args": ["upgrade", "head"],
+            "env": [{"name": "URL", "valueFrom": {"secretKeyRef": {"name": "d", "key": "u"}}}],
+            "backoffLimit": 0,
+        }
+    )
+    job = build_tool_job(BODY, s.steps[0])
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    assert (container["image"], container["command"], container["args"]) == (
+        "alembic:1",
+        ["alembic"],
+        ["upgrade", "head"],
+    )
+    assert container["env"] == [
+        {"name": "URL", "valueFrom": {"secretKeyRef": {"name": "d", "key": "u"}}}
+    ]
+    assert job["spec"]["backoffLimit"] == 0
+
+
+@pytest.mark.parametrize(
+    ("migration", "step", "expected_len"),
+    [
+        pytest.param("m", "s", 3, id="short"),
+        pytest.param("a" * 40, "backfill-users", 52, id="long-is-shortened"),
+    ],
+)
+def test_job_names_fit(migration: str, step: str, expected_len: int) -> None:
+    name = job_name(migration, step)
+    assert len(name) <= 52
+    assert len(name) == expected_len
+    assert job_name(migration, step) == name  # stable: a restarted operator finds its Job
