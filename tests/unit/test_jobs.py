@@ -8,6 +8,7 @@ jobs pass their image, command and env through; names fit Kubernetes' limits.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -67,7 +68,7 @@ def args_of(job: dict[str, Any]) -> list[str]:
 def test_backfill_worker_arguments(backfill: dict[str, Any], expected: list[str]) -> None:
     s = spec(backfill=backfill)
     args = args_of(build_backfill_job(BODY, s, s.steps[0], "img:1"))
-    pairs = set(zip(args, args[1:], strict=False))
+    pairs = set(itertools.pairwise(args))
     for flag, value in zip(expected[::2], expected[1::2], strict=True):
         assert (flag, value) in pairs
     assert args[0] == "backfill"
