@@ -163,3 +163,29 @@ def test_usage_errors_exit_2(
     assert proc.returncode == 2, proc.stderr
     assert words in proc.stderr
     assert "dbmigrate-local-only" not in proc.stderr
+
+
+def test_interactive_waits_for_enter_at_await_rollout(
+    tmp_path: Path, pg_dsn: str, users: psycopg.Connection
+) -> None:
+    doc = seed_migration()
+    doc["spec"]["steps"] = [
+        doc["spec"]["steps"][0],
+        {"name": "release-v2", "awaitRollout": {"image": "shop-api:v2"}},
+    ]
+    path = tmp_path / "migration.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    proc = subprocess.run(
+        [sys.executable, "-m", "dbmigrate", "apply", "-f", str(path), "--interactive"],
+        input="\n",
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "DBMIGRATE_DSN": pg_dsn},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        "step 'release-v2': deploy the new version (shop-api:v2), then press Enter" in proc.stdout
+    )
+    assert history(users) == [("expand", "up"), ("release-v2", "up")]

@@ -52,6 +52,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "spec.analysis.prometheus.address)",
     )
     p.add_argument("--name", help="which DatabaseMigration, when the file has several")
+    p.add_argument(
+        "--interactive",
+        action="store_true",
+        help="at awaitRollout steps, wait for Enter (after deploying the new version by hand) "
+        "instead of skipping them",
+    )
     p.set_defaults(handler=_handle)
 
 
@@ -99,6 +105,7 @@ def _handle(args: argparse.Namespace) -> int:
         on_status=report.status,
         on_event=report.event,
         on_backfill=report.backfill,
+        confirm=_ask_for_rollout if args.interactive else None,
     )
     runner = MigrationRunner(platform, Settings(poll_interval=0.5))
     console.print(
@@ -118,6 +125,11 @@ def _handle(args: argparse.Namespace) -> int:
     report.summary(final)
     phase = final.get("phase")
     return SUCCESS if phase == "Succeeded" else FAILED
+
+
+def _ask_for_rollout(step: str, image: str | None) -> None:
+    what = f"the new version ({image})" if image else "the new version"
+    input(f"step {step!r}: deploy {what}, then press Enter to continue ")
 
 
 class Reporter:

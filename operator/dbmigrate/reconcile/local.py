@@ -9,6 +9,7 @@ container images and need Kubernetes: they fail with that message.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import threading
 from collections.abc import Callable
@@ -54,6 +55,7 @@ class LocalPlatform:
         on_status: StatusListener | None = None,
         on_event: EventListener | None = None,
         on_backfill: BackfillListener | None = None,
+        confirm: Callable[[str, str | None], None] | None = None,
     ) -> None:
         self.resource = copy.deepcopy(resource)
         self.resource.setdefault("metadata", {}).setdefault("generation", 1)
@@ -66,6 +68,7 @@ class LocalPlatform:
         self.on_status = on_status or (lambda _s: None)
         self.on_event = on_event or (lambda _t, _r, _m: None)
         self.on_backfill = on_backfill or (lambda _s, _e: None)
+        self.confirm = confirm
         self._jobs: dict[str, list[Future[Any]]] = {}
         self._stop = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="backfill")
@@ -103,6 +106,11 @@ class LocalPlatform:
 
     async def pause_argo_cd(self, deployment: dict[str, Any]) -> ArgoCDRollbackStatus | None:
         return None
+
+    async def confirm_rollout(self, step: str, image: str | None) -> None:
+        """`apply --interactive`: wait until the person says the new version is out."""
+        if self.confirm is not None:
+            await asyncio.to_thread(self.confirm, step, image)
 
     # --- jobs ----------------------------------------------------------------------------------
 

@@ -47,6 +47,9 @@ class Platform(Protocol):
 
     async def job_state(self, name: str) -> JobState | None: ...
 
+    async def confirm_rollout(self, step: str, image: str | None) -> None:
+        """Where there are no rollouts to watch: called before an awaitRollout step is recorded."""
+
 
 class KubernetesPlatform:
     """The operator's platform: the API server."""
@@ -141,6 +144,9 @@ class KubernetesPlatform:
 
     async def start_job(self, job: dict[str, Any]) -> None:
         await kube.create_job(job)
+
+    async def confirm_rollout(self, step: str, image: str | None) -> None:
+        return None  # the rollout itself is watched here
 
     async def job_state(self, name: str) -> JobState | None:
         try:

@@ -689,6 +689,8 @@ class MigrationRunner:
         action: d.RecordStep,
         generation: int,
     ) -> None:
+        if step.await_rollout is not None and not self.platform.has_rollouts:
+            await self.platform.confirm_rollout(step.name, step.await_rollout.image)
         if action.write_history:
             assert self.conn is not None
             result = await executor.apply_sql(
