@@ -20,7 +20,6 @@ from types import FrameType
 from typing import Any, TextIO
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
 from dbmigrate.api.durations import parse_duration
 from dbmigrate.core.batching import (
@@ -43,6 +42,7 @@ from dbmigrate.db.backfill import (
     describe_error,
     run_backfill,
 )
+from dbmigrate.db.errors import redact_dsn
 
 DSN_ENV = "DBMIGRATE_DSN"
 EXIT_FAILED = 1
@@ -300,13 +300,7 @@ def _first_line(exc: Exception) -> str:
 def _scrub(text: str, dsn: str) -> str:
     """Remove the DSN and its password from a message (libpq messages never contain them,
     but a message is printed, so make sure)."""
-    try:
-        secrets = [v for k, v in conninfo_to_dict(dsn).items() if k == "password" and v]
-    except psycopg.Error:
-        secrets = []
-    for secret in [dsn, *secrets]:
-        text = text.replace(str(secret), "***")
-    return text
+    return redact_dsn(text, dsn)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -226,7 +226,8 @@ def _rollout_gate(spec: DatabaseMigrationSpec, obs: Observation, step: Step) -> 
     return None
 
 
-def _fail(spec: DatabaseMigrationSpec, step: str, reason: str, message: str) -> FailStep:
+def fail_step(spec: DatabaseMigrationSpec, step: str, reason: str, message: str) -> FailStep:
+    """A step failure; the rollback policy says whether the rollback starts by itself."""
     return FailStep(step, reason, message, rollback=spec.rollback.policy == "Automatic")
 
 
@@ -381,7 +382,7 @@ def _decide_step(
         if job.succeeded:
             return RecordStep(step.name, write_history=True, message=f"job {job.name} completed")
         if job.failed:
-            return _fail(
+            return fail_step(
                 spec,
                 step.name,
                 reasons.JOB_FAILED,
@@ -416,7 +417,7 @@ def _decide_await_rollout(
     if obs.deployment is None or obs.deployment_missing:
         state_msg = f"target deployment {name!r} not found"
     elif obs.deployment.failed:
-        return _fail(spec, step.name, reasons.ROLLOUT_FAILED, obs.deployment.message)
+        return fail_step(spec, step.name, reasons.ROLLOUT_FAILED, obs.deployment.message)
     elif obs.deployment.complete and image_matches(obs.deployment.images, wanted):
         return RecordStep(
             step.name,
@@ -428,7 +429,7 @@ def _decide_await_rollout(
     else:
         state_msg = obs.deployment.message
     if started is not None and (obs.now - started).total_seconds() > timeout:
-        return _fail(
+        return fail_step(
             spec,
             step.name,
             reasons.ROLLOUT_TIMEOUT,

@@ -54,6 +54,7 @@ from dbmigrate.core.batching import (
     throttle_reason,
     worker_slice,
 )
+from dbmigrate.db.errors import describe_error
 
 CHECKPOINT_TABLE = "dbmigrate.backfill_checkpoints"
 CHECKPOINT_DDL = """
@@ -141,18 +142,6 @@ class BackfillSqlError(BackfillError):
         self.sqlstate = exc.sqlstate
         self.server_message = describe_error(exc)
         super().__init__(f"{what}: {self.server_message}")
-
-
-def describe_error(exc: psycopg.Error) -> str:
-    """`SQLSTATE: message (hint)` from the server's diagnostics."""
-    diag = exc.diag
-    message = diag.message_primary or str(exc).strip().splitlines()[0]
-    text = f"{exc.sqlstate}: {message}" if exc.sqlstate else message
-    if diag.message_detail:
-        text += f" ({diag.message_detail})"
-    if diag.message_hint:
-        text += f" hint: {diag.message_hint}"
-    return text
 
 
 # ---------------------------------------------------------------------------------------------

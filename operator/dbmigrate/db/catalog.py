@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
 from dbmigrate.core.plan import TableEstimate
+from dbmigrate.db.errors import redact_dsn
 
 # What connect() and the look-ups raise when the database cannot be read.
 DatabaseError = psycopg.Error
@@ -32,16 +32,7 @@ def _regclass_text(table: str) -> str:
 
 def redact(message: str, dsn: str) -> str:
     """An error message safe to print: the DSN and its password replaced by `***`."""
-    secrets = [dsn]
-    try:
-        password = conninfo_to_dict(dsn).get("password")
-    except psycopg.Error:
-        password = None
-    if password:
-        secrets.append(str(password))
-    for secret in secrets:
-        message = message.replace(secret, "***")
-    return message
+    return redact_dsn(message, dsn)
 
 
 def connect(dsn: str, *, connect_timeout: int = 10) -> psycopg.Connection:

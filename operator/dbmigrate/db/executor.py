@@ -32,6 +32,7 @@ from dbmigrate.core.statements import (
     parse_statements,
 )
 from dbmigrate.db import history
+from dbmigrate.db.errors import describe_error
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +66,6 @@ def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
     """Exponential backoff with jitter: 0.25 s, 0.5 s, 1 s, ... capped at 30 s, times U(0.5, 1)."""
     base = min(BACKOFF_CAP, BACKOFF_START * (2 ** max(0, attempt - 1)))
     return base * (rng or random).uniform(0.5, 1.0)
-
-
-def describe_error(exc: psycopg.Error) -> str:
-    """SQLSTATE and the server's own words; never the connection string."""
-    diag = exc.diag
-    parts = [diag.message_primary or str(exc).splitlines()[0]]
-    if diag.message_detail:
-        parts.append(f"DETAIL: {diag.message_detail}")
-    if diag.message_hint:
-        parts.append(f"HINT: {diag.message_hint}")
-    state = exc.sqlstate or "?????"
-    return f"SQLSTATE {state}: " + " ".join(parts)
 
 
 def _ms(seconds: float) -> str:
@@ -133,7 +122,7 @@ async def _run_verify(conn: psycopg.AsyncConnection, verify: str) -> None:
     except psycopg.Error as exc:
         if exc.sqlstate is None:
             raise
-        raise _VerifyFailed(f"verify failed: {describe_error(exc)}") from exc
+        raise _VerifyFailed(f"verify failed: SQLSTATE {describe_error(exc)}") from exc
     if row is None or len(row) != 1 or not isinstance(row[0], bool):
         raise _VerifyFailed(f"verify must return one boolean, got {row!r}")
     if row[0] is not True:
@@ -293,7 +282,7 @@ def _sql_failure(
     return StepResult(
         False,
         reasons.SQL_ERROR,
-        describe_error(exc) + where,
+        f"SQLSTATE {describe_error(exc)}{where}",
         sqlstate=exc.sqlstate,
         lock_retries=retries,
         duration_ms=round((time.monotonic() - started) * 1000),

@@ -17,7 +17,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 from pydantic import ValidationError
 
 from dbmigrate.api import reasons
@@ -48,6 +47,7 @@ from dbmigrate.core.rollout import rollout_state
 from dbmigrate.core.statements import checksum
 from dbmigrate.db import executor, history
 from dbmigrate.db.backfill import read_backfill_progress
+from dbmigrate.db.errors import redact_dsn
 from dbmigrate.metrics import registry as metrics
 from dbmigrate.reconcile.analysis import run_analysis_round
 from dbmigrate.reconcile.platform import NotFound, Platform
@@ -59,13 +59,6 @@ FINAL_PHASES = frozenset({"Succeeded", "RolledBack"})
 
 def now_iso() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def redact(message: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            message = message.replace(secret, "***")
-    return message
 
 
 @dataclass
@@ -85,7 +78,6 @@ class MigrationRunner:
         self.conn: psycopg.AsyncConnection | None = None
         self.lock_held = False
         self.wakeup = asyncio.Event()
-        self._secrets: list[str] = []
         self._body: dict[str, Any] = {}
         self._last_event_key: tuple[str, str] | None = None
         self._analysis_decision: verdicts.Decision = verdicts.Continue()
@@ -145,7 +137,7 @@ class MigrationRunner:
 
     async def _report_transient_error(self, exc: Exception, delay: float) -> None:
         metrics.RECONCILE_ERRORS.inc()
-        message = redact(f"{type(exc).__name__}: {_first_line(exc)}", self._secrets)
+        message = redact_dsn(f"{type(exc).__name__}: {_first_line(exc)}", self._dsn)
         log.error(
             "%s/%s: reconcile failed (retrying in %.0fs): %s",
             self.namespace,
@@ -352,7 +344,6 @@ class MigrationRunner:
             dsn = await self.platform.read_secret(ref.name, ref.key)
         except NotFound as exc:
             return replace(obs, problem=d.ConfigProblem(reasons.SECRET_NOT_FOUND, str(exc))), sql
-        self._remember_secret(dsn)
         self._dsn = dsn
         try:
             conn = await self.connection(dsn)
@@ -366,19 +357,11 @@ class MigrationRunner:
             applied, partial = await _read_applied_if_schema(conn, spec.migration_id)
         except (psycopg.Error, OSError) as exc:
             await self.close()
-            message = redact(f"cannot reach the database: {_first_line(exc)}", self._secrets)
+            message = redact_dsn(f"cannot reach the database: {_first_line(exc)}", self._dsn)
             return replace(obs, problem=d.ConfigProblem(reasons.DATABASE_UNREACHABLE, message)), sql
         obs = replace(obs, lock_held=self.lock_held, applied=applied, partially_applied=partial)
         obs = replace(obs, jobs=await self.observe_jobs(spec, status))
         return obs, sql
-
-    def _remember_secret(self, dsn: str) -> None:
-        secrets = [dsn]
-        with contextlib.suppress(Exception):
-            password = conninfo_to_dict(dsn).get("password")
-            if password:
-                secrets.append(str(password))
-        self._secrets = secrets
 
     async def connection(self, dsn: str) -> psycopg.AsyncConnection:
         if self.conn is not None and not self.conn.closed:
@@ -421,7 +404,7 @@ class MigrationRunner:
             name = st.job or job_name(self.name, step.name)
             state = await self.platform.job_state(name)
             if state is not None:
-                message = redact(state.message, self._secrets) if state.message else None
+                message = redact_dsn(state.message, self._dsn) if state.message else None
                 jobs[step.name] = replace(state, message=message)
         return jobs
 
@@ -560,7 +543,7 @@ class MigrationRunner:
         set_conditions(
             status,
             reason=reason,
-            message=redact(message, self._secrets),
+            message=redact_dsn(message, self._dsn),
             generation=generation,
             now=now_iso(),
             stalled=stalled,
@@ -569,7 +552,7 @@ class MigrationRunner:
         await self.platform.write_status(status_patch(status))
 
     async def _event(self, type_: str, reason: str, message: str) -> None:
-        await self.platform.event(type_, reason, redact(message, self._secrets))
+        await self.platform.event(type_, reason, redact_dsn(message, self._dsn))
 
     # --- steps -----------------------------------------------------------------------------
 
@@ -645,12 +628,7 @@ class MigrationRunner:
             spec,
             status,
             obs,
-            d.FailStep(
-                step.name,
-                result.reason or reasons.SQL_ERROR,
-                result.message,
-                rollback=spec.rollback.policy == "Automatic",
-            ),
+            d.fail_step(spec, step.name, result.reason or reasons.SQL_ERROR, result.message),
             generation,
         )
 
@@ -711,11 +689,8 @@ class MigrationRunner:
                     spec,
                     status,
                     obs,
-                    d.FailStep(
-                        step.name,
-                        result.reason or reasons.SQL_ERROR,
-                        result.message,
-                        rollback=spec.rollback.policy == "Automatic",
+                    d.fail_step(
+                        spec, step.name, result.reason or reasons.SQL_ERROR, result.message
                     ),
                     generation,
                 )
@@ -732,7 +707,7 @@ class MigrationRunner:
     ) -> None:
         st = status.step(action.step)
         assert st is not None
-        message = redact(action.message, self._secrets)
+        message = redact_dsn(action.message, self._dsn)
         st.state = "Failed"
         st.reason = action.reason
         st.message = message
@@ -828,8 +803,8 @@ class MigrationRunner:
         st = status.step(step.name)
         assert st is not None
         if not result.ok:
-            message = redact(
-                f"reverting step {step.name!r} failed: {result.message}", self._secrets
+            message = redact_dsn(
+                f"reverting step {step.name!r} failed: {result.message}", self._dsn
             )
             st.message = message
             await self._finish(

@@ -24,6 +24,16 @@ T = TypeVar("T")
 Manifest = dict[str, Any]
 
 
+def parse_exports(text: str) -> dict[str, str]:
+    """`export NAME=value` lines (what `hack/local-cluster.sh env` prints) -> {NAME: value}."""
+    out = {}
+    for line in text.splitlines():
+        if line.startswith("export ") and "=" in line:
+            name, _, value = line.removeprefix("export ").partition("=")
+            out[name] = value
+    return out
+
+
 class WaitTimeout(AssertionError):
     """What a test sees when the cluster did not get where it should in time."""
 

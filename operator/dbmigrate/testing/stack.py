@@ -16,22 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dbmigrate.testing.cluster import Cluster, wait_for
+from dbmigrate.testing.cluster import Cluster, parse_exports, wait_for
 from dbmigrate.testing.executor import DBMIGRATE_IMAGE
 from dbmigrate.testing.postgres import PostgresServer, free_port
 from dbmigrate.testing.prometheus import PrometheusServer
 from dbmigrate.testing.testapp import AppProcess
 
 APP_JOB = "shop-api"
-
-
-def _exports(text: str) -> dict[str, str]:
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("export ") and "=" in line:
-            name, _, value = line.removeprefix("export ").partition("=")
-            out[name] = value
-    return out
 
 
 @dataclass
@@ -68,7 +59,7 @@ class LocalStack:
             self.say("starting the local Kubernetes control plane (first time: builds it)")
             subprocess.run([script, "up"], check=True)
             self._started_cluster = True
-        env = _exports(
+        env = parse_exports(
             subprocess.run([script, "env"], capture_output=True, text=True, check=True).stdout
         )
         bin_dir = env["PATH"].removesuffix(":$PATH")
