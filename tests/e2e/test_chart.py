@@ -796,6 +796,7 @@ class Installed:
 
 
 INSTALL_MODES = ["namespaced", "cluster-wide"]
+ARGOCD_APPLICATION_CRD = Path(__file__).parent / "data" / "argocd-application-crd.yaml"
 
 
 @pytest.fixture(scope="module", params=INSTALL_MODES)
@@ -808,7 +809,8 @@ def installed(
     """`helm install` of the chart into a namespace of its own, with peering and Argo CD rights
     on, RBAC either namespaced to that namespace or cluster-wide."""
     mode = request.param
-    cluster.install_crds([PEERING_CRDS])
+    # The chart grants Argo CD Application rights: `can-i` only answers for resources that exist.
+    cluster.install_crds([PEERING_CRDS, ARGOCD_APPLICATION_CRD])
     namespace = cluster.create_namespace(f"chart-{mode}")
     other = cluster.create_namespace(f"chart-{mode}-other")
     release = f"dbm-{namespace[-6:]}"  # cluster-scoped object names derive from it
