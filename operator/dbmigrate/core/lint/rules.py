@@ -138,6 +138,18 @@ def _deparse_with(node: Any, changes: Iterable[tuple[Any, str, Any]]) -> str:
             setattr(obj, attr, value)
 
 
+def _with_not_valid(node: Any, contype: Any) -> str:
+    """The ALTER TABLE again, with its added constraints of `contype` marked NOT VALID."""
+    return _deparse_with(
+        node,
+        [
+            (cmd.def_, "skip_validation", True)
+            for cmd in node.cmds
+            if getattr(cmd.def_, "contype", None) == contype
+        ],
+    )
+
+
 def _base(table: str) -> str:
     return table.rsplit(".", 1)[-1]
 
@@ -467,14 +479,7 @@ def adding_foreign_key_without_not_valid(
             f"{table}, blocking writes to both tables for the whole scan"
         )
         if coldef is None:
-            fixed = _deparse_with(
-                s.node,
-                [
-                    (cmd.def_, "skip_validation", True)
-                    for cmd in s.node.cmds
-                    if getattr(cmd.def_, "contype", None) == ConstrType.CONSTR_FOREIGN
-                ],
-            )
+            fixed = _with_not_valid(s.node, ConstrType.CONSTR_FOREIGN)
             name = constraint.conname or _constraint_name(table, "fkey")
             yield Hit(
                 f"{_said(s)} {locks}. Safe alternative: {fixed}; then, in a separate "
@@ -509,14 +514,7 @@ def constraint_missing_not_valid(
             continue
         if constraint.skip_validation:
             continue
-        fixed = _deparse_with(
-            s.node,
-            [
-                (cmd.def_, "skip_validation", True)
-                for cmd in s.node.cmds
-                if getattr(cmd.def_, "contype", None) == ConstrType.CONSTR_CHECK
-            ],
-        )
+        fixed = _with_not_valid(s.node, ConstrType.CONSTR_CHECK)
         name = constraint.conname or _constraint_name(table, "check")
         yield Hit(
             f"{_said(s)} takes ACCESS EXCLUSIVE on {table} and checks every row, blocking reads "
