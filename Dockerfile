@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1
 # The dbmigrate image: the operator (`dbmigrate run`) and the backfill worker its Jobs run
 # (`dbmigrate backfill`). Build: docker build -t dbmigrate:0.1.0 .
 #
@@ -6,9 +5,12 @@
 # /tmp at run time (bytecode is compiled at build time, PYTHONDONTWRITEBYTECODE stops the rest).
 
 ARG PYTHON_VERSION=3.11.13
+# The base of both stages; override it to build FROM a mirror (or the stand-in that
+# hack/lib/python-base-image.sh makes from Debian packages on a machine without a registry).
+ARG BASE_IMAGE=python:${PYTHON_VERSION}-slim-bookworm
 
 # --- stage 1: build the wheels (the project's and its dependencies') ---------------------------
-FROM python:${PYTHON_VERSION}-slim-bookworm AS build
+FROM ${BASE_IMAGE} AS build
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -17,10 +19,15 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator ./operator
-RUN pip wheel --wheel-dir /wheels .
+# A CA bundle passed as the optional build secret `ca-bundle` (behind a TLS-inspecting proxy:
+# `--secret id=ca-bundle,src=/etc/ssl/certs/ca-certificates.crt`) is trusted for this download
+# only; it never lands in a layer.
+RUN --mount=type=secret,id=ca-bundle \
+    if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
+    && pip wheel --wheel-dir /wheels .
 
 # --- stage 2: the runtime image ----------------------------------------------------------------
-FROM python:${PYTHON_VERSION}-slim-bookworm
+FROM ${BASE_IMAGE}
 
 ARG VERSION=0.1.0
 ARG REVISION=unknown
@@ -42,9 +49,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TMPDIR=/tmp
 
 # Only the wheels, never the build tree: installed offline from the build stage's wheel house.
+# The user has a passwd entry: kopf names the operator after it (getpass) when POD_ID is unset.
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-index --find-links=/wheels /wheels/dbmigrate-*.whl \
-    && dbmigrate --version
+    && dbmigrate --version \
+    && groupadd --system --gid 65532 dbmigrate \
+    && useradd --system --uid 65532 --gid 65532 --home-dir /tmp --no-create-home \
+       --shell /usr/sbin/nologin dbmigrate
 
 USER 65532:65532
 WORKDIR /tmp

@@ -137,10 +137,13 @@ def test_base_images_are_pinned_slim_python() -> None:
     default = re.search(r"^ARG PYTHON_VERSION=(\S+)$", text, re.M)
     assert default, "the Python version is a build argument with a default"
     assert re.fullmatch(r"3\.11\.\d+", default.group(1)), "pinned to a patch release"
+    base = re.search(r"^ARG BASE_IMAGE=(\S+)$", text, re.M)
+    assert base, "the base image is a build argument (for mirrors) with a default"
+    assert base.group(1) == "python:${PYTHON_VERSION}-slim-bookworm"
     froms = [args for instr, args in _instructions(text) if instr == "FROM"]
     assert len(froms) == 2
     for image in froms:
-        assert image.split()[0] == "python:${PYTHON_VERSION}-slim-bookworm"
+        assert image.split()[0] == "${BASE_IMAGE}"
 
 
 @pytest.mark.parametrize(
