@@ -269,7 +269,7 @@ start_kwok() {
 start_executor() {
   launch executor "dbmigrate.testing.executor" env DBMIGRATE_CLUSTER_DIR="$STATE" \
     "$PY" -m dbmigrate.testing.executor --kubeconfig="$STATE/kubeconfig" \
-    --state-dir="$STATE/executor"
+    --state-dir="$STATE/executor" --docker-env="$ROOT/hack/lib/docker-engine.sh env"
 }
 
 executor_ready() { grep -q "executor ready" "$LOGS/executor.log"; }

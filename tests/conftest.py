@@ -18,6 +18,7 @@ pytest_plugins = [
     "tests.fixtures.prometheus",
     "tests.fixtures.cluster",
     "tests.fixtures.operator",
+    "tests.fixtures.image",
 ]
 
 

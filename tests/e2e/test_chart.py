@@ -142,7 +142,13 @@ def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def env_of(c: dict[str, Any]) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in c["env"]}
+    return {e["name"]: e["value"] for e in c["env"] if "value" in e}
+
+
+def test_peering_identity_is_the_pod_name(helm: str) -> None:
+    """kopf names a replica after POD_ID (else after the passwd entry of its uid)."""
+    (pod_id,) = [e for e in container(render(helm, {}))["env"] if e["name"] == "POD_ID"]
+    assert pod_id["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
 
 
 def promtool() -> str:

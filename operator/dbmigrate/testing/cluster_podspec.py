@@ -135,3 +135,111 @@ def resolve_env(pod: Obj, container: Obj, sources: EnvSources) -> dict[str, str]
         else:
             raise ConfigError(f"env {name!r}: this valueFrom is not supported by the executor")
     return env
+
+
+# Names a docker client needs from its own environment: a container env var of the same name
+# goes on the command line with its value instead of through the client's environment.
+_CLIENT_ENV = frozenset({"PATH", "HOME", "DOCKER_HOST", "DOCKER_CONFIG", "DOCKER_CONTEXT"})
+
+
+def run_as(pod: Obj, container: Obj) -> tuple[int | None, int | None]:
+    """The container's user and group ids: its own security context's, else the pod's."""
+    pod_sc = pod["spec"].get("securityContext") or {}
+    sc = container.get("securityContext") or {}
+    return sc.get("runAsUser", pod_sc.get("runAsUser")), sc.get(
+        "runAsGroup", pod_sc.get("runAsGroup")
+    )
+
+
+def projected_files(
+    pod: Obj, volume: Obj, sources: EnvSources, token: Callable[[], str | None]
+) -> dict[str, str]:
+    """The files of a `projected` volume (path -> content), as the kubelet writes them: the
+    ServiceAccount token volume every pod gets (`kube-api-access-*`: token, `ca.crt` from the
+    `kube-root-ca.crt` ConfigMap, the namespace) and any other of those three source kinds."""
+    ns = pod["metadata"]["namespace"]
+    files: dict[str, str] = {}
+    for src in volume["projected"].get("sources") or []:
+        if "serviceAccountToken" in src:
+            value = token()
+            if value is None:
+                raise ConfigError("no ServiceAccount token for the pod")
+            files[src["serviceAccountToken"]["path"]] = value
+        elif "configMap" in src:
+            ref = src["configMap"]
+            data = sources.data("ConfigMap", ns, ref["name"])
+            if data is None:
+                if ref.get("optional"):
+                    continue
+                raise ConfigError(f'configmap "{ref["name"]}" not found')
+            items = ref.get("items") or [{"key": k, "path": k} for k in data]
+            for item in items:
+                if item["key"] not in data:
+                    raise ConfigError(f"key {item['key']!r} not in configmap {ref['name']!r}")
+                files[item["path"]] = data[item["key"]]
+        elif "downwardAPI" in src:
+            for item in src["downwardAPI"].get("items") or []:
+                if "fieldRef" not in item:
+                    raise ConfigError("downwardAPI resourceFieldRef is not supported")
+                files[item["path"]] = field_ref(pod, item["fieldRef"]["fieldPath"])
+        else:
+            raise ConfigError(f"projected source {sorted(src)} is not supported")
+    return files
+
+
+def docker_run_args(
+    pod: Obj,
+    container: Obj,
+    env: Mapping[str, str],
+    *,
+    volume_dirs: Mapping[str, str] | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """`docker run` options, image and arguments for a container of a pod (everything after
+    `docker run --name NAME`), and the environment the docker client must run with.
+
+    As a kubelet starts it, minus what a local engine cannot stand in for: the host's network
+    (the pod's addresses are the host's), the security context (`runAsUser`/`runAsGroup`,
+    `readOnlyRootFilesystem`, capabilities, `allowPrivilegeEscalation: false`), `emptyDir`
+    mounts as tmpfs, other volumes as read-only bind mounts of the host directories that
+    `volume_dirs` gives for them (the executor writes a projected volume's files there),
+    `workingDir`, `command` as the entrypoint. Env values travel through the client's
+    environment (`-e NAME`), so a Secret's value never appears in a process's argv."""
+    spec = pod["spec"]
+    sc = container.get("securityContext") or {}
+    args = ["--rm", "--network", "host", "--stop-timeout", "2"]
+    user, group = run_as(pod, container)
+    if user is not None:
+        args += ["--user", f"{user}:{group}" if group is not None else str(user)]
+    if sc.get("readOnlyRootFilesystem"):
+        args.append("--read-only")
+    caps = sc.get("capabilities") or {}
+    for cap in caps.get("drop") or []:
+        args += ["--cap-drop", cap]
+    for cap in caps.get("add") or []:
+        args += ["--cap-add", cap]
+    if sc.get("allowPrivilegeEscalation") is False:
+        args += ["--security-opt", "no-new-privileges"]
+    volumes = {v["name"]: v for v in spec.get("volumes") or []}
+    dirs = volume_dirs or {}
+    for vm in container.get("volumeMounts") or []:
+        volume = volumes.get(vm["name"])
+        if volume is not None and "emptyDir" in volume:
+            args += ["--tmpfs", f"{vm['mountPath']}:rw,nosuid,nodev,mode=1777"]
+        elif vm["name"] in dirs:
+            args += ["--volume", f"{dirs[vm['name']]}:{vm['mountPath']}:ro"]
+        else:
+            raise ConfigError(
+                f"volume {vm['name']!r}: only emptyDir and projected volumes are supported by "
+                "the local executor's containers"
+            )
+    if container.get("workingDir"):
+        args += ["--workdir", container["workingDir"]]
+    client_env = {k: v for k, v in env.items() if k not in _CLIENT_ENV}
+    for name in env:
+        args += ["--env", name if name in client_env else f"{name}={env[name]}"]
+    command = [expand(c, env) for c in container.get("command") or []]
+    rest = [expand(a, env) for a in container.get("args") or []]
+    if command:
+        args += ["--entrypoint", command[0]]
+        rest = command[1:] + rest
+    return [*args, container["image"], *rest], client_env

@@ -17,7 +17,12 @@ Images:
   `<this Python> -m dbmigrate ...`;
 - `localhost/host-exec:latest` — the command and args run as they are on the host
   (`sh -c ...`, `psql ...`, `alembic upgrade head`);
-- more from `DBMIGRATE_EXECUTOR_IMAGES` (or `--image`), `IMAGE=host|dbmigrate` comma-separated.
+- `localhost/dbmigrate:container` — the operator's image built from the Dockerfile
+  (`hack/build-image.sh localhost/dbmigrate:container`): run for real by a Docker engine
+  (`docker run` with the host's network, the pod's security context, emptyDir as tmpfs, the
+  ServiceAccount's kubeconfig mounted; `--docker-env` names the command that tells which engine);
+- more from `DBMIGRATE_EXECUTOR_IMAGES` (or `--image`), `IMAGE=host|dbmigrate|docker`
+  comma-separated.
 
 Run as `python -m dbmigrate.testing.executor --kubeconfig FILE --state-dir DIR`;
 `hack/local-cluster.sh up` starts it. `--list-images` prints the image names (one per line),
@@ -32,12 +37,14 @@ import datetime as dt
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,16 +53,30 @@ from typing import Any
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
-from dbmigrate.testing.cluster_podspec import ConfigError, EnvSources, build_argv, resolve_env
+from dbmigrate.testing.cluster import parse_exports
+from dbmigrate.testing.cluster_podspec import (
+    ConfigError,
+    EnvSources,
+    build_argv,
+    docker_run_args,
+    projected_files,
+    resolve_env,
+    run_as,
+)
 
 DBMIGRATE_IMAGE = "localhost/dbmigrate:dev"
 HOST_EXEC_IMAGE = "localhost/host-exec:latest"
 IMAGES_ENV = "DBMIGRATE_EXECUTOR_IMAGES"
 RUNNER_HOST = "host"
 RUNNER_DBMIGRATE = "dbmigrate"
+RUNNER_DOCKER = "docker"
+RUNNERS = (RUNNER_HOST, RUNNER_DBMIGRATE, RUNNER_DOCKER)
+# The operator's image as built from the Dockerfile (hack/build-image.sh), run by a Docker engine.
+CONTAINER_IMAGE = "localhost/dbmigrate:container"
 BUILTIN_IMAGES: dict[str, str] = {
     DBMIGRATE_IMAGE: RUNNER_DBMIGRATE,
     HOST_EXEC_IMAGE: RUNNER_HOST,
+    CONTAINER_IMAGE: RUNNER_DOCKER,
 }
 FIELD_MANAGER = "dbmigrate-local-executor"
 # The first `docker stop`-like signal, then SIGKILL: a pod's own grace period, capped so that a
@@ -79,8 +100,8 @@ def parse_image_map(spec: str | None) -> dict[str, str]:
         if not item:
             continue
         image, sep, runner = item.rpartition("=")
-        if not sep or runner not in (RUNNER_HOST, RUNNER_DBMIGRATE) or not image:
-            raise ValueError(f"bad image mapping {item!r}: expected IMAGE=host or IMAGE=dbmigrate")
+        if not sep or runner not in RUNNERS or not image:
+            raise ValueError(f"bad image mapping {item!r}: expected IMAGE=" + "|".join(RUNNERS))
         images[image] = runner
     return images
 
@@ -122,6 +143,10 @@ class Container:
     state: Obj = field(default_factory=lambda: {"waiting": {"reason": "ContainerCreating"}})
     last_state: Obj = field(default_factory=dict)
     restart_at: float | None = None
+    # Set for a container that a Docker engine runs (RUNNER_DOCKER): its name prefix there.
+    docker_prefix: str | None = None
+    docker_name: str | None = None
+    _docker_client: tuple[str, dict[str, str]] | None = None
 
     @property
     def name(self) -> str:
@@ -136,6 +161,11 @@ class Container:
         if "terminated" in self.state:
             self.last_state = {"terminated": self.state["terminated"]}
             self.restart_count += 1
+        if self.docker_prefix is not None:
+            # argv is `docker run OPTIONS…`: each start gets a container name of its own.
+            self.docker_name = f"{self.docker_prefix}-{self.restart_count}"
+            argv = [argv[0], "run", "--name", self.docker_name, *argv[2:]]
+            self._docker_client = (argv[0], env)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as out:
             self.log_offset = out.tell()
@@ -181,7 +211,7 @@ class Container:
             "reason": "Completed" if code == 0 else "Error",
             "startedAt": started,
             "finishedAt": now(),
-            "containerID": f"local://{self.proc.pid if self.proc else 0}",
+            "containerID": self._container_id(),
         }
         message = tail(self.log_path, self.log_offset)
         if message:
@@ -189,8 +219,14 @@ class Container:
         self.state = {"terminated": term}
         self.proc = None
 
+    def _container_id(self) -> str:
+        if self.docker_name is not None:
+            return f"docker://{self.docker_name}"
+        return f"local://{self.proc.pid if self.proc else 0}"
+
     def kill(self, grace: float) -> None:
-        """SIGTERM to the process group, SIGKILL after `grace` seconds."""
+        """SIGTERM to the process group, SIGKILL after `grace` seconds. (The docker client
+        passes SIGTERM on to the container; past the grace period the engine removes it.)"""
         if self.proc is None:
             return
         pgid = self.proc.pid
@@ -199,6 +235,17 @@ class Container:
         try:
             self.proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
+            if self._docker_client is not None and self.docker_name is not None:
+                client, env = self._docker_client
+                subprocess.run(
+                    [client, "rm", "--force", self.docker_name],
+                    env=env,
+                    capture_output=True,
+                    timeout=60,
+                    check=False,
+                )
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.proc.wait(timeout=10)
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pgid, signal.SIGKILL)
             self.proc.wait()
@@ -219,7 +266,7 @@ class Container:
             "state": self.state,
         }
         if self.proc is not None:
-            out["containerID"] = f"local://{self.proc.pid}"
+            out["containerID"] = self._container_id()
         elif "terminated" in self.state:
             out["containerID"] = self.state["terminated"].get("containerID", "local://0")
         if self.last_state:
@@ -370,6 +417,8 @@ class PodRun(threading.Thread):
                 f"container {c.name!r}: image {c.spec.get('image')!r} is not mapped to a local "
                 f"command (set {IMAGES_ENV})"
             )
+        if runner == RUNNER_DOCKER:
+            return self._docker_argv_env(c, sources, base)
         env = {**base, **resolve_env(self.pod, c.spec, sources)}
         if runner == RUNNER_HOST:
             return build_argv(c.spec, [], env), env
@@ -378,6 +427,42 @@ class PodRun(threading.Thread):
             # The operator's image: its `dbmigrate` is this virtualenv's.
             argv = [self.ex.python, "-m", "dbmigrate", *argv[1:]]
         return argv, env
+
+    def _docker_argv_env(
+        self, c: Container, sources: EnvSources, base: dict[str, str]
+    ) -> tuple[list[str], dict[str, str]]:
+        """`docker run …` for a container of a RUNNER_DOCKER image, and the client's env. The
+        container finds the API server as a pod does: KUBERNETES_SERVICE_HOST/PORT (the host's
+        loopback, since it shares the host's network) and the ServiceAccount token volume."""
+        env = resolve_env(self.pod, c.spec, sources)
+        env.setdefault("HOSTNAME", self.pod_name)
+        server = urllib.parse.urlsplit(self.ex.api_client.configuration.host)
+        env.setdefault("KUBERNETES_SERVICE_HOST", server.hostname or "127.0.0.1")
+        env.setdefault("KUBERNETES_SERVICE_PORT", str(server.port or 443))
+        uid, gid = run_as(self.pod, c.spec)
+        dirs: dict[str, str] = {}
+        for volume in self.pod["spec"].get("volumes") or []:
+            if "projected" not in volume:
+                continue
+            files = projected_files(
+                self.pod, volume, sources, lambda: self.ex.service_account_token(self.pod)
+            )
+            where = self.base_dir / "volumes" / volume["name"]
+            where.mkdir(parents=True, exist_ok=True)
+            for rel, content in files.items():
+                path = where / rel
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(content)
+                path.chmod(0o400)
+                # Readable by the container's user only (the kubelet sets fsGroup likewise).
+                if uid is not None and os.geteuid() == 0:
+                    os.chown(path, uid, gid if gid is not None else -1)
+            where.chmod(0o755)
+            dirs[volume["name"]] = str(where)
+        args, client_env = docker_run_args(self.pod, c.spec, env, volume_dirs=dirs)
+        client, engine_env = self.ex.docker_client()
+        c.docker_prefix = f"dbmigrate-{self.pod_name}-{c.name}-{self.uid[:8]}"
+        return [client, "run", *args], {**engine_env, **client_env}
 
     def _cwd(self, c: Container) -> Path:
         wd = c.spec.get("workingDir")
@@ -476,8 +561,15 @@ class PodRun(threading.Thread):
 class Executor:
     """Watches pods on all nodes and runs those of mapped images (see the module docstring)."""
 
-    def __init__(self, api_client: Any, images: dict[str, str], state_dir: Path) -> None:
+    def __init__(
+        self,
+        api_client: Any,
+        images: dict[str, str],
+        state_dir: Path,
+        docker_env_command: str | None = None,
+    ) -> None:
         self.api_client = api_client
+        self.docker_env_command = docker_env_command
         # Any: we read raw JSON (`_preload_content=False`), not the client's models.
         self.core: Any = client.CoreV1Api(api_client)
         self.images = images
@@ -487,6 +579,26 @@ class Executor:
         self.finished: set[str] = set()
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+
+    def docker_client(self) -> tuple[str, dict[str, str]]:
+        """The docker client and its environment: what `--docker-env` prints (`export
+        DOCKER_HOST=… DOCKER=…`), asked at each start so that an engine started after the
+        executor is found; without it, `$DOCKER` (default `docker`) and this process's env."""
+        env = {k: os.environ[k] for k in ("PATH", "HOME", "DOCKER_HOST") if k in os.environ}
+        if self.docker_env_command:
+            done = subprocess.run(
+                shlex.split(self.docker_env_command),
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise ConfigError(f"no Docker engine: {done.stderr.strip()[-300:]}")
+            env.update(parse_exports(done.stdout))
+        else:
+            env.setdefault("DOCKER", os.environ.get("DOCKER", "docker"))
+        return env.pop("DOCKER", "docker"), env
 
     # -- API helpers (raw JSON: no model round-trips) --
 
@@ -525,12 +637,9 @@ class Executor:
             env["KUBECONFIG"] = str(kubeconfig)
         return env
 
-    def _service_account_kubeconfig(self, pod: Obj, where: Path) -> Path | None:
-        """A kubeconfig with a token of the pod's ServiceAccount (bound to the pod), standing in
-        for the mounted token: a pod running the operator gets its own RBAC, not ours."""
+    def service_account_token(self, pod: Obj) -> str | None:
+        """A token of the pod's ServiceAccount, bound to the pod (the kubelet's TokenRequest)."""
         spec, meta = pod["spec"], pod["metadata"]
-        if spec.get("automountServiceAccountToken") is False:
-            return None
         sa = spec.get("serviceAccountName") or "default"
         body = {
             "spec": {
@@ -552,7 +661,18 @@ class Executor:
                 "pod %s/%s: no token for %s (%s)", meta["namespace"], meta["name"], sa, e.status
             )
             return None
-        token = json.loads(resp.data)["status"]["token"]
+        return str(json.loads(resp.data)["status"]["token"])
+
+    def _service_account_kubeconfig(self, pod: Obj, where: Path) -> Path | None:
+        """A kubeconfig with a token of the pod's ServiceAccount (bound to the pod), standing in
+        for the mounted token: a pod running the operator gets its own RBAC, not ours."""
+        spec, meta = pod["spec"], pod["metadata"]
+        if spec.get("automountServiceAccountToken") is False:
+            return None
+        sa = spec.get("serviceAccountName") or "default"
+        token = self.service_account_token(pod)
+        if token is None:
+            return None
         conf = self.api_client.configuration
         cluster: Obj = {"server": conf.host}
         if conf.ssl_ca_cert:
@@ -797,7 +917,13 @@ def main(argv: list[str] | None = None) -> int:
         help="per-pod working directories and output logs",
     )
     parser.add_argument(
-        "--image", action="append", default=[], help="IMAGE=host|dbmigrate (repeatable)"
+        "--image", action="append", default=[], help="IMAGE=host|dbmigrate|docker (repeatable)"
+    )
+    parser.add_argument(
+        "--docker-env",
+        metavar="COMMAND",
+        help="shell command printing `export DOCKER_HOST=… DOCKER=…` for the engine that runs "
+        "containers of docker-mapped images",
     )
     parser.add_argument("--list-images", action="store_true", help="print the mapped images")
     args = parser.parse_args(argv)
@@ -812,7 +938,7 @@ def main(argv: list[str] | None = None) -> int:
 
     api_client = config.new_client_from_config(config_file=args.kubeconfig)  # type: ignore[no-untyped-call]
     args.state_dir.mkdir(parents=True, exist_ok=True)
-    executor = Executor(api_client, images, args.state_dir)
+    executor = Executor(api_client, images, args.state_dir, args.docker_env)
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("signal %d: stopping the pods' processes", signum)

@@ -1,0 +1,283 @@
+"""The operator's image, built from the Dockerfile and run by a real Docker engine.
+
+- what the image is: non-root user, entrypoint, ports, OCI labels, nothing of the build left in it;
+- it works on a read-only root filesystem with every capability dropped and no network
+  (`--version`, `lint`, `plan`: pglast's compiled parser included);
+- a backfill Job's pod, as the operator builds it (hardened security context, DSN through
+  `secretKeyRef`), runs in the image and backfills the table;
+- the operator itself, installed by the chart, runs in the image with the chart's ServiceAccount
+  and takes a migration with a backfill Job to Succeeded: everything from the image.
+
+The pods of `localhost/dbmigrate:container` are run by the local pod executor through the engine
+(`docker run`, see dbmigrate.testing.executor), so their status shows `docker://` container ids.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import tomllib
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from dbmigrate.testing.cluster import Cluster, wait_for
+from dbmigrate.testing.postgres import free_port
+from tests.e2e.test_chart import CHART, helm, run_helm  # noqa: F401 - fixture
+from tests.fixtures.image import Image
+from tests.fixtures.operator import OperatorProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+# What a restricted pod gets: read-only root, a tmpfs /tmp, no capabilities, no privilege
+# escalation, a non-root user, no network.
+LOCKED_DOWN = (
+    "--read-only",
+    "--tmpfs",
+    "/tmp:rw,nosuid,nodev,mode=1777",
+    "--cap-drop",
+    "ALL",
+    "--security-opt",
+    "no-new-privileges",
+    "--user",
+    "65532:65532",
+)
+
+
+def test_image_config(operator_image: Image) -> None:
+    config = operator_image.inspect()["Config"]
+    assert config["User"] == "65532:65532"
+    assert config["Entrypoint"] == ["dbmigrate"]
+    assert config["Cmd"] == ["run", "--all-namespaces"]
+    assert set(config["ExposedPorts"]) == {"8080/tcp", "8081/tcp"}
+    labels = config["Labels"]
+    assert labels["org.opencontainers.image.title"] == "dbmigrate"
+    assert labels["org.opencontainers.image.version"] == VERSION
+    assert labels["org.opencontainers.image.revision"] not in ("", "unknown")
+    assert labels["org.opencontainers.image.created"].endswith("Z")
+
+
+def test_image_holds_nothing_of_the_build(operator_image: Image) -> None:
+    """No source tree, wheel house, build secret or pip cache in the final image."""
+    proc = operator_image.run(
+        "-c",
+        # (/wheels may remain as the empty mount point of the build stage's bind mount)
+        "find /src /wheels /run/secrets /root/.cache -type f 2>/dev/null | sed 's/^/found /'; "
+        "pip list --format=freeze 2>/dev/null | grep -c . ; true",
+        options=("--entrypoint", "sh", *LOCKED_DOWN),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "found" not in proc.stdout, proc.stdout
+    # The runtime dependencies are installed (and only the installed wheels are).
+    assert int(proc.stdout.split()[-1]) > 10
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "expected"),
+    [
+        pytest.param(("--version",), 0, f"dbmigrate {VERSION}", id="version"),
+        pytest.param(
+            ("lint", "/examples/add-email-verified.yaml"),
+            0,
+            "no findings",
+            id="lint-the-seed-example",
+        ),
+        pytest.param(
+            ("lint", "/sql/bad.sql"),
+            1,
+            "adding-required-field",
+            id="lint-finds-a-hazard",
+        ),
+        pytest.param(
+            ("plan", "-f", "/examples/add-email-verified.yaml"),
+            0,
+            "email_verified",
+            id="plan",
+        ),
+        pytest.param(("backfill", "--help"), 0, "--checkpoint", id="backfill-worker"),
+    ],
+)
+def test_image_runs_locked_down(
+    operator_image: Image, tmp_path: Path, args: tuple[str, ...], code: int, expected: str
+) -> None:
+    (tmp_path / "bad.sql").write_text("ALTER TABLE users ADD COLUMN x int NOT NULL;\n")
+    tmp_path.chmod(0o755)
+    (tmp_path / "bad.sql").chmod(0o644)
+    proc = operator_image.run(
+        *args,
+        options=(
+            *LOCKED_DOWN,
+            "--volume",
+            f"{ROOT / 'examples'}:/examples:ro",
+            "--volume",
+            f"{tmp_path}:/sql:ro",
+        ),
+    )
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    assert expected in proc.stdout + proc.stderr
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - http on loopback
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _container_ids(cluster: Cluster, namespace: str, selector: str) -> list[str]:
+    pods = cluster.get("pods", "-n", namespace, "-l", selector)["items"]
+    return [
+        s.get("containerID", "")
+        for p in pods
+        for s in (p.get("status") or {}).get("containerStatuses") or []
+    ]
+
+
+def _secret(cluster: Cluster, namespace: str, dsn: str) -> None:
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "db", "namespace": namespace},
+            "data": {"dsn": base64.b64encode(dsn.encode()).decode()},
+        }
+    )
+
+
+def _migration(namespace: str, rows: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "dbmigrate.io/v1alpha1",
+        "kind": "DatabaseMigration",
+        "metadata": {"name": "from-image", "namespace": namespace},
+        "spec": {
+            "migrationId": "20240501000000_from_image",
+            "database": {"dsnSecretRef": {"name": "db", "key": "dsn"}},
+            "steps": [
+                {
+                    "name": "add",
+                    "sql": {
+                        "up": "ALTER TABLE t ADD COLUMN w bigint",
+                        "down": "ALTER TABLE t DROP COLUMN w",
+                    },
+                },
+                {
+                    "name": "fill",
+                    "backfill": {"table": "t", "set": "w = id * 2", "batchSize": rows // 8},
+                },
+            ],
+        },
+    }
+
+
+def _finished(cluster: Cluster, namespace: str, log: Any) -> dict[str, Any]:
+    try:
+        return wait_for(
+            lambda: (
+                (s := cluster.get("dbm", "from-image", "-n", namespace).get("status") or {}).get(
+                    "phase"
+                )
+                in ("Succeeded", "Failed", "Stalled")
+                and s
+            ),
+            240,
+            "the migration to finish",
+        )
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{log()}") from None
+
+
+def _table(dsn: str, rows: int) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id bigint PRIMARY KEY, v int)")
+        conn.execute("INSERT INTO t SELECT g, g FROM generate_series(1, %s) g", (rows,))
+
+
+def _filled(dsn: str) -> int:
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT count(*) FROM t WHERE w = id * 2").fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_backfill_job_runs_in_the_image(
+    operator_image: Image, cluster: Cluster, namespace: str, pg_dsn: str, local_executor: Cluster
+) -> None:
+    rows = 20_000
+    _table(pg_dsn, rows)
+    _secret(cluster, namespace, pg_dsn)
+    operator = OperatorProcess(
+        namespace, cluster.kubeconfig, env={"DBMIGRATE_IMAGE": operator_image.tag}
+    )
+    operator.start()
+    try:
+        cluster.apply(_migration(namespace, rows))
+        status = _finished(cluster, namespace, operator.log)
+        assert status["phase"] == "Succeeded", status
+    finally:
+        operator.stop()
+        operator._log.unlink(missing_ok=True)
+    assert _filled(pg_dsn) == rows
+    ids = _container_ids(cluster, namespace, "job-name")
+    assert ids, "the backfill Job's pod is gone"
+    assert all(i.startswith("docker://") for i in ids), ids
+
+
+def test_operator_runs_from_the_image_installed_by_the_chart(
+    operator_image: Image,
+    cluster: Cluster,
+    namespace: str,
+    helm: str,  # noqa: F811
+    pg_dsn: str,
+    local_executor: Cluster,
+) -> None:
+    """The chart's Deployment, its pod run from the image with the chart's ServiceAccount token
+    (namespaced RBAC), takes a migration with a backfill Job (same image) to Succeeded."""
+    rows = 20_000
+    _table(pg_dsn, rows)
+    _secret(cluster, namespace, pg_dsn)
+    metrics_port, liveness_port = free_port(), free_port()
+    release = f"dbm-{namespace[-6:]}"
+    values = {
+        "image": {"repository": "localhost/dbmigrate", "tag": operator_image.tag.split(":")[-1]},
+        "watchNamespaces": [namespace],
+        "operator": {
+            "pollInterval": 1,
+            "metricsPort": metrics_port,
+            "livenessPort": liveness_port,
+        },
+    }
+    kubeconfig = ("--kubeconfig", str(cluster.kubeconfig))
+    proc = run_helm(
+        helm, "install", release, str(CHART), "--namespace", namespace, *kubeconfig, values=values
+    )
+    assert proc.returncode == 0, proc.stderr
+    deploy = f"deploy/{release}-dbmigrate-operator"
+
+    def operator_log() -> str:
+        return cluster.kubectl("get", "pods", "-n", namespace, "-o", "wide", check=False).stdout
+
+    try:
+        cluster.kubectl("rollout", "status", deploy, "-n", namespace, "--timeout=180s")
+        # The container serves its probes and metrics on the host network.
+        wait_for(lambda: _http_ok(f"http://127.0.0.1:{liveness_port}/healthz"), 60, "/healthz")
+        cluster.apply(_migration(namespace, rows))
+        status = _finished(cluster, namespace, operator_log)
+        assert status["phase"] == "Succeeded", status
+        assert _filled(pg_dsn) == rows
+        operator_ids = _container_ids(
+            cluster, namespace, "app.kubernetes.io/name=dbmigrate-operator"
+        )
+        job_ids = _container_ids(cluster, namespace, "job-name")
+        assert operator_ids
+        assert job_ids
+        assert all(i.startswith("docker://") for i in operator_ids + job_ids)
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+            metrics = r.read().decode()
+        assert re.search(r'^dbmigrate_steps_applied_total\{kind="sql"\} [1-9]', metrics, re.M), (
+            metrics[:3000]
+        )
+    finally:
+        run_helm(helm, "uninstall", release, "--namespace", namespace, *kubeconfig, "--wait")
