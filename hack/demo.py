@@ -17,7 +17,9 @@ once). Ctrl-C at any time stops everything it started.
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +29,7 @@ from typing import Any
 import psycopg
 import yaml
 
-from dbmigrate.testing.stack import LocalStack
+from dbmigrate.testing.stack import KindStack, LocalStack
 
 REPO = Path(__file__).resolve().parents[1]
 BOLD, DIM, GREEN, RED, YELLOW, RESET = (
@@ -282,13 +284,68 @@ def what_to_look_at(stack: LocalStack) -> None:
     say(f"kubectl describe dbm add-nickname -n {ns}")
     say(f"kubectl get events -n {ns} --sort-by=.lastTimestamp")
     say(f"kubectl rollout history deploy/shop-api -n {ns}")
-    say(f"operator metrics: http://127.0.0.1:{stack.metrics_port}/metrics")
+    hints = dict(stack.operator_hints())
+    say(f"operator metrics: {hints['operator metrics']}")
     say(
         f"Prometheus:       {stack.prometheus.url}/graph  (paste: {stack.error_ratio_query('15s')})"
     )
     secret = f"kubectl get secret shop-db -n {ns} -o jsonpath='{{.data.dsn}}' | base64 -d"
     say(f'database:         psql "$({secret})" -c "TABLE dbmigrate.history"')
-    say(f"operator log:     {stack.workdir / 'operator.log'}")
+    say(f"operator log:     {hints['operator log']}")
+
+
+def docker_engine_works() -> bool:
+    """`docker info` answers: the machine's own engine (the demo never starts one)."""
+    if shutil.which("docker") is None:
+        return False
+    probe = subprocess.run(["docker", "info"], capture_output=True, check=False, timeout=30)
+    return probe.returncode == 0
+
+
+def tool_dir(script: str) -> str:
+    """The bin directory a hack/lib/build-*.sh script prints (building the tool if needed)."""
+    out = subprocess.run(
+        [str(REPO / "hack" / "lib" / script)], capture_output=True, text=True, check=True
+    ).stdout
+    return out.strip().splitlines()[-1]
+
+
+def make_stack(mode: str, workdir: Path) -> LocalStack:
+    quiet = lambda m: say(f"{DIM}{m}{RESET}")  # noqa: E731
+    if mode == "local":
+        return LocalStack(workdir, REPO, namespace="shop", say=quiet)
+    return KindStack(
+        workdir,
+        REPO,
+        namespace="shop",
+        say=quiet,
+        kind=f"{tool_dir('build-kind.sh')}/kind",
+        helm=f"{tool_dir('build-helm.sh')}/helm",
+    )
+
+
+def bring_up(mode: str, workdir: Path, stacks: list[LocalStack]) -> LocalStack:
+    """`kind`: on kind or fail; `local`: the local control plane; `auto`: kind when a Docker
+    engine works, the local control plane otherwise (or when kind cannot start). Every stack
+    started is appended to `stacks` first, so that the caller stops it whatever happens."""
+    chosen = mode
+    if mode == "auto":
+        chosen = "kind" if docker_engine_works() else "local"
+        if chosen == "local":
+            say(f"{DIM}no Docker engine answers: using the local control plane{RESET}")
+    banner(f"bringing up the stack ({'kind' if chosen == 'kind' else 'local control plane'})")
+    stacks.append(make_stack(chosen, workdir))
+    try:
+        stacks[-1].up()
+    except (RuntimeError, subprocess.CalledProcessError) as exc:
+        if mode != "auto" or chosen != "kind":
+            raise
+        say(f"{YELLOW}kind could not start: {str(exc).strip().splitlines()[-1]}{RESET}")
+        say("falling back to the local control plane")
+        stacks.pop().down()
+        stacks.append(make_stack("local", workdir / "local"))
+        stacks[-1].up()
+    return stacks[-1]
 
 
 def main() -> int:
@@ -296,17 +353,22 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000, help="users to seed")
     parser.add_argument("--no-wait", action="store_true", help="stop everything at the end")
     parser.add_argument("--workdir", type=Path, help="where to keep state (default: a temp dir)")
+    parser.add_argument(
+        "--cluster",
+        choices=("auto", "kind", "local"),
+        default="auto",
+        help="kind (needs a Docker engine), the local control plane, or kind when Docker works",
+    )
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="dbmigrate-demo-"))
-    stack = LocalStack(workdir, REPO, namespace="shop", say=lambda m: say(f"{DIM}{m}{RESET}"))
+    stacks: list[LocalStack] = []
 
     def interrupted(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, interrupted)
     try:
-        banner("bringing up the local stack")
-        stack.up()
+        stack = bring_up(args.cluster, workdir, stacks)
         story_one(stack, args.rows)
         story_two(stack)
         what_to_look_at(stack)
@@ -317,7 +379,8 @@ def main() -> int:
     except KeyboardInterrupt:
         say("\nstopping")
     finally:
-        stack.down()
+        for started in reversed(stacks):
+            started.down()
         say("stopped everything the demo started")
     return 0
 

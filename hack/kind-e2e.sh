@@ -33,7 +33,7 @@ kind get kubeconfig --name "$NAME" >"$kubeconfig"
 # The operator's image, when the repository builds one, under the name the chart and the
 # tests use locally.
 if [ -f Dockerfile ]; then
-  docker build -t localhost/dbmigrate:dev .
+  hack/build-image.sh localhost/dbmigrate:dev >/dev/null
   kind load docker-image localhost/dbmigrate:dev --name "$NAME"
 fi
 

@@ -79,10 +79,15 @@ class PostgresServer:
     port: int
     host: str = "127.0.0.1"
     pg_bin: Path | None = None
+    # More addresses to listen on, and the networks (CIDR) allowed to log in from them with the
+    # password: what pods of a kind cluster need to reach a database on the host.
+    listen: tuple[str, ...] = ()
+    allow: tuple[str, ...] = ()
 
-    def dsn(self, dbname: str = "postgres") -> str:
+    def dsn(self, dbname: str = "postgres", host: str | None = None) -> str:
+        """A DSN for `dbname`, through `host` (one of `listen`) or the loopback address."""
         return (
-            f"postgresql://{SUPERUSER}:{PASSWORD}@{self.host}:{self.port}/{dbname}"
+            f"postgresql://{SUPERUSER}:{PASSWORD}@{host or self.host}:{self.port}/{dbname}"
             "?connect_timeout=5"
         )
 
@@ -133,13 +138,16 @@ class PostgresServer:
         with conf.open("a") as f:
             f.write(
                 "\n# dbmigrate test server\n"
-                "listen_addresses = '127.0.0.1'\n"
+                f"listen_addresses = '{','.join(('127.0.0.1', *self.listen))}'\n"
                 f"unix_socket_directories = '{self.datadir}'\n"
                 "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
                 "max_connections = 200\nshared_buffers = 256MB\n"
                 "max_wal_size = 2GB\n"
                 "log_min_messages = warning\n"
             )
+        with (self.datadir / "pg_hba.conf").open("a") as f:
+            for network in self.allow:
+                f.write(f"host all all {network} scram-sha-256\n")
 
     def start(self) -> None:
         pg_bin = self.pg_bin or find_pg_bin()
