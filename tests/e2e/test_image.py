@@ -180,7 +180,7 @@ def _finished(cluster: Cluster, namespace: str, log: Any) -> dict[str, Any]:
                 (s := cluster.get("dbm", "from-image", "-n", namespace).get("status") or {}).get(
                     "phase"
                 )
-                in ("Succeeded", "Failed", "Stalled")
+                in ("Succeeded", "Failed", "RolledBack")
                 and s
             ),
             240,

@@ -20,7 +20,8 @@ Images:
 - `localhost/dbmigrate:container` — the operator's image built from the Dockerfile
   (`hack/build-image.sh localhost/dbmigrate:container`): run for real by a Docker engine
   (`docker run` with the host's network, the pod's security context, emptyDir as tmpfs, the
-  ServiceAccount's kubeconfig mounted; `--docker-env` names the command that tells which engine);
+  projected ServiceAccount token volume written out and mounted; `--docker-env` names the
+  command that tells which engine);
 - more from `DBMIGRATE_EXECUTOR_IMAGES` (or `--image`), `IMAGE=host|dbmigrate|docker`
   comma-separated.
 
@@ -453,10 +454,14 @@ class PodRun(threading.Thread):
                 path = where / rel
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(content)
-                path.chmod(0o400)
-                # Readable by the container's user only (the kubelet sets fsGroup likewise).
-                if uid is not None and os.geteuid() == 0:
-                    os.chown(path, uid, gid if gid is not None else -1)
+                if os.geteuid() == 0:
+                    # For the container's user only, as the kubelet does with fsGroup.
+                    os.chown(path, uid or 0, gid if gid is not None else -1)
+                    path.chmod(0o400)
+                else:
+                    # Not ours to chown: readable by the container's (other) user. A token of
+                    # the test cluster, on a developer's machine.
+                    path.chmod(0o444)
             where.chmod(0o755)
             dirs[volume["name"]] = str(where)
         args, client_env = docker_run_args(self.pod, c.spec, env, volume_dirs=dirs)
