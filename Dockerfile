@@ -5,30 +5,72 @@
 # /tmp at run time (bytecode is compiled at build time, PYTHONDONTWRITEBYTECODE stops the rest).
 
 ARG PYTHON_VERSION=3.11.13
-# The base of both stages; override it to build FROM a mirror (or the stand-in that
+# The base of every stage; override it to build FROM a mirror (or the stand-in that
 # hack/lib/python-base-image.sh makes from Debian packages on a machine without a registry).
 ARG BASE_IMAGE=python:${PYTHON_VERSION}-slim-bookworm
 
-# --- stage 1: build the wheels (the project's and its dependencies') ---------------------------
-FROM ${BASE_IMAGE} AS build
+# --- stage 1: the dependencies' wheels; rebuilt only when pyproject.toml changes -------------------
+FROM ${BASE_IMAGE} AS deps
 
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY operator ./operator
-# A CA bundle passed as the optional build secret `ca-bundle` (behind a TLS-inspecting proxy:
-# `--secret id=ca-bundle,src=/etc/ssl/certs/ca-certificates.crt`) is trusted for this download
-# only; it never lands in a layer.
+COPY pyproject.toml ./
+# The runtime dependencies as wheels, and the build backend for stage 2 (which then builds
+# offline). A CA bundle passed as the optional build secret `ca-bundle` (behind a TLS-inspecting
+# proxy: `--secret id=ca-bundle,src=/etc/ssl/certs/ca-certificates.crt`) is trusted for these
+# downloads only; it never lands in a layer.
 RUN --mount=type=secret,id=ca-bundle \
     if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
-    && pip wheel --wheel-dir /wheels .
+    && python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb")); \
+print("\n".join(p["project"]["dependencies"])); \
+open("build-requirements.txt", "w").write("\n".join(p["build-system"]["requires"]))' \
+       > requirements.txt \
+    && pip wheel --wheel-dir /wheels -r requirements.txt \
+    && pip install -r build-requirements.txt
 
-# --- stage 2: the runtime image ----------------------------------------------------------------
+# --- stage 2: the project's wheel (offline, against stage 1's build backend) --------------------
+FROM deps AS build
+
+COPY README.md ./
+COPY operator ./operator
+RUN pip wheel --no-deps --no-build-isolation --no-index --wheel-dir /dist .
+
+# --- stage 3: the runtime image ----------------------------------------------------------------
 FROM ${BASE_IMAGE}
 
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HOME=/tmp \
+    TMPDIR=/tmp
+
+# Only wheels, never the build tree, installed offline: first the dependencies (a layer that
+# survives changes to our code), then the project. The user has a passwd entry: kopf names the
+# operator after it (getpass) when POD_ID is unset.
+RUN --mount=type=bind,from=deps,source=/wheels,target=/wheels \
+    pip install --no-index /wheels/*.whl \
+    && groupadd --system --gid 65532 dbmigrate \
+    && useradd --system --uid 65532 --gid 65532 --home-dir /tmp --no-create-home \
+       --shell /usr/sbin/nologin dbmigrate
+RUN --mount=type=bind,from=build,source=/dist,target=/dist \
+    pip install --no-index --no-deps /dist/dbmigrate-*.whl \
+    && pip check \
+    && dbmigrate --version
+
+USER 65532:65532
+WORKDIR /tmp
+# 8080: Prometheus /metrics; 8081: /healthz (liveness and readiness).
+EXPOSE 8080 8081
+
+ENTRYPOINT ["dbmigrate"]
+CMD ["run", "--all-namespaces"]
+
+# Last, so that a new revision or date does not invalidate the layers above.
+ARG BASE_IMAGE
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 ARG CREATED=unknown
@@ -39,28 +81,4 @@ LABEL org.opencontainers.image.title="dbmigrate" \
       org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.source="https://github.com/dbmigrate/dbmigrate" \
-      org.opencontainers.image.base.name="docker.io/library/python:3.11-slim-bookworm"
-
-ENV PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1 \
-    PIP_NO_CACHE_DIR=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    HOME=/tmp \
-    TMPDIR=/tmp
-
-# Only the wheels, never the build tree: installed offline from the build stage's wheel house.
-# The user has a passwd entry: kopf names the operator after it (getpass) when POD_ID is unset.
-RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
-    pip install --no-index --find-links=/wheels /wheels/dbmigrate-*.whl \
-    && dbmigrate --version \
-    && groupadd --system --gid 65532 dbmigrate \
-    && useradd --system --uid 65532 --gid 65532 --home-dir /tmp --no-create-home \
-       --shell /usr/sbin/nologin dbmigrate
-
-USER 65532:65532
-WORKDIR /tmp
-# 8080: Prometheus /metrics; 8081: /healthz (liveness and readiness).
-EXPOSE 8080 8081
-
-ENTRYPOINT ["dbmigrate"]
-CMD ["run", "--all-namespaces"]
+      org.opencontainers.image.base.name="${BASE_IMAGE}"

@@ -140,10 +140,32 @@ def test_base_images_are_pinned_slim_python() -> None:
     base = re.search(r"^ARG BASE_IMAGE=(\S+)$", text, re.M)
     assert base, "the base image is a build argument (for mirrors) with a default"
     assert base.group(1) == "python:${PYTHON_VERSION}-slim-bookworm"
-    froms = [args for instr, args in _instructions(text) if instr == "FROM"]
-    assert len(froms) == 2
-    for image in froms:
-        assert image.split()[0] == "${BASE_IMAGE}"
+    froms = [args.split() for instr, args in _instructions(text) if instr == "FROM"]
+    stages = {f[2] for f in froms if len(f) == 3}
+    # every stage starts from the base, or from an earlier stage
+    for image, *_ in froms:
+        assert image in ("${BASE_IMAGE}", *stages), image
+    assert froms[-1][0] == "${BASE_IMAGE}", "the runtime stage starts from the slim base"
+
+
+def test_dependencies_layer_survives_code_changes() -> None:
+    """The dependencies' wheels are built before any of our code is copied (a code change
+    rebuilds only the project's wheel), and the build arguments that change at every build
+    (revision, date) come after every RUN, so they invalidate no layer."""
+    instructions = _instructions(DOCKERFILE.read_text())
+    first_code = next(
+        i for i, (instr, args) in enumerate(instructions) if instr == "COPY" and "operator" in args
+    )
+    deps = next(
+        i for i, (instr, args) in enumerate(instructions) if instr == "RUN" and "pip wheel" in args
+    )
+    assert deps < first_code
+    last_run = max(i for i, (instr, _) in enumerate(instructions) if instr == "RUN")
+    for name in ("REVISION", "CREATED"):
+        (where,) = [
+            i for i, (instr, args) in enumerate(instructions) if instr == "ARG" and name in args
+        ]
+        assert where > last_run, f"ARG {name} before a RUN invalidates it at every build"
 
 
 @pytest.mark.parametrize(
@@ -219,10 +241,10 @@ def _excluded(path: str, rules: list[tuple[bool, str]] | None = None) -> bool:
 
 
 def _copied_sources() -> list[str]:
-    """The context paths the build stage COPYs."""
+    """The context paths the build stages COPY (all but the runtime stage)."""
     stages = _stages(DOCKERFILE.read_text())
     sources = []
-    for instr, args in stages[0]:
+    for instr, args in (i for stage in stages[:-1] for i in stage):
         if instr == "COPY" and "--from" not in args:
             sources.extend(args.split()[:-1])
     assert sources
@@ -282,7 +304,7 @@ def test_ignore_matcher_follows_docker_rules(
 
 @pytest.mark.slow
 def test_build_stage_builds_the_wheel(tmp_path: Path) -> None:
-    """What the first stage does (`pip wheel .` on the copied files), minus the dependencies:
+    """What the build stages do (`pip wheel --no-deps .` on the copied files):
     the wheel carries the package and the `dbmigrate` console script."""
     context = tmp_path / "src"
     context.mkdir()
