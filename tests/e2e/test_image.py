@@ -6,7 +6,9 @@
 - a backfill Job's pod, as the operator builds it (hardened security context, DSN through
   `secretKeyRef`), runs in the image and backfills the table;
 - the operator itself, installed by the chart, runs in the image with the chart's ServiceAccount
-  and takes a migration with a backfill Job to Succeeded: everything from the image.
+  and takes a migration with a backfill Job to Succeeded: everything from the image;
+- what the demo's kind mode relies on: a container on a Docker bridge network (as kind's nodes
+  are) reaches PostgreSQL and Prometheus on the host at the network's gateway.
 
 The pods of `localhost/dbmigrate:container` are run by the local pod executor through the engine
 (`docker run`, see dbmigrate.testing.executor), so their status shows `docker://` container ids.
@@ -15,17 +17,21 @@ The pods of `localhost/dbmigrate:container` are run by the local pod executor th
 from __future__ import annotations
 
 import base64
+import json
 import re
 import tomllib
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+import yaml
 
 from dbmigrate.testing.cluster import Cluster, wait_for
 from dbmigrate.testing.postgres import free_port
+from dbmigrate.testing.stack import KindStack, kind_network
 from tests.e2e.test_chart import CHART, helm, run_helm  # noqa: F401 - fixture
 from tests.fixtures.image import Image
 from tests.fixtures.operator import OperatorProcess
@@ -281,3 +287,62 @@ def test_operator_runs_from_the_image_installed_by_the_chart(
         )
     finally:
         run_helm(helm, "uninstall", release, "--namespace", namespace, *kubeconfig, "--wait")
+
+
+def test_a_container_on_a_docker_network_reaches_the_hosts_services(
+    operator_image: Image, tmp_path: Path
+) -> None:
+    """What the demo's kind mode relies on, short of kind itself (its node image needs a
+    registry): kind's nodes are containers on a Docker bridge network, and their pods reach
+    PostgreSQL and Prometheus on the host at that network's gateway. Here a container of the
+    image on such a network applies a migration (password login through the rule for the
+    network's subnet) and queries Prometheus, both started as KindStack starts them."""
+    network = f"dbmigrate-{uuid.uuid4().hex[:8]}"
+    created = operator_image.docker("network", "create", network)
+    assert created.returncode == 0, created.stderr
+    inspect = operator_image.docker("network", "inspect", network)
+    gateway, subnet = kind_network(json.loads(inspect.stdout))
+    stack = KindStack(tmp_path, ROOT, host_address=gateway, subnet=subnet, say=lambda _: None)
+    try:
+        stack.start_postgres()
+        stack.start_prometheus_and_app()
+        assert stack.prometheus is not None
+        stack.prometheus.wait_target_up("shop-api")
+        assert gateway in stack.cluster_dsn
+        _table(stack.dsn, 1000)
+        manifest = tmp_path / "migration.yaml"
+        manifest.write_text(yaml.safe_dump(_migration("default", 1000)))
+        manifest.chmod(0o644)
+        tmp_path.chmod(0o755)
+        on_the_network = ("run", "--rm", "--network", network, *LOCKED_DOWN)
+        run = operator_image.docker(
+            *on_the_network,
+            "--volume",
+            f"{manifest}:/migration.yaml:ro",
+            # the value through the client's environment, as the executor passes a Secret's
+            "--env",
+            "DBMIGRATE_DSN",
+            operator_image.tag,
+            "apply",
+            "-f",
+            "/migration.yaml",
+            env={"DBMIGRATE_DSN": stack.cluster_dsn},
+            timeout=300,
+        )
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert _filled(stack.dsn) == 1000
+        query = operator_image.docker(
+            *on_the_network,
+            "--entrypoint",
+            "python3",
+            operator_image.tag,
+            "-c",
+            "import json, urllib.request; "
+            f"r = urllib.request.urlopen('{stack.prometheus.url}/api/v1/query?query=up', "
+            "timeout=10); print(json.load(r)['data']['result'][0]['metric']['job'])",
+        )
+        assert query.returncode == 0, query.stderr
+        assert query.stdout.strip() == "shop-api"
+    finally:
+        stack.down()
+        operator_image.docker("network", "rm", network)
