@@ -1,6 +1,8 @@
 """The demo behind `make demo`: the seed's migration, end to end, then an automatic rollback.
 
-Brings up the local control plane, PostgreSQL, Prometheus scraping a test app that stands in for
+Brings up a cluster — kind when a Docker engine answers (the operator's image built, loaded and
+installed with the chart), the local control plane otherwise or when kind cannot start
+(`--cluster` chooses) — with PostgreSQL, Prometheus scraping a test app that stands in for
 `shop-api`, and the operator; seeds `users` (1 M rows by default), then:
 
 1. applies the seed's "add email_verified" migration (examples/add-email-verified.yaml) and
@@ -310,8 +312,11 @@ def tool_dir(script: str) -> str:
     return out.strip().splitlines()[-1]
 
 
+def quiet(message: str) -> None:
+    say(f"{DIM}{message}{RESET}")
+
+
 def make_stack(mode: str, workdir: Path) -> LocalStack:
-    quiet = lambda m: say(f"{DIM}{m}{RESET}")  # noqa: E731
     if mode == "local":
         return LocalStack(workdir, REPO, namespace="shop", say=quiet)
     return KindStack(

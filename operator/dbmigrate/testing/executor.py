@@ -396,7 +396,12 @@ class PodRun(threading.Thread):
         while True:
             try:
                 sources = self.ex.env_sources()
-                base = self.ex.base_env(self.pod, self.workdir)
+                # Containers run by Docker get the pod's own env and token volume instead.
+                on_host = any(
+                    self.ex.images.get(c.spec.get("image", "")) != RUNNER_DOCKER
+                    for c in self.init_containers + self.containers
+                )
+                base = self.ex.base_env(self.pod, self.workdir) if on_host else {}
                 init = [self._argv_env(c, sources, base) for c in self.init_containers]
                 main = [self._argv_env(c, sources, base) for c in self.containers]
                 return init, main
@@ -419,7 +424,7 @@ class PodRun(threading.Thread):
                 f"command (set {IMAGES_ENV})"
             )
         if runner == RUNNER_DOCKER:
-            return self._docker_argv_env(c, sources, base)
+            return self._docker_argv_env(c, sources)
         env = {**base, **resolve_env(self.pod, c.spec, sources)}
         if runner == RUNNER_HOST:
             return build_argv(c.spec, [], env), env
@@ -430,7 +435,7 @@ class PodRun(threading.Thread):
         return argv, env
 
     def _docker_argv_env(
-        self, c: Container, sources: EnvSources, base: dict[str, str]
+        self, c: Container, sources: EnvSources
     ) -> tuple[list[str], dict[str, str]]:
         """`docker run …` for a container of a RUNNER_DOCKER image, and the client's env. The
         container finds the API server as a pod does: KUBERNETES_SERVICE_HOST/PORT (the host's
