@@ -9,8 +9,9 @@
 #
 # The engine that `docker info` reaches (Docker Desktop, a system service, DOCKER_HOST) is used as
 # it is. Otherwise, as root (or with sudo), Debian's docker.io is installed if needed and a private
-# dockerd is started: its own socket, data and exec roots under $DBMIGRATE_CACHE/docker, no
-# iptables or bridge changes to the host (builds and containers use the host network). `DOCKER`
+# dockerd is started: its own socket (owned by the calling user), data and exec roots under
+# $DBMIGRATE_CACHE/docker, no iptables rules and no default bridge (builds and the local pod
+# executor's containers use the host network; tests may create a bridge network). `DOCKER`
 # names the client to use: the engine package's own client when the `docker` on PATH has no
 # BuildKit (a client of 23 or later without the buildx plugin cannot build this Dockerfile).
 set -euo pipefail
@@ -97,7 +98,8 @@ cmd_up() {
     local i
     for i in $(seq 1 60); do
       if DOCKER_HOST="unix://$SOCK" "$(engine_client)" info >/dev/null 2>&1; then
-        $SUDO chmod 0666 "$SOCK" 2>/dev/null || true
+        # The socket is root's power: for the user who asked, no one else.
+        $SUDO chown "$(id -u):$(id -g)" "$SOCK"
         log "engine ready ($driver)"
         cmd_env
         return 0

@@ -91,6 +91,10 @@ class MigrationRunner:
         failures = 0
         try:
             while not _is_stopped(stopped):
+                # Cleared before the pass, not before the sleep: a wake-up that arrives while the
+                # pass runs (say, the rollback annotation added as soon as the status said
+                # Failed) must cut the next sleep short, not be forgotten.
+                self.wakeup.clear()
                 try:
                     delay = await self.reconcile_once()
                     failures = 0
@@ -125,7 +129,6 @@ class MigrationRunner:
 
     async def _sleep(self, delay: float, stopped: Any) -> None:
         """Sleep until the delay passes, something wakes the runner, or kopf asks it to stop."""
-        self.wakeup.clear()
         waiters = [asyncio.ensure_future(self.wakeup.wait())]
         if stopped is not None and hasattr(stopped, "wait"):
             waiters.append(asyncio.ensure_future(stopped.wait()))
