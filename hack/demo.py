@@ -31,7 +31,7 @@ from typing import Any
 import psycopg
 import yaml
 
-from dbmigrate.testing.stack import KindStack, LocalStack
+from dbmigrate.testing.stack import KindStack, LocalStack, tool_dir
 
 REPO = Path(__file__).resolve().parents[1]
 BOLD, DIM, GREEN, RED, YELLOW, RESET = (
@@ -304,14 +304,6 @@ def docker_engine_works() -> bool:
     return probe.returncode == 0
 
 
-def tool_dir(script: str) -> str:
-    """The bin directory a hack/lib/build-*.sh script prints (building the tool if needed)."""
-    out = subprocess.run(
-        [str(REPO / "hack" / "lib" / script)], capture_output=True, text=True, check=True
-    ).stdout
-    return out.strip().splitlines()[-1]
-
-
 def quiet(message: str) -> None:
     say(f"{DIM}{message}{RESET}")
 
@@ -324,8 +316,8 @@ def make_stack(mode: str, workdir: Path) -> LocalStack:
         REPO,
         namespace="shop",
         say=quiet,
-        kind=f"{tool_dir('build-kind.sh')}/kind",
-        helm=f"{tool_dir('build-helm.sh')}/helm",
+        kind=f"{tool_dir(REPO, 'build-kind.sh')}/kind",
+        helm=f"{tool_dir(REPO, 'build-helm.sh')}/helm",
     )
 
 

@@ -29,6 +29,8 @@ from pathlib import Path
 
 from _common import machine, markdown_table
 
+from dbmigrate.testing.cluster import parse_exports
+
 REPO = Path(__file__).resolve().parents[2]
 TAG = "localhost/dbmigrate:bench"
 LOCKED = ["--read-only", "--cap-drop", "ALL", "--network", "none", "--user", "65532:65532"]
@@ -41,11 +43,7 @@ def engine() -> tuple[str, dict[str, str]]:
         text=True,
         check=True,
     ).stdout
-    exports = dict(
-        line.removeprefix("export ").split("=", 1)
-        for line in out.splitlines()
-        if line.startswith("export ")
-    )
+    exports = parse_exports(out)
     return exports.get("DOCKER", "docker"), {**os.environ, **exports}
 
 

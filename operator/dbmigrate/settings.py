@@ -14,7 +14,6 @@ class Settings:
     poll_interval: float = 5.0  # seconds between looks at a waiting migration
     db_connect_timeout: int = 10
     argocd_namespaces: tuple[str, ...] = ("argocd",)
-    metrics_port: int = 8080
     peering_name: str = "dbmigrate"
 
     @classmethod
@@ -27,6 +26,5 @@ class Settings:
             argocd_namespaces=tuple(
                 ns for ns in e.get("DBMIGRATE_ARGOCD_NAMESPACES", "argocd").split(",") if ns
             ),
-            metrics_port=int(e.get("DBMIGRATE_METRICS_PORT", "8080")),
             peering_name=e.get("DBMIGRATE_PEERING", "dbmigrate"),
         )

@@ -288,6 +288,15 @@ class Step(_Model):
             return "awaitRollout"
         return "job"
 
+    @property
+    def reversible(self) -> bool:
+        """Whether rolling back can undo it: SQL with down SQL, and every backfill (its columns
+        go with the down SQL of the step that added them) and rollout gate (undone by undoing
+        the rollout); a tool job's own down migration is not something dbmigrate can run."""
+        if self.sql is not None:
+            return self.sql.down is not None or self.sql.down_from is not None
+        return self.kind != "job"
+
 
 class PrometheusRef(_Model):
     address: Annotated[

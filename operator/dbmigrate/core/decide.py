@@ -374,10 +374,8 @@ def _decide_step(
     if step.kind in ("backfill", "job"):
         job = obs.jobs.get(step.name)
         if job is None:
-            if running and st is not None and st.job:
-                # The Job we created is gone (deleted by a person): create it again; the
-                # worker resumes from its checkpoint.
-                return RunStep(step.name)
+            # Not created yet, or the Job we created is gone (deleted by a person): create it
+            # (again); the worker resumes from its checkpoint.
             return RunStep(step.name)
         if job.succeeded:
             return RecordStep(step.name, write_history=True, message=f"job {job.name} completed")
@@ -561,12 +559,7 @@ def decide_rollback(
             requeue_after=5.0,
         )
     for step in steps_to_revert(spec, obs):
-        if step.kind == "job" or (
-            step.kind == "sql"
-            and step.sql is not None
-            and step.sql.down is None
-            and step.sql.down_from is None
-        ):
+        if not step.reversible:
             return FinishRollback(
                 "Failed",
                 reasons.IRREVERSIBLE_STEP,

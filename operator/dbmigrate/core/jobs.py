@@ -105,6 +105,7 @@ def build_backfill_job(
         bf.table,
         "--set",
         bf.set,
+        *(["--where", bf.where] if bf.where else []),
         "--batch-size",
         str(bf.batch_size),
         "--max-batch-size",
@@ -121,8 +122,6 @@ def build_backfill_job(
         "--worker",
         f"$(JOB_COMPLETION_INDEX)/{workers}",
     ]
-    if bf.where:
-        args[5:5] = ["--where", bf.where]
     ref = spec.database.dsn_secret_ref
     container = {
         "name": "backfill",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
 
 from pglast import ast
 from pglast.enums import AlterTableType
@@ -30,8 +29,6 @@ from dbmigrate.core.lint.engine import (
 )
 from dbmigrate.core.locks import LockMode, relation_name, table_key
 from dbmigrate.core.statements import SqlSyntaxError, compact_sql, parse_statements
-
-StepType = Literal["sql", "backfill", "awaitRollout", "job"]
 
 _CATEGORY_LABEL = {
     "DDL": "DDL",
@@ -178,16 +175,6 @@ def _type_label(analysis: StepAnalysis) -> str:
     return " + ".join(dict.fromkeys(categories)) or "SQL"
 
 
-def _reversible(analysis: StepAnalysis) -> bool:
-    step = analysis.step
-    if step.sql is not None:
-        return step.sql.down is not None or step.sql.down_from is not None
-    # A backfill only fills columns an earlier step added (their down SQL removes them); a
-    # rollout gate is undone by undoing the rollout. A tool job's own down migration is not
-    # something dbmigrate can run.
-    return step.kind != "job"
-
-
 def build_plan(
     spec: DatabaseMigrationSpec,
     *,
@@ -219,7 +206,7 @@ def build_plan(
                 analysis=step_analysis,
                 type_label=_type_label(step_analysis),
                 tables=_step_tables(step_analysis),
-                reversible=_reversible(step_analysis),
+                reversible=step_analysis.step.reversible,
                 backfill_rows=rows,
                 backfill_seconds=seconds,
             )

@@ -23,6 +23,7 @@ from pglast import ast
 from psycopg import sql as pgsql
 
 from dbmigrate.api import reasons
+from dbmigrate.core import batching
 from dbmigrate.core.statements import (
     SqlSyntaxError,
     Statement,
@@ -64,8 +65,9 @@ class _VerifyFailed(Exception):
 
 def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
     """Exponential backoff with jitter: 0.25 s, 0.5 s, 1 s, ... capped at 30 s, times U(0.5, 1)."""
-    base = min(BACKOFF_CAP, BACKOFF_START * (2 ** max(0, attempt - 1)))
-    return base * (rng or random).uniform(0.5, 1.0)
+    return batching.backoff_delay(
+        max(0, attempt - 1), (rng or random).random(), base=BACKOFF_START, cap=BACKOFF_CAP
+    )
 
 
 def _ms(seconds: float) -> str:
@@ -164,7 +166,6 @@ async def apply_sql(
             "runs each step in a transaction itself; use sql.transaction to choose how",
         )
     groups = group_for_execution(statements, mode)
-    done = await history.read_groups_done(conn, migration_id, step, direction, checksum)
     retries = 0
 
     async def finish_in_current_transaction() -> None:
@@ -188,7 +189,7 @@ async def apply_sql(
                 return StepResult(False, reasons.VERIFY_FAILED, str(exc))
         return StepResult(True, duration_ms=round((time.monotonic() - started) * 1000))
 
-    index = done
+    index = await history.read_groups_done(conn, migration_id, step, direction, checksum)
     while index < len(groups):
         group = groups[index]
         last = index == len(groups) - 1

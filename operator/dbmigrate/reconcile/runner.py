@@ -650,10 +650,7 @@ class MigrationRunner:
         st.finished_at = now_iso()
         status.phase = "Progressing"
         metrics.STEPS_APPLIED.labels(step.kind).inc()
-        started = datetime.fromisoformat(st.started_at.replace("Z", "+00:00"))
-        metrics.STEP_DURATION.labels(step.kind).observe(
-            max(0.0, (datetime.now(UTC) - started).total_seconds())
-        )
+        metrics.STEP_DURATION.labels(step.kind).observe(_seconds_since(st))
         st.message = message
         st.reason = None
         await self._save(

@@ -580,6 +580,7 @@ class Executor:
     ) -> None:
         self.api_client = api_client
         self.docker_env_command = docker_env_command
+        self._docker: tuple[str, dict[str, str]] | None = None
         # Any: we read raw JSON (`_preload_content=False`), not the client's models.
         self.core: Any = client.CoreV1Api(api_client)
         self.images = images
@@ -592,8 +593,11 @@ class Executor:
 
     def docker_client(self) -> tuple[str, dict[str, str]]:
         """The docker client and its environment: what `--docker-env` prints (`export
-        DOCKER_HOST=… DOCKER=…`), asked at each start so that an engine started after the
-        executor is found; without it, `$DOCKER` (default `docker`) and this process's env."""
+        DOCKER_HOST=… DOCKER=…`), asked until an engine answers and then kept (an engine started
+        after the executor is still found); without it, `$DOCKER` (default `docker`) and this
+        process's env."""
+        if self._docker is not None:
+            return self._docker
         env = {k: os.environ[k] for k in ("PATH", "HOME", "DOCKER_HOST") if k in os.environ}
         if self.docker_env_command:
             done = subprocess.run(
@@ -608,7 +612,8 @@ class Executor:
             env.update(parse_exports(done.stdout))
         else:
             env.setdefault("DOCKER", os.environ.get("DOCKER", "docker"))
-        return env.pop("DOCKER", "docker"), env
+        self._docker = (env.pop("DOCKER", "docker"), env)
+        return self._docker
 
     # -- API helpers (raw JSON: no model round-trips) --
 

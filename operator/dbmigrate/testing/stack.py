@@ -28,7 +28,7 @@ from dbmigrate.testing.cluster import Cluster, parse_exports, wait_for
 from dbmigrate.testing.executor import DBMIGRATE_IMAGE
 from dbmigrate.testing.postgres import PostgresServer, free_port
 from dbmigrate.testing.prometheus import PrometheusServer
-from dbmigrate.testing.testapp import AppProcess
+from dbmigrate.testing.testapp import AppProcess, error_ratio_query
 
 APP_JOB = "shop-api"
 
@@ -204,10 +204,7 @@ class LocalStack:
         ]
 
     def error_ratio_query(self, window: str = "10s") -> str:
-        return (
-            f'sum(rate(http_requests_total{{job="{APP_JOB}",code=~"5.."}}[{window}])) / '
-            f'sum(rate(http_requests_total{{job="{APP_JOB}"}}[{window}]))'
-        )
+        return error_ratio_query(APP_JOB, window)
 
     # --- down ----------------------------------------------------------------------------------
 
@@ -236,6 +233,20 @@ KIND_IMAGE = "localhost/dbmigrate:dev"
 # The stand-in app's images: the operator's image under the app's tags (any image that can
 # run `sleep` would do; this one is already built and loaded).
 APP_IMAGES = tuple(f"registry.example.com/shop-api:v{n}" for n in (1, 2, 3))
+
+
+def tool_dir(repo: Path, script: str) -> str:
+    """The bin directory a `hack/lib/build-*.sh` script prints (it builds the tool if needed)."""
+    proc = subprocess.run(
+        [str(repo / "hack" / "lib" / script)],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{script} failed:\n{proc.stderr[-3000:]}")
+    return proc.stdout.strip().splitlines()[-1]
 
 
 def kind_network(inspect: list[dict[str, Any]]) -> tuple[str, str]:
@@ -301,10 +312,7 @@ class KindStack(LocalStack):
 
     def start_cluster(self) -> None:
         # Our kubectl (built with the local control plane, cached), before any other.
-        bin_dir = self._run(
-            str(self.repo / "hack" / "lib" / "build-control-plane.sh"), timeout=3600
-        )
-        bin_dir = bin_dir.strip().splitlines()[-1]
+        bin_dir = tool_dir(self.repo, "build-control-plane.sh")
         self._env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
         clusters = self._run(self.kind, "get", "clusters").split()
         if self.cluster_name not in clusters:

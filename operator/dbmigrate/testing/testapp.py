@@ -74,6 +74,14 @@ class Settings:
         return new
 
 
+def error_ratio_query(job: str, window: str = "10s") -> str:
+    """PromQL: the share of the app's requests that failed (5xx) over `window`, for `job`."""
+    return (
+        f'sum(rate(http_requests_total{{job="{job}",code=~"5.."}}[{window}])) / '
+        f'sum(rate(http_requests_total{{job="{job}"}}[{window}]))'
+    )
+
+
 def _number(doc: dict[str, Any], key: str, low: float, high: float) -> float:
     value = doc[key]
     if isinstance(value, bool) or not isinstance(value, int | float):
