@@ -42,7 +42,7 @@ from dbmigrate.db.backfill import (
     describe_error,
     run_backfill,
 )
-from dbmigrate.db.errors import redact_dsn
+from dbmigrate.db.errors import first_line, redact_dsn
 
 DSN_ENV = "DBMIGRATE_DSN"
 EXIT_FAILED = 1
@@ -229,7 +229,7 @@ def _handle(args: argparse.Namespace) -> int:
                 application_name=f"{APPLICATION_NAME_PREFIX} {worker}/{workers}",
             )
         except psycopg.Error as exc:
-            return _fail(_scrub(f"cannot connect to the database: {_first_line(exc)}", dsn))
+            return _fail(_scrub(f"cannot connect to the database: {first_line(exc)}", dsn))
         with conn:
             return _run(conn, opts, args.progress_interval, metrics, stop, stopped_by, dsn)
     finally:
@@ -291,10 +291,6 @@ def _fail(message: str, code: int = EXIT_FAILED) -> int:
     print(f"dbmigrate backfill: error: {message}", file=sys.stderr)
     return code
 
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _scrub(text: str, dsn: str) -> str:

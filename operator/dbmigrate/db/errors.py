@@ -6,10 +6,16 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's text, or its type's name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def describe_error(exc: psycopg.Error) -> str:
     """`SQLSTATE: message (detail) hint: …` from the server's diagnostics."""
     diag = exc.diag
-    message = diag.message_primary or (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    message = diag.message_primary or first_line(exc)
     text = f"{exc.sqlstate}: {message}" if exc.sqlstate else message
     if diag.message_detail:
         text += f" ({diag.message_detail})"

@@ -47,7 +47,7 @@ from dbmigrate.core.rollout import rollout_state
 from dbmigrate.core.statements import checksum
 from dbmigrate.db import executor, history
 from dbmigrate.db.backfill import read_backfill_progress
-from dbmigrate.db.errors import redact_dsn
+from dbmigrate.db.errors import first_line, redact_dsn
 from dbmigrate.metrics import registry as metrics
 from dbmigrate.reconcile.analysis import run_analysis_round
 from dbmigrate.reconcile.platform import NotFound, Platform
@@ -140,7 +140,7 @@ class MigrationRunner:
 
     async def _report_transient_error(self, exc: Exception, delay: float) -> None:
         metrics.RECONCILE_ERRORS.inc()
-        message = redact_dsn(f"{type(exc).__name__}: {_first_line(exc)}", self._dsn)
+        message = redact_dsn(f"{type(exc).__name__}: {first_line(exc)}", self._dsn)
         log.error(
             "%s/%s: reconcile failed (retrying in %.0fs): %s",
             self.namespace,
@@ -246,7 +246,7 @@ class MigrationRunner:
                 progress = await asyncio.to_thread(self._read_progress, checkpoint)
             except (psycopg.Error, OSError) as exc:
                 log.info(
-                    "backfill progress of %s not readable yet: %s", step.name, _first_line(exc)
+                    "backfill progress of %s not readable yet: %s", step.name, first_line(exc)
                 )
                 continue
             st = status.step(step.name)
@@ -360,7 +360,7 @@ class MigrationRunner:
             applied, partial = await _read_applied_if_schema(conn, spec.migration_id)
         except (psycopg.Error, OSError) as exc:
             await self.close()
-            message = redact_dsn(f"cannot reach the database: {_first_line(exc)}", self._dsn)
+            message = redact_dsn(f"cannot reach the database: {first_line(exc)}", self._dsn)
             return replace(obs, problem=d.ConfigProblem(reasons.DATABASE_UNREACHABLE, message)), sql
         obs = replace(obs, lock_held=self.lock_held, applied=applied, partially_applied=partial)
         obs = replace(obs, jobs=await self.observe_jobs(spec, status))
@@ -876,10 +876,6 @@ def _seconds_since(step: StepStatus | None) -> float:
 def _is_stopped(stopped: Any) -> bool:
     return bool(stopped.is_set()) if stopped is not None else False
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 async def _read_applied_if_schema(
