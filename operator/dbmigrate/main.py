@@ -8,9 +8,9 @@ from typing import Any
 
 import kopf
 
-from dbmigrate.api.models import GROUP, PLURAL, VERSION
+from dbmigrate.api.models import GROUP, PLURAL, TERMINAL_PHASES, VERSION
 from dbmigrate.reconcile.platform import KubernetesPlatform
-from dbmigrate.reconcile.runner import FINAL_PHASES, MigrationRunner
+from dbmigrate.reconcile.runner import MigrationRunner
 from dbmigrate.settings import Settings
 
 SETTINGS = Settings.from_env()
@@ -34,7 +34,7 @@ def configure(settings: kopf.OperatorSettings, *, peering: bool) -> None:
 
 
 def migration_is_active(status: kopf.Status, **_: Any) -> bool:
-    return status.get("phase") not in FINAL_PHASES
+    return status.get("phase") not in TERMINAL_PHASES
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, when=migration_is_active, cancellation_timeout=10.0)
@@ -62,6 +62,13 @@ def wake_runner(memo: kopf.Memo, **_: Any) -> None:
         runner.wakeup.set()
 
 
+@kopf.on.startup()
+def configure_operator(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """`dbmigrate run --peering` puts `peering` into the operator's memo."""
+    configure(settings, peering=bool(memo.get("peering", False)))
+
+
 @kopf.on.probe(id="runners")
-def count_runners(**_: Any) -> str:
+def report_alive(**_: Any) -> str:
+    """A probe for /healthz: answers while the operator's event loop runs handlers."""
     return "ok"

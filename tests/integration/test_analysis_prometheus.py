@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from dbmigrate.api.models import Analysis, AnalysisStatus, Measurement, Metric
-from dbmigrate.core.analysis import (
+from dbmigrate.core.slo import (
     Continue,
     Pause,
     QueryResult,

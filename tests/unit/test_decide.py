@@ -23,6 +23,7 @@ from dbmigrate.api.models import (
     StepStatus,
 )
 from dbmigrate.core import decide as d
+from dbmigrate.core.conditions import set_conditions
 from dbmigrate.core.rollout import RolloutState
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
@@ -100,6 +101,13 @@ def with_finished(st: DatabaseMigrationStatus, at: str) -> DatabaseMigrationStat
     return st
 
 
+def failed_with(reason: str, **steps: str) -> DatabaseMigrationStatus:
+    """Failed, with the Ready condition a failure writes (its reason stays while it waits)."""
+    st = status("Failed", **steps)
+    set_conditions(st, reason=reason, message="stopped", generation=1, now=EARLIER)
+    return st
+
+
 def rolled(st: DatabaseMigrationStatus) -> DatabaseMigrationStatus:
     st.rollback = RollbackStatus(started_at=EARLIER, rollout_undone=True, undone_to_revision="1")
     return st
@@ -137,11 +145,18 @@ CASES = [
         id="lint-warn-goes-on",
     ),
     pytest.param(
+        spec(safety={"lint": "Warn"}),
+        status("Failed", started=False),
+        obs(lint_errors=2),
+        d.Start("1"),
+        id="lint-fixed-by-warn-restarts",
+    ),
+    pytest.param(
         spec(),
         status("Failed", started=False),
         obs(lint_errors=0),
-        "Start",
-        id="lint-fixed-by-warn-restarts",
+        d.Start("1"),
+        id="lint-fixed-by-sql-restarts",
     ),
     pytest.param(
         spec(),
@@ -352,7 +367,7 @@ CASES = [
         spec(rollback={"policy": "Manual"}),
         status(expand="Succeeded"),
         obs(applied=applied("expand"), slo_breach="error-rate 0.3 > max 0.05"),
-        "FinishRollback:SloBreached",
+        "AwaitManualRollback:SloBreached",
         id="slo-breach-manual-stops-failed",
     ),
     pytest.param(
@@ -364,9 +379,9 @@ CASES = [
     ),
     pytest.param(
         spec(rollback={"policy": "Manual"}),
-        status("Failed", expand="Succeeded"),
+        failed_with(reasons.SLO_BREACHED, expand="Succeeded"),
         obs(applied=applied("expand")),
-        "Wait",
+        "Wait:SloBreached",
         id="manual-failed-waits",
     ),
     # --- rollback procedure -------------------------------------------------------------------

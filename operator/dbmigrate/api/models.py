@@ -386,7 +386,9 @@ class Rollback(_Model):
         Literal["Automatic", "Manual"],
         Field(
             default="Automatic",
-            description="Manual: stop in Failed and wait for the dbmigrate.io/rollback annotation.",
+            description=(
+                f"Manual: stop in Failed and wait for the {ROLLBACK_ANNOTATION} annotation."
+            ),
         ),
     ]
     undo_rollout: Annotated[
@@ -506,6 +508,8 @@ Phase = Literal[
     "RollingBack",
     "RolledBack",
 ]
+# Nothing more happens to a migration in these phases: its runner stops.
+TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "RolledBack"})
 StepState = Literal["Pending", "Running", "Waiting", "Succeeded", "Failed", "RolledBack", "Skipped"]
 Verdict = Literal["Successful", "Failed", "Inconclusive"]
 

@@ -2,6 +2,7 @@
 
 Conditions follow kstatus: `Ready` (the migration reached its goal), `Reconciling` (the operator
 is working towards it) and `Stalled` (it cannot progress without a change or a person).
+Events carry a condition reason or one of the event reasons further down.
 Every reason below is a stable API: alerts, Argo CD health and scripts match on them.
 """
 
@@ -50,6 +51,35 @@ IRREVERSIBLE_STEP: Final = "IrreversibleStep"
 ROLLBACK_FAILED: Final = "RollbackFailed"
 ROLLED_BACK: Final = "RolledBack"
 AWAITING_MANUAL_ROLLBACK: Final = "AwaitingManualRollback"
+
+# event reasons: the Events the operator posts carry these or a condition reason above
+STARTED: Final = "Started"
+LINT_FINDINGS: Final = "LintFindings"
+STEP_STARTED: Final = "StepStarted"
+STEP_SUCCEEDED: Final = "StepSucceeded"
+STEP_FAILED: Final = "StepFailed"
+ROLLBACK_STARTED: Final = "RollbackStarted"
+ROLLOUT_UNDONE: Final = "RolloutUndone"
+STEP_REVERTING: Final = "StepReverting"
+STEP_REVERTED: Final = "StepReverted"
+ANALYSIS_VERDICT: Final = "AnalysisVerdict"
+ARGO_CD_NOT_PAUSED: Final = "ArgoCDNotPaused"
+ARGO_CD_AUTO_SYNC_PAUSED: Final = "ArgoCDAutoSyncPaused"
+
+EVENT_REASONS: Final = (
+    STARTED,
+    LINT_FINDINGS,
+    STEP_STARTED,
+    STEP_SUCCEEDED,
+    STEP_FAILED,
+    ROLLBACK_STARTED,
+    ROLLOUT_UNDONE,
+    STEP_REVERTING,
+    STEP_REVERTED,
+    ANALYSIS_VERDICT,
+    ARGO_CD_NOT_PAUSED,
+    ARGO_CD_AUTO_SYNC_PAUSED,
+)
 
 ALL_REASONS: Final = (
     PENDING,

@@ -39,7 +39,7 @@ def _handle(args: argparse.Namespace) -> int:
     # subcommand (the backfill worker in each Job pod) should pay for at start.
     import kopf
 
-    from dbmigrate import main  # registers the kopf handlers
+    from dbmigrate import main  # noqa: F401 - registers the kopf handlers
     from dbmigrate.metrics import registry
 
     logging.basicConfig(
@@ -51,10 +51,6 @@ def _handle(args: argparse.Namespace) -> int:
     if args.metrics_port:
         registry.serve(args.metrics_port)
 
-    @kopf.on.startup()
-    def _startup(settings: kopf.OperatorSettings, **_: object) -> None:
-        main.configure(settings, peering=args.peering)
-
     liveness = f"http://0.0.0.0:{args.liveness_port}/healthz" if args.liveness_port else None
     asyncio.run(
         kopf.operator(
@@ -62,6 +58,7 @@ def _handle(args: argparse.Namespace) -> int:
             namespaces=args.namespace or (),
             liveness_endpoint=liveness,
             standalone=not args.peering,
+            memo=kopf.Memo(peering=args.peering),  # read by main.configure_operator
         )
     )
     return 0

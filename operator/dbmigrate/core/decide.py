@@ -15,11 +15,21 @@ from typing import Literal
 
 from dbmigrate.api import reasons
 from dbmigrate.api.durations import parse_duration
-from dbmigrate.api.models import DatabaseMigrationSpec, DatabaseMigrationStatus, Phase, Step
+from dbmigrate.api.models import (
+    ROLLBACK_ANNOTATION,
+    ROLLBACK_REQUESTED,
+    TERMINAL_PHASES,
+    DatabaseMigrationSpec,
+    DatabaseMigrationStatus,
+    LintFinding,
+    Phase,
+    Step,
+)
 from dbmigrate.core.rollout import RolloutState, image_matches
 
 Direction = Literal["up", "down"]
-TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "RolledBack"})
+ANNOTATE_TO_ROLL_BACK = f"annotate {ROLLBACK_ANNOTATION}={ROLLBACK_REQUESTED} to roll back"
+ROLLBACK_BY_ANNOTATION = f"rollback requested with the {ROLLBACK_ANNOTATION} annotation"
 
 # ------------------------------------------------------------------------------------------------
 # observation
@@ -64,7 +74,8 @@ class Observation:
     deployment_missing: bool = False
     jobs: dict[str, JobState] = field(default_factory=dict)
     problem: ConfigProblem | None = None
-    lint_errors: int = 0
+    lint_errors: int = 0  # error findings (they block the start under safety.lint Enforce)
+    lint_findings: tuple[LintFinding, ...] = ()  # all findings, for status.lint
     rollback_requested: bool = False
     # False where there is no cluster (`dbmigrate apply`): no gates, awaitRollout is skipped
     rollout_gates: bool = True
@@ -122,6 +133,14 @@ class FailStep:
 
 
 @dataclass(frozen=True)
+class AwaitManualRollback:
+    """The rollback policy is Manual: stop in Failed until a person asks for the rollback."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
 class StartRollback:
     reason: str  # condition reason: SloBreached, RollbackRequested, a step failure reason
     message: str
@@ -163,6 +182,7 @@ Action = (
     | RunStep
     | RecordStep
     | FailStep
+    | AwaitManualRollback
     | StartRollback
     | UndoRollout
     | RevertStep
@@ -185,11 +205,6 @@ def _parse_time(value: str | None) -> datetime | None:
     if not value:
         return None
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
-def _progress_message(spec: DatabaseMigrationSpec, obs: Observation) -> str:
-    done = sum(1 for s in spec.steps if is_applied(obs, s.name))
-    return f"{done}/{len(spec.steps)}"
 
 
 def _rollout_gate(spec: DatabaseMigrationSpec, obs: Observation, step: Step) -> Wait | None:
@@ -248,18 +263,13 @@ def decide(
         return _decide_failed(spec, status, obs)
 
     if obs.rollback_requested:
-        return StartRollback(
-            reasons.ROLLBACK_REQUESTED,
-            "rollback requested with the dbmigrate.io/rollback annotation",
-        )
+        return StartRollback(reasons.ROLLBACK_REQUESTED, ROLLBACK_BY_ANNOTATION)
     if obs.slo_breach is not None and status.started_at is not None:
         if spec.rollback.policy == "Automatic":
             return StartRollback(reasons.SLO_BREACHED, obs.slo_breach)
-        return FinishRollback(
-            "Failed",
+        return AwaitManualRollback(
             reasons.SLO_BREACHED,
-            f"{obs.slo_breach}; rollback policy is Manual: annotate "
-            "dbmigrate.io/rollback=requested to roll back",
+            f"{obs.slo_breach}; rollback policy is Manual: {ANNOTATE_TO_ROLL_BACK}",
         )
 
     if obs.lint_errors and spec.safety.lint == "Enforce" and status.started_at is None:
@@ -471,10 +481,7 @@ def _decide_failed(
     """Failed: a Manual policy waits for the annotation; anything else stays failed."""
     rolled = status.rollback is not None and status.rollback.started_at is not None
     if obs.rollback_requested and not rolled:
-        return StartRollback(
-            reasons.ROLLBACK_REQUESTED,
-            "rollback requested with the dbmigrate.io/rollback annotation",
-        )
+        return StartRollback(reasons.ROLLBACK_REQUESTED, ROLLBACK_BY_ANNOTATION)
     ready = status.condition(reasons.READY)
     return Wait(
         "Failed",

@@ -32,6 +32,7 @@ from dbmigrate.core.statements import (
     group_is_transactional,
     parse_statements,
 )
+from dbmigrate.core.steps import ExecutionLimits
 from dbmigrate.db import history
 from dbmigrate.db.errors import describe_error
 
@@ -40,13 +41,6 @@ log = logging.getLogger(__name__)
 LOCK_NOT_AVAILABLE = "55P03"
 BACKOFF_START = 0.25
 BACKOFF_CAP = 30.0
-
-
-@dataclass(frozen=True)
-class ExecutionLimits:
-    lock_timeout: float  # seconds
-    lock_retries: int
-    statement_timeout: float  # seconds; 0 = none
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 
-from dbmigrate.core.analysis import QueryResult
+from dbmigrate.core.slo import QueryResult
 
 log = logging.getLogger(__name__)
 

@@ -1,16 +1,17 @@
 """Where a migration runs: the seam between the runner and the world around the database.
 
-The runner (`reconcile.runner`) drives a migration the same way everywhere; a `Platform` gives
-it the resource, a place to report status and events, the DSN, SQL from ConfigMaps, the target
-Deployment and somewhere to run Jobs. `KubernetesPlatform` is the operator's; the local one of
-`dbmigrate apply` (`reconcile.local`) has no cluster, runs backfills in-process and skips
-rollout gates.
+The runner (`reconcile.runner`, with `reconcile.observe` and `reconcile.effects`) drives a
+migration the same way everywhere; a `Platform` gives it the resource, a place to report status
+and events, the DSN, SQL from ConfigMaps, the target Deployment and somewhere to run Jobs.
+`KubernetesPlatform` is the operator's; the local one of `dbmigrate apply` (`reconcile.local`)
+has no cluster, runs backfills in-process and skips rollout gates.
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
+from dbmigrate.api import reasons
 from dbmigrate.api.models import ArgoCDRollbackStatus
 from dbmigrate.core.decide import JobState
 from dbmigrate.core.rollout import UndoPlan, plan_rollout_undo
@@ -106,11 +107,10 @@ class KubernetesPlatform:
                 "may not read applications.argoproj.io; undoing the rollout anyway (self-heal "
                 "may re-apply the new version)"
             )
-            await self.event("Warning", "ArgoCDNotPaused", msg)
+            await self.event("Warning", reasons.ARGO_CD_NOT_PAUSED, msg)
             return ArgoCDRollbackStatus(application=app_name, auto_sync_paused=False, message=msg)
-        except Exception:  # no Argo CD in this cluster (the CRD does not exist)
-            return None
-        if app is None:
+        # Other API errors fail the pass (retried): the rollout undo waits until we know.
+        if app is None:  # not found: no such Application, or no Argo CD in this cluster
             return None
         ns = app["metadata"]["namespace"]
         if ((app.get("spec") or {}).get("syncPolicy") or {}).get("automated") is None:
@@ -128,7 +128,7 @@ class KubernetesPlatform:
                 f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
                 "undoing the rollout anyway"
             )
-            await self.event("Warning", "ArgoCDNotPaused", msg)
+            await self.event("Warning", reasons.ARGO_CD_NOT_PAUSED, msg)
             return ArgoCDRollbackStatus(
                 application=app_name, namespace=ns, auto_sync_paused=False, message=msg
             )
@@ -137,7 +137,7 @@ class KubernetesPlatform:
             "self-heal does not re-apply the rolled-back version; switch it on again after "
             "fixing the release"
         )
-        await self.event("Warning", "ArgoCDAutoSyncPaused", msg)
+        await self.event("Warning", reasons.ARGO_CD_AUTO_SYNC_PAUSED, msg)
         return ArgoCDRollbackStatus(
             application=app_name, namespace=ns, auto_sync_paused=True, message=msg
         )

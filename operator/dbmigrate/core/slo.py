@@ -357,6 +357,14 @@ def _decide(
     return Continue()
 
 
+def standing_decision(analysis: Analysis, status: AnalysisStatus | None) -> Decision:
+    """The decision of the last recorded round, between two measurements: it stands until the
+    next round (recorded in status, so it survives a restart of the operator)."""
+    if status is None or not status.last:
+        return Continue()
+    return _decide(analysis, _round_verdict(status.last), status, status.last)
+
+
 def _failure_reason(measurements: Sequence[Measurement], count: int) -> str:
     what = "; ".join(f"{m.metric} {m.message}" for m in measurements if m.result == FAILED)
     return f"{what} ({count} consecutive)" if count > 1 else what

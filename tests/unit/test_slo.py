@@ -1,4 +1,4 @@
-"""SLO analysis verdicts (dbmigrate.core.analysis).
+"""SLO analysis verdicts (dbmigrate.core.slo).
 
 Covers:
 - query results: finite values, NaN, +/-Inf, errors;
@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from dbmigrate.api.models import Analysis, AnalysisStatus, Measurement, Metric
-from dbmigrate.core.analysis import (
+from dbmigrate.core.slo import (
     Continue,
     Pause,
     QueryResult,

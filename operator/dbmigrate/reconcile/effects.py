@@ -1,0 +1,457 @@
+"""What the runner does for each Action of `core.decide`: one function per Action.
+
+`carry_out(p, action)` dispatches; each function changes the world (the database through the
+runner's session, the cluster through the `Platform`), writes the status that says so and
+posts the events, then returns how long to wait before the next pass (None: the migration is
+over). "What happens on an SLO breach" is `start_rollback`, then `undo_rollout` and
+`revert_step`, then `finish_rollback`, or `await_manual_rollback` under a Manual policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from dbmigrate.api import reasons
+from dbmigrate.api.models import (
+    DatabaseMigrationSpec,
+    DatabaseMigrationStatus,
+    RollbackStatus,
+    Step,
+    StepStatus,
+)
+from dbmigrate.core import decide as d
+from dbmigrate.core import slo
+from dbmigrate.core.conditions import set_conditions
+from dbmigrate.core.jobs import build_backfill_job, build_tool_job
+from dbmigrate.core.lint import count_blocking
+from dbmigrate.core.statements import TransactionMode, checksum
+from dbmigrate.core.status import count_progress, status_patch
+from dbmigrate.core.steps import ExecutionLimits, ResolvedSql, limits_of, step_checksum
+from dbmigrate.db.errors import redact_dsn
+from dbmigrate.db.executor import StepResult
+from dbmigrate.metrics import registry as metrics
+from dbmigrate.reconcile.platform import Platform
+from dbmigrate.settings import Settings
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def seconds_since(step: StepStatus | None) -> float:
+    if step is None or not step.started_at:
+        return 0.0
+    started = datetime.fromisoformat(step.started_at.replace("Z", "+00:00"))
+    return max(0.0, (datetime.now(UTC) - started).total_seconds())
+
+
+class StepDatabase(Protocol):
+    """The runner's session as the effects use it: apply SQL under the migration lock."""
+
+    async def apply_sql(
+        self,
+        *,
+        migration_id: str,
+        step: str,
+        step_kind: str,
+        direction: str,
+        sql: str,
+        mode: TransactionMode,
+        checksum: str,
+        limits: ExecutionLimits,
+        verify: str | None = None,
+        elapsed_before: float = 0.0,
+        on_lock_retry: Callable[[int, str], Awaitable[None]] | None = None,
+    ) -> StepResult: ...
+
+    async def release_lock(self) -> None: ...
+
+
+@dataclass
+class EventMemory:
+    """What the runner remembers between passes: the last wait it posted an event for (a wait
+    is shown in status every pass but posted as an event once)."""
+
+    last_wait: tuple[str, str] | None = None
+
+
+@dataclass
+class Reporter:
+    """Writes the status and posts the events of one migration, the DSN redacted."""
+
+    platform: Platform
+    generation: int
+    dsn: str | None = None
+    memory: EventMemory = field(default_factory=EventMemory)
+
+    async def save(
+        self,
+        status: DatabaseMigrationStatus,
+        reason: str,
+        message: str,
+        *,
+        stalled: bool = False,
+        recount: bool = True,
+    ) -> None:
+        if recount:
+            status.progress = count_progress(status)
+        else:
+            status.progress = status.progress or f"0/{len(status.steps or [])}"
+        set_conditions(
+            status,
+            reason=reason,
+            message=redact_dsn(message, self.dsn),
+            generation=self.generation,
+            now=now_iso(),
+            stalled=stalled,
+        )
+        metrics.MIGRATIONS.set(
+            self.platform.namespace, self.platform.name, status.phase or "Pending"
+        )
+        await self.platform.write_status(status_patch(status))
+
+    async def event(self, type_: str, reason: str, message: str) -> None:
+        await self.platform.event(type_, reason, redact_dsn(message, self.dsn))
+
+    async def report_wait(self, status: DatabaseMigrationStatus, wait: d.Wait) -> None:
+        """A Wait in status every pass; as an event when its reason or step changes."""
+        status = status.model_copy(deep=True)
+        status.phase = wait.phase
+        if wait.step:
+            status.current_step = wait.step
+            st = status.step(wait.step)
+            if st is not None and wait.step_waiting:
+                st.state = "Waiting"
+                st.started_at = st.started_at or now_iso()
+                st.message = wait.message
+        await self.save(status, wait.reason, wait.message, stalled=wait.stalled, recount=False)
+        key = (wait.reason, wait.step or "")
+        if key != self.memory.last_wait:
+            self.memory.last_wait = key
+            await self.event("Warning" if wait.stalled else "Normal", wait.reason, wait.message)
+
+    async def verdict_changes(self, changes: tuple[slo.VerdictChange, ...]) -> None:
+        for change in changes:
+            failed = change.current.result != slo.SUCCESSFUL
+            await self.event(
+                "Warning" if failed else "Normal", reasons.ANALYSIS_VERDICT, change.message
+            )
+
+
+@dataclass
+class Pass:
+    """One pass: what was seen, and the status being written as the action is carried out."""
+
+    report: Reporter
+    database: StepDatabase
+    settings: Settings
+    body: dict[str, Any]
+    spec: DatabaseMigrationSpec
+    status: DatabaseMigrationStatus
+    obs: d.Observation
+    sql: dict[str, ResolvedSql]
+
+    def step_status(self, name: str) -> StepStatus:
+        st = self.status.step(name)
+        assert st is not None  # the status lists every step of the spec (with_step_list)
+        return st
+
+
+async def carry_out(p: Pass, action: d.Action) -> float | None:
+    """Carry out one Action; seconds until the next pass, or None when the migration is over."""
+    match action:
+        case d.Done():
+            return None
+        case d.Wait():
+            return await wait(p, action)
+        case d.Start():
+            return await start(p, action)
+        case d.RunStep():
+            return await run_step(p, action)
+        case d.RecordStep():
+            return await record_step(p, action)
+        case d.FailStep():
+            return await fail_step(p, action)
+        case d.AwaitManualRollback():
+            return await await_manual_rollback(p, action)
+        case d.StartRollback():
+            return await start_rollback(p, action)
+        case d.UndoRollout():
+            return await undo_rollout(p, action)
+        case d.RevertStep():
+            return await revert_step(p, action)
+        case d.FinishRollback():
+            return await finish_rollback(p, action)
+        case d.Succeed():
+            return await succeed(p, action)
+    raise AssertionError(f"unhandled action {action!r}")
+
+
+# --- progress ------------------------------------------------------------------------------------
+
+
+async def wait(p: Pass, action: d.Wait) -> float:
+    await p.report.report_wait(p.status, action)
+    if p.spec.analysis is None or p.status.started_at is None:
+        return action.requeue_after
+    # Wake for the next SLO measurement even when the wait itself is longer.
+    due = slo.seconds_until_due(p.spec.analysis, p.status.analysis, p.obs.now)
+    return max(0.1, min(action.requeue_after, due))
+
+
+async def start(p: Pass, action: d.Start) -> float:
+    status, spec = p.status, p.spec
+    status.started_at = now_iso()
+    status.target_revision = action.target_revision
+    status.phase = "Progressing"
+    await p.report.save(status, reasons.STEP_RUNNING, "migration started")
+    rev = f" (deployment revision {action.target_revision})" if action.target_revision else ""
+    await p.report.event("Normal", reasons.STARTED, f"migration {spec.migration_id} started{rev}")
+    if status.lint and spec.safety.lint == "Warn":
+        errors = count_blocking(status.lint)
+        await p.report.event(
+            "Warning",
+            reasons.LINT_FINDINGS,
+            f"{len(status.lint)} lint finding(s), {errors} error(s); safety.lint is "
+            "Warn, so the migration goes on (see status.lint): "
+            + "; ".join(f"{f.step}: {f.rule}" for f in status.lint[:5]),
+        )
+    return 0.0
+
+
+async def run_step(p: Pass, action: d.RunStep) -> float:
+    """sql: apply it now; backfill/job: create its Job (the next passes watch it)."""
+    spec, status = p.spec, p.status
+    step = spec.step(action.step)
+    st = p.step_status(step.name)
+    first_attempt = st.state not in ("Running",)
+    st.state = "Running"
+    st.started_at = st.started_at or now_iso()
+    st.attempts += 1 if first_attempt or step.kind == "sql" else 0
+    st.message = None
+    status.phase = "Progressing"
+    status.current_step = step.name
+    if step.kind in ("backfill", "job"):
+        if step.kind == "backfill":
+            job = build_backfill_job(p.body, spec, step, p.settings.image)
+        else:
+            job = build_tool_job(p.body, step)
+        await p.report.platform.start_job(job)
+        st.job = job["metadata"]["name"]
+        await p.report.save(
+            status, reasons.STEP_RUNNING, f"step {step.name!r}: job {st.job} created"
+        )
+        await p.report.event(
+            "Normal",
+            reasons.STEP_STARTED,
+            f"step {step.name!r} ({step.kind}) started: job {st.job}",
+        )
+        return 0.0
+    await p.report.save(status, reasons.STEP_RUNNING, f"step {step.name!r} running")
+    await p.report.event("Normal", reasons.STEP_STARTED, f"step {step.name!r} (sql) started")
+    assert step.sql is not None
+
+    async def on_lock_retry(n: int, what: str) -> None:
+        metrics.LOCK_RETRIES.inc()
+        st.lock_retries += 1
+        st.message = f"lock not available for {what}; retry {n}/{spec.safety.lock_retries}"
+        await p.report.save(status, reasons.STEP_RUNNING, st.message)
+
+    result = await p.database.apply_sql(
+        migration_id=spec.migration_id,
+        step=step.name,
+        step_kind=step.kind,
+        direction="up",
+        sql=p.sql[step.name].up,
+        mode=step.sql.transaction,
+        checksum=step_checksum(step, p.sql),
+        limits=limits_of(spec),
+        verify=step.verify,
+        on_lock_retry=on_lock_retry,
+    )
+    if result.ok:
+        await _mark_succeeded(p, step, f"applied in {result.duration_ms} ms")
+        return 0.0
+    failure = d.fail_step(spec, step.name, result.reason or reasons.SQL_ERROR, result.message)
+    return await fail_step(p, failure)
+
+
+async def record_step(p: Pass, action: d.RecordStep) -> float:
+    """The step is done (history, a completed Job, a finished rollout): record and mark it."""
+    spec = p.spec
+    step = spec.step(action.step)
+    if step.await_rollout is not None and not p.report.platform.has_rollouts:
+        await p.report.platform.confirm_rollout(step.name, step.await_rollout.image)
+    if action.write_history:
+        result = await p.database.apply_sql(
+            migration_id=spec.migration_id,
+            step=step.name,
+            step_kind=step.kind,
+            direction="up",
+            sql="",
+            mode="Auto",
+            checksum=p.obs.checksums[step.name],
+            limits=limits_of(spec),
+            verify=step.verify,
+            elapsed_before=seconds_since(p.status.step(step.name)),
+        )
+        if not result.ok:
+            reason = result.reason or reasons.SQL_ERROR
+            return await fail_step(p, d.fail_step(spec, step.name, reason, result.message))
+    await _mark_succeeded(p, step, action.message)
+    return 0.0
+
+
+async def _mark_succeeded(p: Pass, step: Step, message: str) -> None:
+    st = p.step_status(step.name)
+    st.state = "Succeeded"
+    st.started_at = st.started_at or now_iso()
+    st.finished_at = now_iso()
+    p.status.phase = "Progressing"
+    metrics.STEPS_APPLIED.labels(step.kind).inc()
+    metrics.STEP_DURATION.labels(step.kind).observe(seconds_since(st))
+    st.message = message
+    st.reason = None
+    await p.report.save(p.status, reasons.STEP_RUNNING, f"step {step.name!r} succeeded")
+    await p.report.event(
+        "Normal", reasons.STEP_SUCCEEDED, f"step {step.name!r} succeeded: {message}"
+    )
+
+
+async def succeed(p: Pass, action: d.Succeed) -> float | None:
+    await _finish(p, "Succeeded", reasons.SUCCEEDED, action.message)
+    return None  # the migration is over
+
+
+# --- failure -------------------------------------------------------------------------------------
+
+
+async def fail_step(p: Pass, action: d.FailStep) -> float:
+    """A step failed: roll back (Automatic policy) or stop for a person (Manual)."""
+    st = p.step_status(action.step)
+    message = redact_dsn(action.message, p.report.dsn)
+    st.state = "Failed"
+    st.reason = action.reason
+    st.message = message
+    st.finished_at = now_iso()
+    await p.report.event("Warning", reasons.STEP_FAILED, f"step {action.step!r} failed: {message}")
+    what = f"step {action.step!r} failed: {message}"
+    if action.rollback:
+        return await start_rollback(p, d.StartRollback(action.reason, what))
+    manual = d.AwaitManualRollback(
+        action.reason, f"{what}; rollback policy is Manual: {d.ANNOTATE_TO_ROLL_BACK}"
+    )
+    await _stop_for_person(p, manual)
+    return 0.0
+
+
+async def await_manual_rollback(p: Pass, action: d.AwaitManualRollback) -> float:
+    """The SLOs were breached under a Manual policy: stop in Failed, say how to roll back."""
+    await _stop_for_person(p, action)
+    await p.report.event("Warning", action.reason, action.message)
+    return 60.0
+
+
+async def _stop_for_person(p: Pass, action: d.AwaitManualRollback) -> None:
+    p.status.phase = "Failed"
+    await p.report.save(p.status, action.reason, action.message, stalled=True)
+    await p.database.release_lock()  # other migrations of this database may go on meanwhile
+
+
+# --- rollback ------------------------------------------------------------------------------------
+
+
+async def start_rollback(p: Pass, action: d.StartRollback) -> float:
+    status = p.status
+    status.phase = "RollingBack"
+    status.rollback = RollbackStatus(
+        reason=action.message, trigger=action.reason, started_at=now_iso()
+    )
+    metrics.ROLLBACKS.labels(action.reason).inc()
+    await p.report.save(status, reasons.ROLLING_BACK, f"rolling back: {action.message}")
+    await p.report.event(
+        "Warning",
+        reasons.ROLLBACK_STARTED,
+        f"rolling back ({action.reason}): {action.message}",
+    )
+    return 0.0
+
+
+async def undo_rollout(p: Pass, action: d.UndoRollout) -> float:
+    """`kubectl rollout undo` to the revision recorded at the start (Argo CD paused first)."""
+    platform, status = p.report.platform, p.status
+    rb = status.rollback or RollbackStatus(started_at=now_iso())
+    if p.spec.rollback.argo_cd.pause_auto_sync and rb.argo_cd is None:
+        dep = await platform.read_deployment(action.deployment)
+        rb.argo_cd = await platform.pause_argo_cd(dep)
+    plan = await platform.undo_rollout(action.deployment, action.to_revision)
+    status.rollback = rb
+    if plan.error:
+        await _finish(p, "Failed", reasons.ROLLBACK_FAILED, plan.message)
+        return 0.0
+    rb.rollout_undone = True
+    rb.undone_to_revision = action.to_revision
+    await p.report.save(status, reasons.ROLLING_BACK, plan.message)
+    await p.report.event("Normal", reasons.ROLLOUT_UNDONE, plan.message)
+    return 0.0
+
+
+async def revert_step(p: Pass, action: d.RevertStep) -> float:
+    """Run a step's down SQL (an empty body for steps without one) and record the `down` row."""
+    spec, status = p.spec, p.status
+    step = spec.step(action.step)
+    down = p.sql[step.name].down if step.kind == "sql" else ""
+    await p.report.event("Normal", reasons.STEP_REVERTING, f"reverting step {step.name!r}")
+    result = await p.database.apply_sql(
+        migration_id=spec.migration_id,
+        step=step.name,
+        step_kind=step.kind,
+        direction="down",
+        sql=down or "",
+        mode=step.sql.transaction if step.sql else "Auto",
+        checksum=checksum(down),
+        limits=limits_of(spec),
+    )
+    st = p.step_status(step.name)
+    if not result.ok:
+        message = redact_dsn(f"reverting step {step.name!r} failed: {result.message}", p.report.dsn)
+        st.message = message
+        await _finish(p, "Failed", reasons.ROLLBACK_FAILED, message)
+        return 0.0
+    st.state = "RolledBack"
+    st.message = f"reverted in {result.duration_ms} ms"
+    metrics.STEPS_REVERTED.labels(step.kind).inc()
+    rb = status.rollback or RollbackStatus(started_at=now_iso())
+    rb.steps_reverted = [*(rb.steps_reverted or []), step.name]
+    status.rollback = rb
+    await p.report.save(status, reasons.ROLLING_BACK, f"step {step.name!r} reverted")
+    await p.report.event("Normal", reasons.STEP_REVERTED, f"step {step.name!r} reverted")
+    return 0.0
+
+
+async def finish_rollback(p: Pass, action: d.FinishRollback) -> float | None:
+    """RolledBack ends the migration; a Failed rollback waits for a person (looked at again
+    every minute)."""
+    await _finish(p, action.phase, action.reason, action.message)
+    return None if action.phase == "RolledBack" else 60.0
+
+
+async def _finish(p: Pass, phase: str, reason: str, message: str) -> None:
+    status = p.status
+    status.phase = phase  # type: ignore[assignment]
+    status.finished_at = now_iso()
+    if status.rollback is not None and status.rollback.started_at is not None:
+        status.rollback.finished_at = status.finished_at
+        if reason == reasons.PAST_POINT_OF_NO_RETURN:
+            status.rollback.database = "Refused"
+        elif phase == "RolledBack":
+            status.rollback.database = "RolledBack"
+    if phase == "Succeeded":
+        status.current_step = None
+    failed = phase not in ("Succeeded", "RolledBack")
+    await p.report.save(status, reason, message, stalled=failed)
+    await p.report.event("Warning" if failed else "Normal", reason, message)
+    await p.database.release_lock()

@@ -1,0 +1,290 @@
+"""What one pass of the runner sees before it decides.
+
+`observe` reads the world through the `Platform` (the Deployment, ConfigMaps, the Secret, Jobs)
+and the runner's database session (the migration lock, the history table, backfill
+checkpoints), lints the SQL and measures the SLOs when a measurement is due. It returns one
+`Observed`: the `Observation` that `core.decide` decides on — lint findings and the standing SLO
+verdict included — and the status brought up to date with what was seen (plan, lint findings,
+backfill progress, the analysis round). Nothing here changes the migration or the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import psycopg
+
+from dbmigrate.api import reasons
+from dbmigrate.api.models import (
+    ROLLBACK_ANNOTATION,
+    ROLLBACK_REQUESTED,
+    BackfillProgress,
+    DatabaseMigrationSpec,
+    DatabaseMigrationStatus,
+)
+from dbmigrate.core import decide as d
+from dbmigrate.core import slo
+from dbmigrate.core.jobs import backfill_checkpoint_name, job_name
+from dbmigrate.core.lint import Resolved, count_blocking, lint_migration
+from dbmigrate.core.plan import render_plan_summary
+from dbmigrate.core.rollout import rollout_state
+from dbmigrate.core.steps import ResolvedSql, step_checksum
+from dbmigrate.db import history
+from dbmigrate.db.errors import first_line, redact_dsn
+from dbmigrate.metrics import registry as metrics
+from dbmigrate.reconcile.platform import NotFound, Platform
+from dbmigrate.reconcile.slo import measure_round
+
+log = logging.getLogger(__name__)
+
+# While these phases last the SLOs are measured (from the first step until `settle` after the
+# last); a rollback or a stop needs no more measurements.
+_MEASURED_PHASES = ("Progressing", "Waiting", "Suspended")
+
+
+class DatabaseSession(Protocol):
+    """The runner's connection to the migration's database (it owns the lock's life cycle)."""
+
+    @property
+    def server_version(self) -> int: ...
+
+    async def connect(self, dsn: str, *, want_lock: bool) -> tuple[psycopg.AsyncConnection, bool]:
+        """The session's connection and whether it holds the migration lock, taking the lock
+        when wanted and releasing it when not."""
+        ...
+
+    async def close(self) -> None: ...
+
+    def read_progress(self, checkpoint: str) -> BackfillProgress:
+        """A running backfill's progress from its checkpoint (blocking; run in a thread)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything one pass saw."""
+
+    obs: d.Observation
+    sql: dict[str, ResolvedSql]
+    status: DatabaseMigrationStatus  # with plan, lint, backfill progress and analysis recorded
+    dsn: str | None = None  # for redaction of whatever the pass reports
+    verdict_changes: tuple[slo.VerdictChange, ...] = ()  # one event each
+
+
+async def observe(
+    platform: Platform,
+    session: DatabaseSession,
+    spec: DatabaseMigrationSpec,
+    status: DatabaseMigrationStatus,
+    body: dict[str, Any],
+) -> Observed:
+    obs, sql, dsn = await _observe_world(platform, session, spec, status, body)
+    status = record_lint_and_plan(spec, status, obs, sql, session.server_version)
+    status = await _record_backfill_progress(session, spec, status, dsn)
+    status, obs, changes = await _measure_slo(spec, status, obs)
+    return Observed(obs=obs, sql=sql, status=status, dsn=dsn, verdict_changes=changes)
+
+
+async def _observe_world(
+    platform: Platform,
+    session: DatabaseSession,
+    spec: DatabaseMigrationSpec,
+    status: DatabaseMigrationStatus,
+    body: dict[str, Any],
+) -> tuple[d.Observation, dict[str, ResolvedSql], str | None]:
+    annotations = body["metadata"].get("annotations") or {}
+    obs = d.Observation(
+        now=datetime.now(UTC),
+        generation=int(body["metadata"].get("generation", 1)),
+        rollback_requested=annotations.get(ROLLBACK_ANNOTATION) == ROLLBACK_REQUESTED,
+        rollout_gates=platform.has_rollouts,
+    )
+    if spec.target_deployment and platform.has_rollouts:
+        try:
+            dep = await platform.read_deployment(spec.target_deployment)
+            obs = replace(obs, deployment=rollout_state(dep))
+        except NotFound:
+            obs = replace(obs, deployment_missing=True)
+    sql: dict[str, ResolvedSql] = {}
+    try:
+        sql = await resolve_sql(platform, spec)
+    except NotFound as exc:
+        problem = d.ConfigProblem(reasons.CONFIG_MAP_NOT_FOUND, str(exc))
+        return replace(obs, problem=problem), sql, None
+    obs = replace(obs, checksums={s.name: step_checksum(s, sql) for s in spec.steps})
+    obs = lint(spec, obs, sql, session.server_version)
+
+    try:
+        ref = spec.database.dsn_secret_ref
+        dsn = await platform.read_secret(ref.name, ref.key)
+    except NotFound as exc:
+        return replace(obs, problem=d.ConfigProblem(reasons.SECRET_NOT_FOUND, str(exc))), sql, None
+    try:
+        conn, lock_held = await session.connect(dsn, want_lock=wants_lock(spec, status, obs))
+        applied, partial = await _read_applied_if_schema(conn, spec.migration_id)
+    except (psycopg.Error, OSError) as exc:
+        await session.close()
+        message = redact_dsn(f"cannot reach the database: {first_line(exc)}", dsn)
+        problem = d.ConfigProblem(reasons.DATABASE_UNREACHABLE, message)
+        return replace(obs, problem=problem), sql, dsn
+    obs = replace(obs, lock_held=lock_held, applied=applied, partially_applied=partial)
+    obs = replace(obs, jobs=await observe_jobs(platform, spec, status, dsn))
+    return obs, sql, dsn
+
+
+def wants_lock(
+    spec: DatabaseMigrationSpec, status: DatabaseMigrationStatus, obs: d.Observation
+) -> bool:
+    """The lock is held while the migration is under way (or about to start), not while it sits
+    failed or blocked by lint: other migrations of this database must not wait on it."""
+    started = status.started_at is not None
+    blocked_by_lint = not started and obs.lint_errors > 0 and spec.safety.lint == "Enforce"
+    return obs.rollback_requested or (
+        not blocked_by_lint and ((status.phase or "Pending") != "Failed" or not started)
+    )
+
+
+async def resolve_sql(platform: Platform, spec: DatabaseMigrationSpec) -> dict[str, ResolvedSql]:
+    """Every sql step's statements, inline or from its ConfigMaps."""
+    out: dict[str, ResolvedSql] = {}
+    for step in spec.steps:
+        if step.sql is None:
+            continue
+        up = step.sql.up
+        if up is None and step.sql.up_from is not None:
+            ref = step.sql.up_from.config_map_key_ref
+            up = await platform.read_config_map(ref.name, ref.key)
+        down = step.sql.down
+        if down is None and step.sql.down_from is not None:
+            ref = step.sql.down_from.config_map_key_ref
+            down = await platform.read_config_map(ref.name, ref.key)
+        out[step.name] = ResolvedSql(up or "", down)
+    return out
+
+
+async def observe_jobs(
+    platform: Platform,
+    spec: DatabaseMigrationSpec,
+    status: DatabaseMigrationStatus,
+    dsn: str | None,
+) -> dict[str, d.JobState]:
+    """The Jobs of the backfill and job steps under way."""
+    jobs: dict[str, d.JobState] = {}
+    for step in spec.steps:
+        if step.kind not in ("backfill", "job"):
+            continue
+        st = status.step(step.name)
+        if st is None or st.state not in ("Running", "Waiting"):
+            continue
+        name = st.job or job_name(platform.name, step.name)
+        state = await platform.job_state(name)
+        if state is not None:
+            message = redact_dsn(state.message, dsn) if state.message else None
+            jobs[step.name] = replace(state, message=message)
+    return jobs
+
+
+def lint(
+    spec: DatabaseMigrationSpec,
+    obs: d.Observation,
+    sql: dict[str, ResolvedSql],
+    server_version: int,
+) -> d.Observation:
+    """Lint every step before anything runs; Enforce blocks on error findings."""
+    if spec.safety.lint == "Off":
+        return obs
+    resolved: Resolved = {name: (r.up, r.down) for name, r in sql.items()}
+    findings = tuple(lint_migration(spec, resolved, server_version))
+    return replace(obs, lint_findings=findings, lint_errors=count_blocking(list(findings)))
+
+
+def record_lint_and_plan(
+    spec: DatabaseMigrationSpec,
+    status: DatabaseMigrationStatus,
+    obs: d.Observation,
+    sql: dict[str, ResolvedSql],
+    server_version: int,
+) -> DatabaseMigrationStatus:
+    """status.lint (the findings) and status.plan (the concise plan, when first seen)."""
+    if obs.problem is not None and obs.problem.reason == reasons.CONFIG_MAP_NOT_FOUND:
+        return status  # the SQL is not all there yet
+    status = status.model_copy(deep=True)
+    if status.plan is None:
+        resolved: Resolved = {name: (r.up, r.down) for name, r in sql.items()}
+        status.plan = render_plan_summary(spec, resolved, server_version)
+    status.lint = list(obs.lint_findings) or None
+    return status
+
+
+async def _record_backfill_progress(
+    session: DatabaseSession,
+    spec: DatabaseMigrationSpec,
+    status: DatabaseMigrationStatus,
+    dsn: str | None,
+) -> DatabaseMigrationStatus:
+    """Rows done / estimated / rate / ETA of running backfills, from their checkpoints."""
+    running = [
+        s
+        for s in spec.steps
+        if s.backfill is not None
+        and (st := status.step(s.name)) is not None
+        and st.state == "Running"
+    ]
+    if not running or dsn is None:
+        return status
+    status = status.model_copy(deep=True)
+    for step in running:
+        checkpoint = backfill_checkpoint_name(spec.migration_id, step.name)
+        try:
+            progress = await asyncio.to_thread(session.read_progress, checkpoint)
+        except (psycopg.Error, OSError) as exc:
+            log.info("backfill progress of %s not readable yet: %s", step.name, first_line(exc))
+            continue
+        st = status.step(step.name)
+        assert st is not None
+        before = st.backfill.rows_done if st.backfill is not None else 0
+        if progress.rows_done > before:
+            metrics.BACKFILL_ROWS.inc(progress.rows_done - before)
+        st.backfill = progress
+    return status
+
+
+async def _measure_slo(
+    spec: DatabaseMigrationSpec, status: DatabaseMigrationStatus, obs: d.Observation
+) -> tuple[DatabaseMigrationStatus, d.Observation, tuple[slo.VerdictChange, ...]]:
+    """While the migration is under way, measure the SLOs when a measurement is due; between
+    measurements the last round's decision stands. The decision goes into the observation."""
+    analysis = spec.analysis
+    if analysis is None or status.started_at is None or status.phase not in _MEASURED_PHASES:
+        return status, obs, ()
+    changes: tuple[slo.VerdictChange, ...] = ()
+    if slo.measurement_due(analysis, status.analysis, obs.now):
+        started = datetime.fromisoformat(status.started_at.replace("Z", "+00:00"))
+        round_ = await measure_round(analysis, status.analysis, started, obs.now)
+        for m in round_.measurements:
+            metrics.ANALYSIS_MEASUREMENTS.labels(m.result).inc()
+        status = status.model_copy(deep=True)
+        status.analysis = round_.status
+        changes = round_.changes
+        decision = round_.decision
+    else:
+        decision = slo.standing_decision(analysis, status.analysis)
+    if isinstance(decision, slo.Rollback):
+        obs = replace(obs, slo_breach=decision.reason)
+    elif isinstance(decision, slo.Pause):
+        obs = replace(obs, analysis_pause=decision.reason)
+    return status, obs, changes
+
+
+async def _read_applied_if_schema(
+    conn: psycopg.AsyncConnection, migration_id: str
+) -> tuple[dict[str, d.AppliedStep], frozenset[str]]:
+    cur = await conn.execute("SELECT to_regclass('dbmigrate.history') IS NOT NULL")
+    row = await cur.fetchone()
+    if not row or not row[0]:
+        return {}, frozenset()
+    return await history.read_applied(conn, migration_id)

@@ -1,0 +1,471 @@
+"""The effects of each Action (reconcile.effects) against a fake Platform and database session.
+
+Aspects: what each action writes to status (phase, step state, rollback record, conditions),
+which events it posts and with which reason, what it asks of the database (direction, SQL,
+checksum) and of the cluster (Jobs, rollout undo, Argo CD), when it releases the migration lock,
+how long the runner waits afterwards, and that the DSN never leaves in a message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from dbmigrate.api import reasons
+from dbmigrate.api.models import (
+    ArgoCDRollbackStatus,
+    DatabaseMigrationSpec,
+    DatabaseMigrationStatus,
+    RollbackStatus,
+    StepStatus,
+)
+from dbmigrate.core import decide as d
+from dbmigrate.core.rollout import UndoPlan
+from dbmigrate.core.steps import ResolvedSql
+from dbmigrate.db.executor import StepResult
+from dbmigrate.reconcile import effects
+from dbmigrate.settings import Settings
+
+DSN = "postgresql://app:hunter2-secret@db/app"
+NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
+
+STEPS: list[dict[str, Any]] = [
+    {"name": "expand", "sql": {"up": "ALTER TABLE t ADD c int", "down": "ALTER TABLE t DROP c"}},
+    {"name": "backfill", "backfill": {"table": "t", "set": "c = 1"}},
+    {"name": "tool", "job": {"image": "tool:1", "command": ["run"]}},
+    {"name": "release", "awaitRollout": {"image": "app:v2"}},
+]
+
+
+@dataclass
+class FakePlatform:
+    """Records what the effects ask of the cluster; status patches merge into `status`."""
+
+    namespace: str = "ns"
+    name: str = "m"
+    has_rollouts: bool = True
+    status: dict[str, Any] = field(default_factory=dict)
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    undone: list[tuple[str, str]] = field(default_factory=list)
+    undo_plan: UndoPlan = field(default_factory=lambda: UndoPlan([], "rolled back to revision 1"))
+    argo: ArgoCDRollbackStatus | None = None
+    confirmed: list[str] = field(default_factory=list)
+
+    async def read_resource(self) -> dict[str, Any]:
+        raise AssertionError("effects do not read the resource")
+
+    async def write_status(self, patch: dict[str, Any]) -> None:
+        self.status = {k: v for k, v in patch.items() if v is not None}
+
+    async def event(self, type_: str, reason: str, message: str) -> None:
+        self.events.append((type_, reason, message))
+
+    async def read_secret(self, name: str, key: str) -> str:
+        raise AssertionError("effects do not read secrets")
+
+    async def read_config_map(self, name: str, key: str) -> str:
+        raise AssertionError("effects do not read config maps")
+
+    async def read_deployment(self, name: str) -> dict[str, Any]:
+        return {"metadata": {"name": name}}
+
+    async def undo_rollout(self, deployment: str, to_revision: str) -> UndoPlan:
+        self.undone.append((deployment, to_revision))
+        return self.undo_plan
+
+    async def pause_argo_cd(self, deployment: dict[str, Any]) -> ArgoCDRollbackStatus | None:
+        return self.argo
+
+    async def start_job(self, job: dict[str, Any]) -> None:
+        self.jobs.append(job)
+
+    async def job_state(self, name: str) -> d.JobState | None:
+        raise AssertionError("effects do not watch jobs")
+
+    async def confirm_rollout(self, step: str, image: str | None) -> None:
+        self.confirmed.append(step)
+
+    def reasons_posted(self) -> list[str]:
+        return [reason for _, reason, _ in self.events]
+
+
+@dataclass
+class FakeDatabase:
+    """The runner's session: records every apply_sql call, answers with `result`."""
+
+    result: StepResult = field(default_factory=lambda: StepResult(True, duration_ms=7))
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    lock_held: bool = True
+
+    async def apply_sql(self, **step: Any) -> StepResult:
+        self.calls.append(step)
+        return self.result
+
+    async def release_lock(self) -> None:
+        self.lock_held = False
+
+
+def make_pass(
+    *,
+    policy: str = "Automatic",
+    phase: str = "Progressing",
+    states: dict[str, str] | None = None,
+    result: StepResult | None = None,
+    platform: FakePlatform | None = None,
+    **spec_extra: Any,
+) -> tuple[effects.Pass, FakePlatform, FakeDatabase]:
+    spec = DatabaseMigrationSpec.model_validate(
+        {
+            "migrationId": "20240115120000_add_c",
+            "database": {"dsnSecretRef": {"name": "db", "key": "dsn"}},
+            "target": {"deployment": "app"},
+            "rollback": {"policy": policy},
+            "steps": STEPS,
+            **spec_extra,
+        }
+    )
+    status = DatabaseMigrationStatus(phase=phase, started_at="2026-11-28T11:59:00Z")  # type: ignore[arg-type]
+    status.target_revision = "1"
+    status.steps = [StepStatus(name=s["name"]) for s in STEPS]
+    for name, state in (states or {}).items():
+        st = status.step(name)
+        assert st is not None
+        st.state = state  # type: ignore[assignment]
+        st.started_at = "2026-11-28T11:59:00Z"
+    fake = platform or FakePlatform()
+    db = FakeDatabase(result=result or StepResult(True, duration_ms=7))
+    body = {"metadata": {"name": "m", "namespace": "ns", "uid": "u-1", "generation": 1}}
+    the_pass = effects.Pass(
+        report=effects.Reporter(fake, generation=1, dsn=DSN),  # type: ignore[arg-type]
+        database=db,
+        settings=Settings(image="dbmigrate:test"),
+        body=body,
+        spec=spec,
+        status=status,
+        obs=d.Observation(now=NOW, checksums={s["name"]: f"sum-{s['name']}" for s in STEPS}),
+        sql={"expand": ResolvedSql(STEPS[0]["sql"]["up"], STEPS[0]["sql"]["down"])},
+    )
+    return the_pass, fake, db
+
+
+def condition(fake: FakePlatform, type_: str) -> dict[str, Any]:
+    return next(c for c in fake.status["conditions"] if c["type"] == type_)
+
+
+def step_of(fake: FakePlatform, name: str) -> dict[str, Any]:
+    return next(s for s in fake.status["steps"] if s["name"] == name)
+
+
+FAILED_SQL = StepResult(False, reasons.SQL_ERROR, f"42P01: relation does not exist ({DSN})")
+
+
+# --- progress ------------------------------------------------------------------------------------
+
+
+async def test_start_records_the_revision_and_posts_started() -> None:
+    p, fake, _ = make_pass(phase="Pending")
+    p.status.started_at = None
+    assert await effects.carry_out(p, d.Start("3")) == 0.0
+    assert fake.status["phase"] == "Progressing"
+    assert fake.status["targetRevision"] == "3"
+    assert fake.status["startedAt"]
+    assert fake.events == [
+        (
+            "Normal",
+            reasons.STARTED,
+            "migration 20240115120000_add_c started (deployment revision 3)",
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("kind", "expected"),
+    [
+        pytest.param(
+            "sql",
+            ["Succeeded", [reasons.STEP_STARTED, reasons.STEP_SUCCEEDED]],
+            id="sql-applied",
+        ),
+        pytest.param("backfill", ["Running", [reasons.STEP_STARTED]], id="backfill-job-created"),
+        pytest.param("tool", ["Running", [reasons.STEP_STARTED]], id="tool-job-created"),
+    ],
+)
+async def test_run_step(kind: str, expected: list[Any]) -> None:
+    name = "expand" if kind == "sql" else kind
+    p, fake, db = make_pass()
+    assert await effects.carry_out(p, d.RunStep(name)) == 0.0
+    state, posted = expected
+    assert step_of(fake, name)["state"] == state
+    assert step_of(fake, name)["attempts"] == 1
+    assert fake.reasons_posted() == posted
+    assert fake.status["currentStep"] == name
+    if kind == "sql":
+        (call,) = db.calls
+        assert (call["direction"], call["sql"], call["step"]) == ("up", STEPS[0]["sql"]["up"], name)
+        assert step_of(fake, name)["message"] == "applied in 7 ms"
+        assert fake.status["progress"] == "1/4"
+        assert not fake.jobs
+    else:
+        assert db.calls == []
+        (job,) = fake.jobs
+        assert step_of(fake, name)["job"] == job["metadata"]["name"]
+
+
+async def test_lock_retries_are_counted_and_shown_while_the_step_runs() -> None:
+    p, fake, db = make_pass()
+
+    async def apply_sql(**step: Any) -> StepResult:
+        await step["on_lock_retry"](1, "ALTER TABLE t")
+        assert step_of(fake, "expand")["lockRetries"] == 1
+        assert "retry 1/" in step_of(fake, "expand")["message"]
+        return StepResult(True, duration_ms=1)
+
+    db.apply_sql = apply_sql  # type: ignore[method-assign]
+    await effects.carry_out(p, d.RunStep("expand"))
+    assert step_of(fake, "expand")["state"] == "Succeeded"
+
+
+@pytest.mark.parametrize(
+    ("write_history", "calls"),
+    [
+        pytest.param(True, 1, id="job-done-writes-history"),
+        pytest.param(False, 0, id="found-in-history-only-marks"),
+    ],
+)
+async def test_record_step(write_history: bool, calls: int) -> None:
+    p, fake, db = make_pass(states={"backfill": "Running"})
+    action = d.RecordStep("backfill", write_history=write_history, message="job m-backfill done")
+    assert await effects.carry_out(p, action) == 0.0
+    assert len(db.calls) == calls
+    if calls:
+        assert (db.calls[0]["sql"], db.calls[0]["checksum"]) == ("", "sum-backfill")
+    assert step_of(fake, "backfill")["state"] == "Succeeded"
+    assert fake.events[-1] == (
+        "Normal",
+        reasons.STEP_SUCCEEDED,
+        "step 'backfill' succeeded: job m-backfill done",
+    )
+
+
+async def test_await_rollout_is_confirmed_where_there_are_no_rollouts() -> None:
+    p, fake, _ = make_pass(platform=FakePlatform(has_rollouts=False))
+    await effects.carry_out(p, d.RecordStep("release", write_history=True, message="skipped"))
+    assert fake.confirmed == ["release"]
+
+
+async def test_succeed_ends_the_migration_and_releases_the_lock() -> None:
+    p, fake, db = make_pass(states={s["name"]: "Succeeded" for s in STEPS})
+    p.status.current_step = "release"
+    assert await effects.carry_out(p, d.Succeed("all 4 steps applied")) is None
+    assert fake.status["phase"] == "Succeeded"
+    assert "currentStep" not in fake.status
+    assert fake.status["finishedAt"]
+    assert condition(fake, reasons.READY)["status"] == "True"
+    assert fake.events == [("Normal", reasons.SUCCEEDED, "all 4 steps applied")]
+    assert not db.lock_held
+
+
+async def test_a_wait_is_shown_every_pass_and_posted_once() -> None:
+    wait = d.Wait("Waiting", reasons.WAITING_FOR_ROLLOUT, "1 of 3 updated", step="expand")
+    p, fake, _ = make_pass()
+    assert await effects.carry_out(p, wait) == wait.requeue_after
+    assert await effects.carry_out(p, wait) == wait.requeue_after
+    assert fake.status["phase"] == "Waiting"
+    assert condition(fake, reasons.READY)["reason"] == reasons.WAITING_FOR_ROLLOUT
+    assert fake.reasons_posted() == [reasons.WAITING_FOR_ROLLOUT]
+
+
+# --- failure -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("policy", "phase", "posted", "lock_held"),
+    [
+        pytest.param(
+            "Automatic",
+            "RollingBack",
+            [reasons.STEP_STARTED, reasons.STEP_FAILED, reasons.ROLLBACK_STARTED],
+            True,
+            id="automatic-rolls-back",
+        ),
+        pytest.param(
+            "Manual",
+            "Failed",
+            [reasons.STEP_STARTED, reasons.STEP_FAILED],
+            False,
+            id="manual-stops-and-releases-the-lock",
+        ),
+    ],
+)
+async def test_a_failed_sql_step(
+    policy: str, phase: str, posted: list[str], lock_held: bool
+) -> None:
+    p, fake, db = make_pass(policy=policy, result=FAILED_SQL)
+    assert await effects.carry_out(p, d.RunStep("expand")) == 0.0
+    assert fake.status["phase"] == phase
+    assert step_of(fake, "expand")["state"] == "Failed"
+    assert step_of(fake, "expand")["reason"] == reasons.SQL_ERROR
+    assert fake.reasons_posted() == posted
+    assert db.lock_held is lock_held
+    ready = condition(fake, reasons.READY)
+    if policy == "Manual":
+        assert ready["reason"] == reasons.SQL_ERROR
+        assert "annotate dbmigrate.io/rollback=requested to roll back" in ready["message"]
+        assert condition(fake, reasons.STALLED)["status"] == "True"
+    else:
+        assert fake.status["rollback"]["trigger"] == reasons.SQL_ERROR
+
+
+async def test_manual_slo_breach_stops_without_a_rollback_record() -> None:
+    p, fake, db = make_pass(policy="Manual", states={"expand": "Succeeded"})
+    action = d.AwaitManualRollback(reasons.SLO_BREACHED, "error-rate 0.3 > max 0.05; annotate")
+    assert await effects.carry_out(p, action) == 60.0
+    assert fake.status["phase"] == "Failed"
+    assert "rollback" not in fake.status
+    assert "finishedAt" not in fake.status  # waiting for a person, not finished
+    assert condition(fake, reasons.READY)["reason"] == reasons.SLO_BREACHED
+    assert condition(fake, reasons.STALLED)["status"] == "True"
+    assert fake.events == [("Warning", reasons.SLO_BREACHED, action.message)]
+    assert not db.lock_held
+
+
+async def test_the_dsn_never_leaves_in_a_message() -> None:
+    p, fake, _ = make_pass(policy="Manual", result=FAILED_SQL)
+    await effects.carry_out(p, d.RunStep("expand"))
+    shown = repr(fake.status) + repr(fake.events)
+    assert "hunter2" not in shown
+    assert "***" in step_of(fake, "expand")["message"]
+
+
+# --- rollback ------------------------------------------------------------------------------------
+
+
+async def test_start_rollback_records_the_trigger() -> None:
+    p, fake, _ = make_pass()
+    action = d.StartRollback(reasons.SLO_BREACHED, "error-rate 0.3 > max 0.05")
+    assert await effects.carry_out(p, action) == 0.0
+    assert fake.status["phase"] == "RollingBack"
+    assert fake.status["rollback"]["trigger"] == reasons.SLO_BREACHED
+    assert fake.status["rollback"]["reason"] == action.message
+    assert fake.events == [
+        ("Warning", reasons.ROLLBACK_STARTED, f"rolling back (SloBreached): {action.message}")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("plan", "argo", "phase", "posted"),
+    [
+        pytest.param(
+            UndoPlan([], "rolled back to revision 1"),
+            None,
+            "RollingBack",
+            [reasons.ROLLOUT_UNDONE],
+            id="undone",
+        ),
+        pytest.param(
+            UndoPlan([], "rolled back to revision 1"),
+            ArgoCDRollbackStatus(application="app", auto_sync_paused=True),
+            "RollingBack",
+            [reasons.ROLLOUT_UNDONE],
+            id="undone-argo-paused",
+        ),
+        pytest.param(
+            UndoPlan(None, "revision 1 not found", error=True),
+            None,
+            "Failed",
+            [reasons.ROLLBACK_FAILED],
+            id="revision-gone-fails",
+        ),
+    ],
+)
+async def test_undo_rollout(
+    plan: UndoPlan, argo: ArgoCDRollbackStatus | None, phase: str, posted: list[str]
+) -> None:
+    fake = FakePlatform(undo_plan=plan, argo=argo)
+    p, fake, db = make_pass(phase="RollingBack", platform=fake)
+    p.status.rollback = RollbackStatus(started_at="2026-11-28T11:59:30Z")
+    assert await effects.carry_out(p, d.UndoRollout("app", "1")) == 0.0
+    assert fake.undone == [("app", "1")]
+    assert fake.status["phase"] == phase
+    assert fake.reasons_posted() == posted
+    rollback = fake.status["rollback"]
+    assert rollback.get("rolloutUndone", False) is (phase == "RollingBack")
+    assert ("argoCD" in rollback) is (argo is not None)
+    assert db.lock_held is (phase == "RollingBack")
+
+
+@pytest.mark.parametrize(
+    ("result", "state", "phase"),
+    [
+        pytest.param(StepResult(True, duration_ms=3), "RolledBack", "RollingBack", id="reverted"),
+        pytest.param(FAILED_SQL, "Succeeded", "Failed", id="down-fails"),
+    ],
+)
+async def test_revert_step(result: StepResult, state: str, phase: str) -> None:
+    p, fake, db = make_pass(phase="RollingBack", states={"expand": "Succeeded"}, result=result)
+    p.status.rollback = RollbackStatus(started_at="2026-11-28T11:59:30Z", rollout_undone=True)
+    assert await effects.carry_out(p, d.RevertStep("expand")) == 0.0
+    (call,) = db.calls
+    assert (call["direction"], call["sql"]) == ("down", STEPS[0]["sql"]["down"])
+    assert step_of(fake, "expand")["state"] == state
+    assert fake.status["phase"] == phase
+    assert fake.reasons_posted()[0] == reasons.STEP_REVERTING
+    if phase == "RollingBack":
+        assert fake.status["rollback"]["stepsReverted"] == ["expand"]
+    else:
+        assert condition(fake, reasons.READY)["reason"] == reasons.ROLLBACK_FAILED
+        assert "hunter2" not in repr(fake.status)
+
+
+@pytest.mark.parametrize(
+    ("action", "delay", "database"),
+    [
+        pytest.param(
+            d.FinishRollback("RolledBack", reasons.ROLLED_BACK, "rollback complete"),
+            None,
+            "RolledBack",
+            id="rolled-back",
+        ),
+        pytest.param(
+            d.FinishRollback("Failed", reasons.PAST_POINT_OF_NO_RETURN, "refused"),
+            60.0,
+            "Refused",
+            id="past-point-of-no-return",
+        ),
+        pytest.param(
+            d.FinishRollback("Failed", reasons.IRREVERSIBLE_STEP, "no down"),
+            60.0,
+            None,
+            id="irreversible-step",
+        ),
+    ],
+)
+async def test_finish_rollback(
+    action: d.FinishRollback, delay: float | None, database: str
+) -> None:
+    p, fake, db = make_pass(phase="RollingBack")
+    p.status.rollback = RollbackStatus(started_at="2026-11-28T11:59:30Z")
+    assert await effects.carry_out(p, action) == delay
+    assert fake.status["phase"] == action.phase
+    assert fake.status["rollback"].get("database") == database
+    assert fake.status["rollback"]["finishedAt"] == fake.status["finishedAt"]
+    assert condition(fake, reasons.STALLED)["status"] == str(action.phase == "Failed")
+    kind = "Normal" if action.phase == "RolledBack" else "Warning"
+    assert fake.events == [(kind, action.reason, action.message)]
+    assert not db.lock_held
+
+
+async def test_done_does_nothing() -> None:
+    p, fake, db = make_pass(phase="Succeeded")
+    assert await effects.carry_out(p, d.Done()) is None
+    assert (fake.status, fake.events, db.calls) == ({}, [], [])
+
+
+def test_every_action_has_an_effect() -> None:
+    actions = [a.__name__ for a in d.Action.__args__]  # type: ignore[attr-defined]
+    dispatched = effects.carry_out.__code__.co_names  # the classes its `case`s match
+    assert [a for a in actions if a not in dispatched] == []
