@@ -1,4 +1,14 @@
-"""kopf handler registration only: which events start, wake and stop a migration's runner."""
+"""kopf handler registration only: which events start, wake and stop a migration's runner.
+
+Where things happen, from here:
+
+- a migration's life: `reconcile/runner.py` (observe -> `core/decide.py` -> carry out);
+- an SLO breach: measured in `reconcile/observe.py` (`core/slo.py` judges), acted on in
+  `reconcile/effects.py` (`start_rollback`, `undo_rollout`, `revert_step`, `finish_rollback`);
+- how a backfill batch is sized: `core/batching.py`, used by the worker in `db/backfill/`;
+- how a step's SQL is made lock-safe: `db/executor.py` (lock_timeout, retries, statement
+  groups from `core/statements.py`), checked beforehand by `core/lint/`.
+"""
 
 from __future__ import annotations
 
