@@ -18,7 +18,6 @@ from pglast.enums import AlterTableType
 
 from dbmigrate.api.durations import format_duration, parse_duration
 from dbmigrate.api.models import DatabaseMigrationSpec, Step
-from dbmigrate.core.lint.context import DEFAULT_SERVER_VERSION
 from dbmigrate.core.lint.engine import (
     AnalysedStatement,
     Finding,
@@ -27,7 +26,8 @@ from dbmigrate.core.lint.engine import (
     StepAnalysis,
     analyse_migration,
 )
-from dbmigrate.core.locks import LockMode, relation_name, table_key
+from dbmigrate.core.locks import DEFAULT_SERVER_VERSION, LockMode
+from dbmigrate.core.sqlast import relation_name, table_key
 from dbmigrate.core.statements import SqlSyntaxError, compact_sql, parse_statements
 
 _CATEGORY_LABEL = {

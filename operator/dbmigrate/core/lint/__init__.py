@@ -6,7 +6,7 @@ gives each statement's context-aware effect, which the plan renders. The rules a
 `RULES` (id -> severity, summary, rollback policy).
 """
 
-from dbmigrate.core.lint.context import DEFAULT_SERVER_VERSION, LintContext
+from dbmigrate.core.lint.context import LintContext
 from dbmigrate.core.lint.engine import (
     AnalysedStatement,
     Finding,
@@ -23,6 +23,7 @@ from dbmigrate.core.lint.engine import (
     lint_sql,
 )
 from dbmigrate.core.lint.rules import RULES, Rule
+from dbmigrate.core.locks import DEFAULT_SERVER_VERSION
 
 __all__ = [
     "DEFAULT_SERVER_VERSION",

@@ -19,10 +19,16 @@ from pglast import ast
 from pglast.enums import AlterTableType
 
 from dbmigrate.api.models import DatabaseMigrationSpec, LintFinding, Step
-from dbmigrate.core.lint.context import DEFAULT_SERVER_VERSION, Direction, LintContext
-from dbmigrate.core.lint.rules import RULES, Severity, transaction_block_change
+from dbmigrate.core.lint.context import Direction, LintContext
+from dbmigrate.core.lint.rules import RULES, Severity
 from dbmigrate.core.lint.suppress import Suppression, find_suppressions
-from dbmigrate.core.locks import RelationLock, StatementEffect, relation_name, statement_effect
+from dbmigrate.core.locks import (
+    DEFAULT_SERVER_VERSION,
+    RelationLock,
+    StatementEffect,
+    statement_effect,
+)
+from dbmigrate.core.sqlast import relation_name, transaction_block_change
 from dbmigrate.core.statements import (
     SqlSyntaxError,
     Statement,
@@ -302,7 +308,8 @@ def lint_sql(
 ) -> list[LintFinding]:
     """Findings for one piece of SQL as status entries. `context` carries what earlier SQL of
     the migration created and is updated with what this SQL creates; without one, the SQL is
-    judged on its own (server version 15, up direction, transaction Auto)."""
+    judged on its own (server version `DEFAULT_SERVER_VERSION`, up direction, transaction
+    Auto)."""
     return [f.to_status() for f in check_sql(sql, step=step, context=context)]
 
 

@@ -29,17 +29,15 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from pglast import ast
-from pglast.enums import AlterTableType, ConstrType, ObjectType, TransactionStmtKind
+from pglast.enums import AlterTableType, ConstrType, ObjectType
 from pglast.stream import maybe_double_quote_name
 
 from dbmigrate.core.lint.context import LintContext
-from dbmigrate.core.locks import (
+from dbmigrate.core.locks import LockMode, StatementEffect, default_volatility
+from dbmigrate.core.sqlast import (
     SERIAL_TYPES,
-    LockMode,
-    StatementEffect,
     column_constraints,
     column_default,
-    default_volatility,
     deparse,
     dotted_name,
     has_constraint,
@@ -1015,18 +1013,3 @@ def ban_char_field(s: Statement, effect: StatementEffect, ctx: LintContext) -> I
             "which pads values with spaces and is no faster than text. Use text (with a CHECK "
             "on char_length if the length matters)."
         )
-
-
-def transaction_block_change(node: Any) -> Literal["open", "close"] | None:
-    """Whether a statement opens or closes an explicit transaction block."""
-    if not isinstance(node, ast.TransactionStmt):
-        return None
-    if node.kind in (TransactionStmtKind.TRANS_STMT_BEGIN, TransactionStmtKind.TRANS_STMT_START):
-        return "open"
-    if node.kind in (
-        TransactionStmtKind.TRANS_STMT_COMMIT,
-        TransactionStmtKind.TRANS_STMT_ROLLBACK,
-        TransactionStmtKind.TRANS_STMT_PREPARE,
-    ):
-        return "close"
-    return None
