@@ -452,19 +452,3 @@ def lint_migration(
 def count_blocking(findings: list[Finding] | list[LintFinding]) -> int:
     """Unsuppressed error findings: what `safety.lint: Enforce` and `dbmigrate lint` stop on."""
     return sum(1 for f in findings if f.severity == "error" and not f.suppressed)
-
-
-__all__ = [
-    "AnalysedStatement",
-    "Finding",
-    "MigrationAnalysis",
-    "SqlAnalysis",
-    "StepAnalysis",
-    "analyse_migration",
-    "analyse_sql",
-    "check_migration",
-    "check_sql",
-    "count_blocking",
-    "lint_migration",
-    "lint_sql",
-]
