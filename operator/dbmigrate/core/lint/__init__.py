@@ -8,12 +8,6 @@ gives each statement's context-aware effect, which the plan renders. The rules a
 
 from dbmigrate.core.lint.context import LintContext
 from dbmigrate.core.lint.engine import (
-    AnalysedStatement,
-    Finding,
-    MigrationAnalysis,
-    Resolved,
-    SqlAnalysis,
-    StepAnalysis,
     analyse_migration,
     analyse_sql,
     check_migration,
@@ -21,6 +15,14 @@ from dbmigrate.core.lint.engine import (
     count_blocking,
     lint_migration,
     lint_sql,
+)
+from dbmigrate.core.lint.findings import (
+    AnalysedStatement,
+    Finding,
+    MigrationAnalysis,
+    Resolved,
+    SqlAnalysis,
+    StepAnalysis,
 )
 from dbmigrate.core.lint.rules import RULES, Rule
 from dbmigrate.core.locks import DEFAULT_SERVER_VERSION

@@ -15,11 +15,13 @@ from pglast import ast
 
 from dbmigrate.api.models import DatabaseMigrationSpec, Step
 from dbmigrate.core.lint.engine import (
+    analyse_migration,
+)
+from dbmigrate.core.lint.findings import (
     AnalysedStatement,
     Finding,
     Resolved,
     StepAnalysis,
-    analyse_migration,
 )
 from dbmigrate.core.locks import DEFAULT_SERVER_VERSION
 from dbmigrate.core.sqlast import relation_name, table_key

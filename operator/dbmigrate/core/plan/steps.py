@@ -8,7 +8,10 @@ from collections.abc import Iterable
 from pglast import ast
 from pglast.enums import AlterTableType
 
-from dbmigrate.core.lint.engine import AnalysedStatement, SqlAnalysis
+from dbmigrate.core.lint.findings import (
+    AnalysedStatement,
+    SqlAnalysis,
+)
 from dbmigrate.core.plan.build import MigrationPlan, StepPlan, backfill_columns
 from dbmigrate.core.plan.formatting import cell, code, format_rows, format_seconds, table_size
 from dbmigrate.core.sqlast import relation_name, table_key

@@ -4,7 +4,9 @@ DatabaseMigration's status (`reconcile.runner`)."""
 from __future__ import annotations
 
 from dbmigrate.api.models import DatabaseMigrationSpec
-from dbmigrate.core.lint.engine import Resolved
+from dbmigrate.core.lint.findings import (
+    Resolved,
+)
 from dbmigrate.core.locks import DEFAULT_SERVER_VERSION
 from dbmigrate.core.plan.build import build_plan
 
