@@ -21,7 +21,7 @@ blocking one would leave the migration half-undone), "skip" (design rules about 
 being built, and drops/renames, which are what a rollback is for).
 
 One module per rule family; importing a family registers its rules, so the imports below are
-in registry order (the order `RULES` lists them in, which the CLI and the golden files show).
+in registry order (the order of `RULES`, in which the engine runs the checks).
 """
 
 # isort: off

@@ -1,6 +1,6 @@
 """The rule registry: each rule's id, severity, summary and rollback policy, in registration
-order (the order `dbmigrate lint --list-rules` and the docs show), plus the rules the engine
-emits itself.
+order (the engine runs the checks in this order, so it is the order of a statement's
+findings), plus the rules the engine emits itself.
 
 A family module registers its checks with `@register(...)` when `rules/__init__` imports it,
 so the import order there is the registry's order.
