@@ -15,6 +15,8 @@ import pglast
 from pglast import ast, parser
 from pglast.parser import ParseError
 
+from dbmigrate.core.sqlast import has_option
+
 TransactionMode = Literal["Auto", "Always", "Never"]
 
 
@@ -74,9 +76,7 @@ def statement_cannot_run_in_transaction(node: Any) -> bool:
     if isinstance(node, ast.DropStmt):
         return bool(node.concurrent)
     if isinstance(node, ast.ReindexStmt):
-        return any(
-            isinstance(p, ast.DefElem) and p.defname == "concurrently" for p in node.params or ()
-        )
+        return has_option(node.params, "concurrently")
     if isinstance(node, ast.VacuumStmt):
         return bool(node.is_vacuumcmd)
     if isinstance(node, ast.AlterTableStmt):

@@ -6,14 +6,8 @@ gives each statement's context-aware effect, which the plan renders. The rules a
 `RULES` (id -> severity, summary, rollback policy).
 """
 
-from dbmigrate.core.lint.context import DEFAULT_SERVER_VERSION, LintContext
+from dbmigrate.core.lint.context import LintContext
 from dbmigrate.core.lint.engine import (
-    AnalysedStatement,
-    Finding,
-    MigrationAnalysis,
-    Resolved,
-    SqlAnalysis,
-    StepAnalysis,
     analyse_migration,
     analyse_sql,
     check_migration,
@@ -22,7 +16,16 @@ from dbmigrate.core.lint.engine import (
     lint_migration,
     lint_sql,
 )
+from dbmigrate.core.lint.findings import (
+    AnalysedStatement,
+    Finding,
+    MigrationAnalysis,
+    Resolved,
+    SqlAnalysis,
+    StepAnalysis,
+)
 from dbmigrate.core.lint.rules import RULES, Rule
+from dbmigrate.core.locks import DEFAULT_SERVER_VERSION
 
 __all__ = [
     "DEFAULT_SERVER_VERSION",

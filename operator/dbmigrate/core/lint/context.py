@@ -15,11 +15,11 @@ from typing import Any, Literal
 from pglast import ast
 from pglast.enums import AlterTableType, BoolExprType, ConstrType, NullTestType, ObjectType
 
-from dbmigrate.core.locks import LockMode, dotted_name, relation_name, table_key
+from dbmigrate.core.locks import DEFAULT_SERVER_VERSION, LockMode
+from dbmigrate.core.sqlast import dotted_name, name_in_schema_of, relation_name, table_key
 from dbmigrate.core.statements import TransactionMode
 
 Direction = Literal["up", "down"]
-DEFAULT_SERVER_VERSION = 15
 
 
 @dataclass(frozen=True)
@@ -95,16 +95,13 @@ class LintContext:
         elif isinstance(node, ast.SelectStmt) and node.intoClause is not None:
             self.created_tables.add(table_key(relation_name(node.intoClause.rel)))
         elif isinstance(node, ast.IndexStmt) and node.idxname:
-            schema = getattr(node.relation, "schemaname", None)
-            name = f"{schema}.{node.idxname}" if schema else str(node.idxname)
+            name = name_in_schema_of(node.relation, node.idxname)
             self.created_indexes[table_key(name)] = table_key(relation_name(node.relation))
         elif isinstance(node, ast.RenameStmt) and node.renameType == ObjectType.OBJECT_TABLE:
             old = table_key(relation_name(node.relation))
             if old in self.created_tables:
                 self.created_tables.discard(old)
-                schema = getattr(node.relation, "schemaname", None)
-                new = f"{schema}.{node.newname}" if schema else str(node.newname)
-                self.created_tables.add(table_key(new))
+                self.created_tables.add(table_key(name_in_schema_of(node.relation, node.newname)))
         elif isinstance(node, ast.DropStmt) and node.removeType == ObjectType.OBJECT_TABLE:
             for obj in node.objects or ():
                 self.created_tables.discard(table_key(dotted_name(obj)))

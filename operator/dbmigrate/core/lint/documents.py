@@ -16,7 +16,9 @@ from pydantic import ValidationError
 
 from dbmigrate.api.models import GROUP, KIND, DatabaseMigration
 from dbmigrate.core.lint.context import Direction
-from dbmigrate.core.lint.engine import Resolved
+from dbmigrate.core.lint.findings import (
+    Resolved,
+)
 
 
 class ManifestError(ValueError):

@@ -12,17 +12,31 @@ direction for the CLI.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Literal
+from dataclasses import replace
 
 from pglast import ast
 from pglast.enums import AlterTableType
 
 from dbmigrate.api.models import DatabaseMigrationSpec, LintFinding, Step
-from dbmigrate.core.lint.context import DEFAULT_SERVER_VERSION, Direction, LintContext
-from dbmigrate.core.lint.rules import RULES, Severity, transaction_block_change
+from dbmigrate.core.lint.context import Direction, LintContext
+from dbmigrate.core.lint.findings import (
+    AnalysedStatement,
+    Finding,
+    MigrationAnalysis,
+    Resolved,
+    SqlAnalysis,
+    SqlSource,
+    StepAnalysis,
+)
+from dbmigrate.core.lint.rules import RULES, Severity
 from dbmigrate.core.lint.suppress import Suppression, find_suppressions
-from dbmigrate.core.locks import RelationLock, StatementEffect, relation_name, statement_effect
+from dbmigrate.core.locks import (
+    DEFAULT_SERVER_VERSION,
+    RelationLock,
+    StatementEffect,
+    statement_effect,
+)
+from dbmigrate.core.sqlast import relation_name, transaction_block_change
 from dbmigrate.core.statements import (
     SqlSyntaxError,
     Statement,
@@ -30,95 +44,6 @@ from dbmigrate.core.statements import (
     group_is_transactional,
     parse_statements,
 )
-
-# step name -> (up SQL, down SQL) for steps whose SQL is read from ConfigMaps.
-Resolved = dict[str, tuple[str | None, str | None]]
-
-
-@dataclass(frozen=True)
-class Finding:
-    """A lint finding with everything the CLI shows (the status entry keeps less)."""
-
-    rule: str
-    severity: Severity
-    message: str
-    step: str | None = None
-    statement: int | None = None
-    line: int | None = None
-    direction: Direction = "up"
-    suppressed: bool = False
-    reason: str | None = None
-    position: int | None = None  # syntax errors: 0-based character offset in the SQL
-
-    @property
-    def blocking(self) -> bool:
-        """Counts as an error: an unsuppressed error finding."""
-        return self.severity == "error" and not self.suppressed
-
-    def location(self) -> str:
-        where = "down SQL" if self.direction == "down" else ""
-        if self.line is not None:
-            where = f"{where}, line {self.line}" if where else f"line {self.line}"
-        return where
-
-    def to_status(self) -> LintFinding:
-        """The status.lint entry: location and suppression reason folded into the message."""
-        message = self.message
-        where = self.location()
-        if where:
-            message = f"{where}: {message}"
-        if self.suppressed:
-            message = f"{message} (suppressed: {self.reason or 'no reason given'})"
-        return LintFinding(
-            step=self.step,
-            rule=self.rule,
-            severity=self.severity,
-            message=message,
-            statement=self.statement,
-            suppressed=self.suppressed,
-        )
-
-
-@dataclass(frozen=True)
-class AnalysedStatement:
-    statement: Statement
-    effect: StatementEffect
-    findings: tuple[Finding, ...]
-    # Every table it touches was created earlier in this migration.
-    on_new_tables: bool
-
-
-@dataclass(frozen=True)
-class SqlAnalysis:
-    statements: tuple[AnalysedStatement, ...]
-    findings: tuple[Finding, ...]
-    syntax_error: SqlSyntaxError | None = None
-
-
-SqlSource = Literal["inline", "configmap", "missing", "none"]
-
-
-@dataclass(frozen=True)
-class StepAnalysis:
-    index: int
-    step: Step
-    contract_phase: bool
-    up: SqlAnalysis | None
-    down: SqlAnalysis | None
-    up_source: SqlSource
-    down_source: SqlSource
-    findings: tuple[Finding, ...]
-
-
-@dataclass(frozen=True)
-class MigrationAnalysis:
-    steps: tuple[StepAnalysis, ...]
-    server_version: int
-
-    @property
-    def findings(self) -> list[Finding]:
-        return [f for s in self.steps for f in s.findings]
-
 
 # ---------------------------------------------------------------------------------------------
 # one piece of SQL
@@ -302,7 +227,8 @@ def lint_sql(
 ) -> list[LintFinding]:
     """Findings for one piece of SQL as status entries. `context` carries what earlier SQL of
     the migration created and is updated with what this SQL creates; without one, the SQL is
-    judged on its own (server version 15, up direction, transaction Auto)."""
+    judged on its own (server version `DEFAULT_SERVER_VERSION`, up direction, transaction
+    Auto)."""
     return [f.to_status() for f in check_sql(sql, step=step, context=context)]
 
 
@@ -445,19 +371,3 @@ def lint_migration(
 def count_blocking(findings: list[Finding] | list[LintFinding]) -> int:
     """Unsuppressed error findings: what `safety.lint: Enforce` and `dbmigrate lint` stop on."""
     return sum(1 for f in findings if f.severity == "error" and not f.suppressed)
-
-
-__all__ = [
-    "AnalysedStatement",
-    "Finding",
-    "MigrationAnalysis",
-    "SqlAnalysis",
-    "StepAnalysis",
-    "analyse_migration",
-    "analyse_sql",
-    "check_migration",
-    "check_sql",
-    "count_blocking",
-    "lint_migration",
-    "lint_sql",
-]

@@ -1,0 +1,73 @@
+"""The rule registry: each rule's id, severity, summary and rollback policy, in registration
+order (the engine runs the checks in this order, so it is the order of a statement's
+findings), plus the rules the engine emits itself.
+
+A family module registers its checks with `@register(...)` when `rules/__init__` imports it,
+so the import order there is the registry's order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
+
+from dbmigrate.core.lint.context import LintContext
+from dbmigrate.core.locks import StatementEffect
+from dbmigrate.core.statements import Statement
+
+Severity = Literal["error", "warning"]
+RollbackPolicy = Literal["keep", "warn", "skip"]
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One problem a check found; `severity` None means the rule's own severity."""
+
+    message: str
+    severity: Severity | None = None
+
+
+Check = Callable[[Statement, StatementEffect, LintContext], Iterable[Hit]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    severity: Severity
+    summary: str
+    rollback: RollbackPolicy
+    check: Check | None  # None: emitted by the engine itself (syntax errors, suppressions)
+
+
+RULES: dict[str, Rule] = {}
+
+
+def register(
+    rule_id: str, severity: Severity, summary: str, rollback: RollbackPolicy = "warn"
+) -> Callable[[Check], Check]:
+    def add(check: Check) -> Check:
+        RULES[rule_id] = Rule(rule_id, severity, summary, rollback, check)
+        return check
+
+    return add
+
+
+def _engine_rule(
+    rule_id: str, severity: Severity, summary: str, rollback: RollbackPolicy = "keep"
+) -> None:
+    RULES[rule_id] = Rule(rule_id, severity, summary, rollback, None)
+
+
+_engine_rule("syntax-error", "error", "SQL that PostgreSQL's parser rejects")
+_engine_rule(
+    "invalid-suppression",
+    "warning",
+    "a dbmigrate:ignore comment that names no or unknown rules, gives no reason, or is attached "
+    "to no statement",
+)
+_engine_rule(
+    "sql-not-available",
+    "warning",
+    "SQL read from a ConfigMap that was not provided to the linter",
+)
