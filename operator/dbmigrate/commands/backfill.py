@@ -292,7 +292,6 @@ def _fail(message: str, code: int = EXIT_FAILED) -> int:
     return code
 
 
-
 def _scrub(text: str, dsn: str) -> str:
     """Remove the DSN and its password from a message (libpq messages never contain them,
     but a message is printed, so make sure)."""
