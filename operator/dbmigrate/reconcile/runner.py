@@ -28,7 +28,7 @@ from dbmigrate.api.models import (
 )
 from dbmigrate.core import decide as d
 from dbmigrate.core.conditions import set_conditions
-from dbmigrate.core.lint.context import DEFAULT_SERVER_VERSION
+from dbmigrate.core.locks import DEFAULT_SERVER_VERSION
 from dbmigrate.core.status import status_patch, with_step_list
 from dbmigrate.db import executor, history
 from dbmigrate.db.backfill import read_backfill_progress
