@@ -39,10 +39,9 @@ from dbmigrate.db.backfill import (
     Retrying,
     Started,
     Throttled,
-    describe_error,
     run_backfill,
 )
-from dbmigrate.db.errors import first_line, redact_dsn
+from dbmigrate.db.errors import describe_error, first_line, redact_dsn
 
 DSN_ENV = "DBMIGRATE_DSN"
 EXIT_FAILED = 1
@@ -290,7 +289,6 @@ def _report(result: BackfillResult, stopped_by: list[str]) -> int:
 def _fail(message: str, code: int = EXIT_FAILED) -> int:
     print(f"dbmigrate backfill: error: {message}", file=sys.stderr)
     return code
-
 
 
 def _scrub(text: str, dsn: str) -> str:
