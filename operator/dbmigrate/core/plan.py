@@ -18,6 +18,7 @@ from pglast.enums import AlterTableType
 
 from dbmigrate.api.durations import format_duration, parse_duration
 from dbmigrate.api.models import DatabaseMigrationSpec, Step
+from dbmigrate.core.batching import format_count
 from dbmigrate.core.lint.context import DEFAULT_SERVER_VERSION
 from dbmigrate.core.lint.engine import (
     AnalysedStatement,
@@ -229,10 +230,6 @@ def build_plan(
 # formatting helpers
 
 
-def format_rows(rows: int) -> str:
-    return f"{rows:,}"
-
-
 def format_bytes(size: int) -> str:
     value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -268,7 +265,7 @@ def _table_size(plan: MigrationPlan, table: str) -> str:
         return f"{table}"
     parts = []
     if estimate.rows is not None:
-        parts.append(f"{format_rows(estimate.rows)} rows")
+        parts.append(f"{format_count(estimate.rows)} rows")
     if estimate.size_bytes is not None:
         parts.append(format_bytes(estimate.size_bytes))
     return f"{table} ({', '.join(parts)})"
@@ -446,7 +443,7 @@ def _estimated_time(plan: MigrationPlan) -> str:
     if known and plan.backfill_rate:
         total = sum(s.backfill_seconds or 0.0 for s in known)
         parts.append(
-            f"≈ {format_seconds(total)} of backfill at {format_rows(int(plan.backfill_rate))} "
+            f"≈ {format_seconds(total)} of backfill at {format_count(int(plan.backfill_rate))} "
             f"rows/s ({plan.backfill_rate_source})"
         )
     if len(known) < len(backfills):
@@ -622,19 +619,19 @@ def _render_backfill_step(plan: MigrationPlan, step: StepPlan) -> list[str]:
     lines = [
         f"- Table: {_table_size(plan, b.table)}",
         f"- Set: `{b.set}`" + (f"; where: `{b.where}`" if b.where else ""),
-        f"- Batches: {format_rows(b.batch_size)} rows at first, adapting towards "
-        f"{b.target_batch_duration} per batch (at most {format_rows(b.max_batch_size)}); "
+        f"- Batches: {format_count(b.batch_size)} rows at first, adapting towards "
+        f"{b.target_batch_duration} per batch (at most {format_count(b.max_batch_size)}); "
         f"pause {b.pause}; parallelism {b.parallelism}",
         "- Locks: ROW EXCLUSIVE on the table and row locks of one batch at a time; each batch "
         "commits on its own; resumable from its checkpoint",
     ]
     if step.backfill_rows is not None:
-        rows = format_rows(step.backfill_rows)
+        rows = format_count(step.backfill_rows)
         scope = "up to " if b.where else ""
         if step.backfill_seconds is not None and plan.backfill_rate:
             lines.append(
                 f"- Estimate: {scope}{rows} rows ≈ {format_seconds(step.backfill_seconds)} at "
-                f"{format_rows(int(plan.backfill_rate))} rows/s ({plan.backfill_rate_source})"
+                f"{format_count(int(plan.backfill_rate))} rows/s ({plan.backfill_rate_source})"
             )
         else:
             lines.append(f"- Estimate: {scope}{rows} rows")
