@@ -73,7 +73,7 @@ def run_backfill(
     # most this long too, so that a long DDL elsewhere never queues us for minutes.
     conn.execute(
         "SELECT set_config('lock_timeout', %s, false)",
-        (f"{max(1, round(opts.lock_timeout_seconds * 1000))}ms",),
+        (_milliseconds(opts.lock_timeout_seconds),),
     )
     try:
         retrying_locks(lambda: check_statements(conn, info, opts.set, opts.where), opts, emit, stop)
@@ -97,6 +97,11 @@ def run_backfill(
         if previous is not None and not conn.closed:
             with contextlib.suppress(psycopg.Error):
                 conn.execute("SELECT set_config('lock_timeout', %s, false)", (previous[0],))
+
+
+def _milliseconds(seconds: float) -> str:
+    """A timeout setting's value; at least 1 ms, since 0 would mean no timeout at all."""
+    return f"{max(1, round(seconds * 1000))}ms"
 
 
 def _slice_lock_key(opts: BackfillOptions) -> int:
@@ -175,10 +180,7 @@ def _run_slice(
     statement_timeout = opts.statement_timeout_seconds or batch_statement_timeout(
         opts.target_batch_seconds
     )
-    settings = (
-        f"{max(1, round(opts.lock_timeout_seconds * 1000))}ms",
-        f"{max(1, round(statement_timeout * 1000))}ms",
-    )
+    settings = (_milliseconds(opts.lock_timeout_seconds), _milliseconds(statement_timeout))
     statements = {
         has_lower: build_statements(
             info, opts.set, opts.where, has_lower=has_lower, method=opts.boundary_method
