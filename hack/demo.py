@@ -31,6 +31,7 @@ from typing import Any
 import psycopg
 import yaml
 
+from dbmigrate.core.batching import format_count
 from dbmigrate.testing.stack import KindStack, LocalStack, tool_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,7 +64,7 @@ def seed_users(stack: LocalStack, rows: int) -> None:
             (rows,),
         )
         conn.execute("VACUUM ANALYZE users")
-    say(f"seeded users with {rows:,} rows in {time.monotonic() - t0:.1f}s")
+    say(f"seeded users with {format_count(rows)} rows in {time.monotonic() - t0:.1f}s")
 
 
 def seed_migration(stack: LocalStack) -> dict[str, Any]:
@@ -134,9 +135,10 @@ def line(status: dict[str, Any]) -> str:
         bf = st.get("backfill")
         if st.get("state") == "Running" and bf:
             pct = f"{bf['percent']}%" if bf.get("percent") is not None else "?"
-            rate = f"{bf['rowsPerSecond']:,} rows/s" if bf.get("rowsPerSecond") else ""
+            rate = f"{format_count(bf['rowsPerSecond'])} rows/s" if bf.get("rowsPerSecond") else ""
             parts.append(
-                f"backfill {bf.get('rowsDone', 0):,} rows ({pct}) {rate} eta {bf.get('eta') or '?'}"
+                f"backfill {format_count(bf.get('rowsDone', 0))} rows ({pct}) {rate} "
+                f"eta {bf.get('eta') or '?'}"
             )
     for cond in status.get("conditions") or []:
         if cond["type"] == "Ready" and cond.get("message"):
@@ -216,7 +218,7 @@ def story_one(stack: LocalStack, rows: int) -> None:
             "WHERE migration_id = '20240115120000_add_email_verified_column' ORDER BY id"
         ).fetchall()
     say(
-        f"users: {verified:,} verified, {unverified:,} not, {nulls} NULL; "
+        f"users: {format_count(verified)} verified, {format_count(unverified)} not, {nulls} NULL; "
         "email_verified is NOT NULL now"
     )
     say("history: " + ", ".join(f"{s} {d} ({ms} ms)" for s, d, ms in rows_))

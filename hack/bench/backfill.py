@@ -29,6 +29,7 @@ from typing import Any
 import psycopg
 from _common import LoadResult, OltpLoad, database, machine, markdown_table
 
+from dbmigrate.core.batching import format_count
 from dbmigrate.db.backfill import (
     BackfillOptions,
     build_statements,
@@ -96,7 +97,7 @@ class Bench:
         print(f"[bench] {text}", file=sys.stderr, flush=True)
 
     def create_pristine(self) -> None:
-        self.log(f"creating {self.rows:,} pristine rows")
+        self.log(f"creating {format_count(self.rows)} pristine rows")
         c = self.conn
         c.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
         c.execute(f"CREATE SCHEMA {SCHEMA}")
@@ -147,7 +148,7 @@ class Bench:
             f"UPDATE {TABLE} u SET email_verified = (u.email_confirmed_at IS NOT NULL) "
             "FROM batch b WHERE u.id = b.id"
         )
-        run = Run(f"(b) seed loop, batches of {SEED_BATCH:,} (no sleep)", 0, 0.0)
+        run = Run(f"(b) seed loop, batches of {format_count(SEED_BATCH)} (no sleep)", 0, 0.0)
         t0 = time.perf_counter()
         while True:
             b0 = time.perf_counter()
@@ -245,7 +246,10 @@ def main(argv: list[str] | None = None) -> int:
 def report(bench: Bench, args: argparse.Namespace) -> int:
     bench.create_pristine()
     server = bench.conn.execute("SHOW server_version").fetchone()
-    print(f"# Backfill benchmark: {args.rows:,} rows, PostgreSQL {server[0] if server else '?'}")
+    print(
+        f"# Backfill benchmark: {format_count(args.rows)} rows, "
+        f"PostgreSQL {server[0] if server else '?'}"
+    )
     print(f"machine: {machine()}\n")
 
     # Which boundary query: OFFSET n-1 vs max() over a LIMIT subquery.
@@ -269,7 +273,7 @@ def report(bench: Bench, args: argparse.Namespace) -> int:
                     "`ORDER BY id LIMIT 1 OFFSET n-1`"
                     if m == "offset"
                     else "`max(id)` over `ORDER BY id LIMIT n`",
-                    f"{n:,}",
+                    format_count(n),
                     q,
                     f"{s:.3f}",
                     ms(s / q),
@@ -302,7 +306,8 @@ def report(bench: Bench, args: argparse.Namespace) -> int:
             run = method()
             bench.check_done()
             bench.log(
-                f"{run.method}: {run.rows:,} rows in {run.seconds:.2f}s = {run.rate:,.0f} rows/s"
+                f"{run.method}: {format_count(run.rows)} rows in {run.seconds:.2f}s = "
+                f"{format_count(run.rate)} rows/s"
             )
             if key not in best_runs or run.rate > best_runs[key].rate:
                 best_runs[key] = run
@@ -322,9 +327,9 @@ def report(bench: Bench, args: argparse.Namespace) -> int:
         rows.append(
             [
                 run.method,
-                f"{run.rows:,}",
+                format_count(run.rows),
                 f"{run.seconds:.2f}",
-                f"{run.rate:,.0f}",
+                format_count(run.rate),
                 f"{run.rate / ceiling:.2f}",
                 f"{run.rate / seed_rate:.1f}" if seed_rate else "-",
                 len(run.batch_seconds) or 1,
@@ -355,7 +360,7 @@ def report(bench: Bench, args: argparse.Namespace) -> int:
                 f"{run.method}: batch seconds first 5 "
                 f"{[round(s, 3) for s in run.batch_seconds[:5]]}, last 5 "
                 f"{[round(s, 3) for s in run.batch_seconds[-5:]]}, rows per batch max "
-                f"{max(run.batch_rows):,}"
+                f"{format_count(max(run.batch_rows))}"
             )
     print()
 
@@ -401,7 +406,9 @@ def report(bench: Bench, args: argparse.Namespace) -> int:
         table = [load_row("no migration (5 s)", "-", "-", idle)]
         for run in loaded:
             assert run.load is not None
-            table.append(load_row(run.method, f"{run.seconds:.2f}", f"{run.rate:,.0f}", run.load))
+            table.append(
+                load_row(run.method, f"{run.seconds:.2f}", format_count(run.rate), run.load)
+            )
         print(
             markdown_table(
                 [

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from _common import machine, markdown_table
 
 from dbmigrate.api.models import DatabaseMigrationSpec
+from dbmigrate.core.batching import format_count
 from dbmigrate.core.lint import check_migration, check_sql
 from dbmigrate.core.statements import parse_statements
 
@@ -116,11 +117,11 @@ def main() -> None:
         rows.append(
             [
                 label,
-                f"{count:,}",
+                format_count(count),
                 f"{statistics.median(wall) * 1000:.0f} ms",
                 f"{min(wall) * 1000:.0f} ms",
                 f"{cpu_median * 1000:.0f} ms",
-                f"{count / cpu_median:,.0f}",
+                format_count(count / cpu_median),
             ]
         )
     load = os.getloadavg()[0]

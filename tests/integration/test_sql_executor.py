@@ -10,6 +10,7 @@ lock retries exhausted is a LockTimeout; the migration lock serialises migration
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ import psycopg
 import pytest
 
 from dbmigrate.api import reasons
+from dbmigrate.core.batching import backoff_delay
 from dbmigrate.core.statements import checksum
 from dbmigrate.db import executor, history
 
@@ -293,4 +295,7 @@ def test_backoff_is_exponential_with_jitter_and_capped(
     attempt: int, low: float, high: float
 ) -> None:
     for _ in range(50):
-        assert low <= executor.backoff_delay(attempt) <= high
+        delay = backoff_delay(
+            attempt - 1, random.random(), base=executor.BACKOFF_START, cap=executor.BACKOFF_CAP
+        )
+        assert low <= delay <= high

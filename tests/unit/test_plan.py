@@ -17,11 +17,11 @@ import pytest
 
 from dbmigrate.api.models import DatabaseMigrationSpec
 from dbmigrate.cli import main
+from dbmigrate.core.batching import format_count as format_rows
 from dbmigrate.core.plan import (
     TableEstimate,
     build_plan,
     format_bytes,
-    format_rows,
     format_seconds,
     render_plan,
     render_plan_summary,

@@ -21,6 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from dbmigrate.core.batching import format_count
 from dbmigrate.core.lint.documents import ManifestError, parse_manifests
 from dbmigrate.db.backfill import BackfillEvent, BatchDone, Started, Throttled
 from dbmigrate.reconcile.local import LocalPlatform
@@ -161,12 +162,12 @@ class Reporter:
     def backfill(self, step: str, event: BackfillEvent) -> None:
         now = time.monotonic()
         if isinstance(event, Started):
-            total = f" of ~{event.rows_estimated:,}" if event.rows_estimated else ""
+            total = f" of ~{format_count(event.rows_estimated)}" if event.rows_estimated else ""
             self.console.print(
                 f"{self._stamp()} [cyan]{'Backfill':<22}[/] {step}: worker "
                 f"{event.worker + 1}/{event.workers} on {event.table}"
                 f"{' (resumed)' if event.resumed else ''}: "
-                f"{event.rows_done_before:,}{total} rows done"
+                f"{format_count(event.rows_done_before)}{total} rows done"
             )
         elif isinstance(event, Throttled):
             self.console.print(
@@ -177,8 +178,8 @@ class Reporter:
             rate = event.rows / event.seconds if event.seconds > 0 else 0
             self.console.print(
                 f"{self._stamp()} [cyan]{'Backfill':<22}[/] {step}: "
-                f"{event.rows_done:,} rows, batch {event.batch_size:,} in "
-                f"{event.seconds * 1000:.0f} ms ({rate:,.0f} rows/s)"
+                f"{format_count(event.rows_done)} rows, batch {format_count(event.batch_size)} in "
+                f"{event.seconds * 1000:.0f} ms ({format_count(rate)} rows/s)"
             )
 
     def summary(self, status: dict[str, Any]) -> None:
@@ -189,7 +190,9 @@ class Reporter:
             detail = st.get("message") or ""
             if st.get("backfill"):
                 bf = st["backfill"]
-                detail = f"{bf.get('rowsDone', 0):,} rows" + (f"; {detail}" if detail else "")
+                detail = f"{format_count(bf.get('rowsDone', 0))} rows" + (
+                    f"; {detail}" if detail else ""
+                )
             colour = {"Succeeded": "green", "Failed": "red", "RolledBack": "yellow"}.get(
                 st.get("state", ""), "white"
             )

@@ -1,11 +1,10 @@
 """`dbmigrate backfill`: the worker that backfill Jobs run, usable by hand too.
 
 Owns the command line (arguments mirror `steps[].backfill`; the DSN comes only from the
-environment variable `DBMIGRATE_DSN`), the progress display (a rich progress bar on a terminal,
-plain periodic lines otherwise, which is what Job logs show), the final summary line, the exit
-status, SIGTERM handling (finish the current batch, then stop: the checkpoint lets the next run
-resume) and the worker's optional Prometheus metrics. The work itself is
-`dbmigrate.db.backfill.run_backfill`.
+environment variable `DBMIGRATE_DSN`), running the worker, the exit status, SIGTERM handling
+(finish the current batch, then stop: the checkpoint lets the next run resume) and the
+worker's optional Prometheus metrics. What it shows while it runs, and its final line, are
+`commands.backfill_progress`; the work itself is `dbmigrate.db.backfill.run_backfill`.
 """
 
 from __future__ import annotations
@@ -15,22 +14,18 @@ import os
 import signal
 import sys
 import threading
-import time
+from collections.abc import Callable
 from types import FrameType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import psycopg
 
 from dbmigrate.api.durations import parse_duration
-from dbmigrate.core.batching import (
-    format_count,
-    parse_worker,
-    progress_text,
-    rows_per_second,
-    summary_text,
-)
+from dbmigrate.commands.backfill_progress import open_display, result_text
+from dbmigrate.core.batching import parse_worker
 from dbmigrate.db.backfill import (
     APPLICATION_NAME_PREFIX,
+    CHECKPOINT_TABLE,
     BackfillError,
     BackfillEvent,
     BackfillOptions,
@@ -39,10 +34,12 @@ from dbmigrate.db.backfill import (
     Retrying,
     Started,
     Throttled,
-    describe_error,
     run_backfill,
 )
-from dbmigrate.db.errors import first_line, redact_dsn
+from dbmigrate.db.errors import describe_error, first_line, redact_dsn
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter, Gauge, Histogram
 
 DSN_ENV = "DBMIGRATE_DSN"
 EXIT_FAILED = 1
@@ -57,7 +54,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         formatter_class=_DefaultsFormatter,
         description=(
             "Update a table in keyset batches on its primary key, each batch its own short "
-            "transaction, checkpointed in dbmigrate.backfill_checkpoints so that a killed run "
+            f"transaction, checkpointed in {CHECKPOINT_TABLE} so that a killed run "
             "resumes where it stopped. The database is read from the environment variable "
             f"{DSN_ENV} (a libpq DSN), never from the command line."
         ),
@@ -152,24 +149,23 @@ class _DefaultsFormatter(argparse.HelpFormatter):
         return text
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse `type`: an integer of at least `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be at least 0, got {value}")
-    return value
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
 
 
 def _duration(text: str) -> float:
@@ -245,9 +241,7 @@ def _run(
     stopped_by: list[str],
     dsn: str,
 ) -> int:
-    display: _Display = (
-        _RichDisplay() if sys.stdout.isatty() else _PlainDisplay(sys.stdout, progress_interval)
-    )
+    display = open_display(progress_interval)
 
     def on_event(event: BackfillEvent) -> None:
         display.event(event)
@@ -268,22 +262,9 @@ def _run(
 
 
 def _report(result: BackfillResult, stopped_by: list[str]) -> int:
-    if result.already_finished:
-        print(
-            f"checkpoint {result.checkpoint!r} is already finished "
-            f"({format_count(result.rows_total)} rows); nothing to do"
-        )
-        return 0
-    if result.stopped:
-        print(
-            f"stopped by {stopped_by[0] if stopped_by else 'request'} after "
-            f"{format_count(result.rows)} rows in {result.batches} batches; "
-            "run the same command again to resume from the checkpoint"
-        )
+    print(result_text(result, stopped_by[0] if stopped_by else None))
+    if result.stopped and not result.already_finished:
         return EXIT_STOPPED
-    print(
-        summary_text(result.rows, result.seconds, result.batches, resumed_from=result.resumed_from)
-    )
     return 0
 
 
@@ -299,183 +280,10 @@ def _scrub(text: str, dsn: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# progress display
-
-
-class _Display:
-    def __enter__(self) -> _Display:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def event(self, event: BackfillEvent) -> None:
-        raise NotImplementedError
-
-    def finish(self, result: BackfillResult) -> None:
-        """The run ended (done or stopped): the summary line follows."""
-
-    def close(self) -> None:
-        pass
-
-
-class _Tally:
-    """What every display shows: rows done, estimate, this run's rate, the batch size."""
-
-    def __init__(self) -> None:
-        self.rows_done = 0
-        self.rows_before = 0
-        self.rows_estimated: int | None = None
-        self.batch_size = 0
-        self.started = time.monotonic()
-        self.throttled: str | None = None
-
-    def update(self, event: BackfillEvent) -> None:
-        if isinstance(event, Started):
-            self.rows_done = self.rows_before = event.rows_done_before
-            self.rows_estimated = event.rows_estimated
-            self.batch_size = event.batch_size
-            self.started = time.monotonic()
-        elif isinstance(event, BatchDone):
-            self.rows_done = event.rows_done
-            self.batch_size = event.next_batch_size
-            self.throttled = None
-            if self.rows_estimated is not None:
-                # An estimate below what is already done is no estimate at all.
-                self.rows_estimated = max(self.rows_estimated, self.rows_done)
-        elif isinstance(event, Throttled):
-            self.throttled = event.reason
-        elif isinstance(event, Retrying):
-            self.batch_size = event.batch_size
-
-    @property
-    def rate(self) -> float | None:
-        return rows_per_second(self.rows_done - self.rows_before, time.monotonic() - self.started)
-
-    def line(self) -> str:
-        return progress_text(
-            self.rows_done,
-            self.rows_estimated,
-            self.rate,
-            self.batch_size,
-            throttled=self.throttled,
-        )
-
-
-def _started_text(event: Started) -> str:
-    how = (
-        f"resuming after {format_count(event.rows_done_before)} rows"
-        if event.resumed
-        else "starting"
-    )
-    estimate = (
-        f"~{format_count(event.rows_estimated)} rows" if event.rows_estimated is not None else "?"
-    )
-    return (
-        f"backfill {event.table} (key {', '.join(event.key_columns)}), worker "
-        f"{event.worker}/{event.workers}, checkpoint {event.checkpoint!r}: {how}; {estimate}"
-    )
-
-
-class _PlainDisplay(_Display):
-    """Lines for logs: the start, every `interval` seconds, and every throttle or retry."""
-
-    def __init__(self, out: TextIO, interval: float) -> None:
-        self.out = out
-        self.interval = interval
-        self.tally = _Tally()
-        self.next_line = time.monotonic() + interval
-
-    def _print(self, text: str) -> None:
-        print(text, file=self.out, flush=True)
-
-    def event(self, event: BackfillEvent) -> None:
-        self.tally.update(event)
-        if isinstance(event, Started):
-            self._print(_started_text(event))
-        elif isinstance(event, Throttled):
-            self._print(f"waiting: {event.reason}")
-        elif isinstance(event, Retrying):
-            self._print(
-                f"retry {event.attempt} in {event.delay:.1f}s after {event.error} "
-                f"(batch size now {format_count(event.batch_size)})"
-            )
-        elif isinstance(event, BatchDone) and time.monotonic() >= self.next_line:
-            self._print(self.tally.line())
-            self.next_line = time.monotonic() + self.interval
-
-
-class _RichDisplay(_Display):
-    """A progress bar on a terminal."""
-
-    def __init__(self) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            Progress,
-            TaskProgressColumn,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        self.console = Console()
-        self.tally = _Tally()
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            TaskProgressColumn(),
-            TextColumn("{task.fields[counts]}"),
-            TextColumn("{task.fields[rate]}"),
-            TimeRemainingColumn(),
-            TextColumn("[yellow]{task.fields[note]}"),
-            console=self.console,
-            transient=False,
-        )
-        self.task: Any = None
-        self.progress.start()
-
-    def event(self, event: BackfillEvent) -> None:
-        self.tally.update(event)
-        t = self.tally
-        if isinstance(event, Started):
-            self.console.print(_started_text(event))
-            self.task = self.progress.add_task(
-                "backfill",
-                total=t.rows_estimated,
-                completed=t.rows_done,
-                counts="",
-                rate="",
-                note="",
-            )
-        if self.task is None:
-            return
-        note = ""
-        if t.throttled:
-            note = f"waiting: {t.throttled}"
-        elif isinstance(event, Retrying):
-            note = f"retry {event.attempt}: {event.error}"
-        rate = t.rate
-        self.progress.update(
-            self.task,
-            completed=t.rows_done,
-            total=t.rows_estimated,
-            counts=f"{format_count(t.rows_done)} rows",
-            rate=f"{format_count(rate)} rows/s" if rate is not None else "",
-            note=note,
-        )
-
-    def finish(self, result: BackfillResult) -> None:
-        if self.task is not None and not result.stopped:
-            # Done is done, whatever the estimate said: show a full bar.
-            self.progress.update(self.task, total=result.rows_total, completed=result.rows_total)
-
-    def close(self) -> None:
-        if self.progress.live.is_started:
-            self.progress.stop()
-
-
-# ---------------------------------------------------------------------------------------------
 # metrics
+
+
+M = TypeVar("M", "Counter", "Gauge", "Histogram")
 
 
 class _WorkerMetrics:
@@ -491,44 +299,38 @@ class _WorkerMetrics:
 
         self.registry = CollectorRegistry()
         labels = {"checkpoint": opts.checkpoint_name, "worker": str(opts.worker)}
-        names = list(labels)
-        self.rows = Counter(
-            "dbmigrate_backfill_rows",
-            "Rows changed by this backfill worker.",
-            names,
-            registry=self.registry,
-        ).labels(**labels)
-        self.batches = Counter(
-            "dbmigrate_backfill_batches",
-            "Batches committed by this backfill worker.",
-            names,
-            registry=self.registry,
-        ).labels(**labels)
-        self.retries = Counter(
+
+        def metric(kind: type[M], name: str, documentation: str, **options: Any) -> M:
+            """One metric of this worker's registry, with this worker's labels set."""
+            return kind(
+                name, documentation, list(labels), registry=self.registry, **options
+            ).labels(**labels)
+
+        self.rows = metric(
+            Counter, "dbmigrate_backfill_rows", "Rows changed by this backfill worker."
+        )
+        self.batches = metric(
+            Counter, "dbmigrate_backfill_batches", "Batches committed by this backfill worker."
+        )
+        self.retries = metric(
+            Counter,
             "dbmigrate_backfill_retries",
             "Batches retried after a lock timeout, statement timeout or deadlock.",
-            names,
-            registry=self.registry,
-        ).labels(**labels)
-        self.duration = Histogram(
+        )
+        self.duration = metric(
+            Histogram,
             "dbmigrate_backfill_batch_duration_seconds",
             "Duration of one batch (boundary query, UPDATE, checkpoint, commit).",
-            names,
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-            registry=self.registry,
-        ).labels(**labels)
-        self.batch_size = Gauge(
-            "dbmigrate_backfill_batch_size",
-            "Size (keys) of the next batch.",
-            names,
-            registry=self.registry,
-        ).labels(**labels)
-        self.throttled = Gauge(
+        )
+        self.batch_size = metric(
+            Gauge, "dbmigrate_backfill_batch_size", "Size (keys) of the next batch."
+        )
+        self.throttled = metric(
+            Gauge,
             "dbmigrate_backfill_throttled",
             "1 while the worker waits for replication lag or active sessions to come down.",
-            names,
-            registry=self.registry,
-        ).labels(**labels)
+        )
 
     def serve(self, address: str, port: int) -> None:
         from prometheus_client import start_http_server

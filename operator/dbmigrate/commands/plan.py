@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from dbmigrate.core.batching import format_count
 from dbmigrate.core.lint import DEFAULT_SERVER_VERSION
 from dbmigrate.core.lint.documents import ManifestError, parse_manifests, resolve_sql
 from dbmigrate.core.plan import TableEstimate, build_plan, render_plan, tables_touched
@@ -47,7 +48,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         type=float,
         default=None,
         metavar="ROWS_PER_S",
-        help=f"backfill rate for time estimates (default: {ASSUMED_BACKFILL_RATE:,.0f}, assumed)",
+        help="backfill rate for time estimates "
+        f"(default: {format_count(ASSUMED_BACKFILL_RATE)}, assumed)",
     )
     p.add_argument(
         "--server-version",

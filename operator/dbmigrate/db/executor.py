@@ -23,7 +23,7 @@ from pglast import ast
 from psycopg import sql as pgsql
 
 from dbmigrate.api import reasons
-from dbmigrate.core import batching
+from dbmigrate.core.batching import backoff_delay
 from dbmigrate.core.statements import (
     SqlSyntaxError,
     Statement,
@@ -55,13 +55,6 @@ class StepResult:
 
 class _VerifyFailed(Exception):
     pass
-
-
-def backoff_delay(attempt: int, rng: random.Random | None = None) -> float:
-    """Exponential backoff with jitter: 0.25 s, 0.5 s, 1 s, ... capped at 30 s, times U(0.5, 1)."""
-    return batching.backoff_delay(
-        max(0, attempt - 1), (rng or random).random(), base=BACKOFF_START, cap=BACKOFF_CAP
-    )
 
 
 def _ms(seconds: float) -> str:
@@ -248,7 +241,9 @@ async def apply_sql(
                     )
                 if on_lock_retry is not None:
                     await on_lock_retry(retries, _short(what))
-                await sleep(backoff_delay(retries))
+                # retries counts from 1; the backoff's retry number from 0
+                jitter = random.random()  # noqa: S311 - jitter only
+                await sleep(backoff_delay(retries - 1, jitter, base=BACKOFF_START, cap=BACKOFF_CAP))
                 continue
             return _sql_failure(exc, current, retries, started)
         except psycopg.Error as exc:

@@ -14,7 +14,7 @@ from dbmigrate.core.plan.build import (
     build_plan,
     tables_touched,
 )
-from dbmigrate.core.plan.formatting import format_bytes, format_rows, format_seconds
+from dbmigrate.core.plan.formatting import format_bytes, format_seconds
 from dbmigrate.core.plan.render import render_plan
 from dbmigrate.core.plan.summary import render_plan_summary
 
@@ -25,7 +25,6 @@ __all__ = [
     "backfill_columns",
     "build_plan",
     "format_bytes",
-    "format_rows",
     "format_seconds",
     "render_plan",
     "render_plan_summary",

@@ -3,13 +3,10 @@ quoted as code, a table with its estimates, and a step in one line."""
 
 from __future__ import annotations
 
+from dbmigrate.core.batching import format_count
 from dbmigrate.core.plan.build import MigrationPlan, StepPlan
 from dbmigrate.core.sqlast import table_key
 from dbmigrate.core.statements import compact_sql
-
-
-def format_rows(rows: int) -> str:
-    return f"{rows:,}"
 
 
 def format_bytes(size: int) -> str:
@@ -47,7 +44,7 @@ def table_size(plan: MigrationPlan, table: str) -> str:
         return f"{table}"
     parts = []
     if estimate.rows is not None:
-        parts.append(f"{format_rows(estimate.rows)} rows")
+        parts.append(f"{format_count(estimate.rows)} rows")
     if estimate.size_bytes is not None:
         parts.append(format_bytes(estimate.size_bytes))
     return f"{table} ({', '.join(parts)})"

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from dbmigrate.api.durations import format_duration, parse_duration
+from dbmigrate.core.batching import format_count
 from dbmigrate.core.locks import LockMode
 from dbmigrate.core.plan.build import MigrationPlan, blocking_statements, created_in_migration
-from dbmigrate.core.plan.formatting import format_rows, format_seconds, step_summary, table_size
+from dbmigrate.core.plan.formatting import format_seconds, step_summary, table_size
 from dbmigrate.core.plan.rollback import render_rollback
 from dbmigrate.core.plan.steps import render_steps
 
@@ -140,7 +141,7 @@ def _estimated_time(plan: MigrationPlan) -> str:
     if known and plan.backfill_rate:
         total = sum(s.backfill_seconds or 0.0 for s in known)
         parts.append(
-            f"≈ {format_seconds(total)} of backfill at {format_rows(int(plan.backfill_rate))} "
+            f"≈ {format_seconds(total)} of backfill at {format_count(int(plan.backfill_rate))} "
             f"rows/s ({plan.backfill_rate_source})"
         )
     if len(known) < len(backfills):

@@ -8,12 +8,13 @@ from collections.abc import Iterable
 from pglast import ast
 from pglast.enums import AlterTableType
 
+from dbmigrate.core.batching import format_count
 from dbmigrate.core.lint.findings import (
     AnalysedStatement,
     SqlAnalysis,
 )
 from dbmigrate.core.plan.build import MigrationPlan, StepPlan, backfill_columns
-from dbmigrate.core.plan.formatting import cell, code, format_rows, format_seconds, table_size
+from dbmigrate.core.plan.formatting import cell, code, format_seconds, table_size
 from dbmigrate.core.sqlast import relation_name, table_key
 from dbmigrate.core.statements import compact_sql
 
@@ -120,19 +121,19 @@ def _render_backfill_step(plan: MigrationPlan, step: StepPlan) -> list[str]:
     lines = [
         f"- Table: {table_size(plan, b.table)}",
         f"- Set: `{b.set}`" + (f"; where: `{b.where}`" if b.where else ""),
-        f"- Batches: {format_rows(b.batch_size)} rows at first, adapting towards "
-        f"{b.target_batch_duration} per batch (at most {format_rows(b.max_batch_size)}); "
+        f"- Batches: {format_count(b.batch_size)} rows at first, adapting towards "
+        f"{b.target_batch_duration} per batch (at most {format_count(b.max_batch_size)}); "
         f"pause {b.pause}; parallelism {b.parallelism}",
         "- Locks: ROW EXCLUSIVE on the table and row locks of one batch at a time; each batch "
         "commits on its own; resumable from its checkpoint",
     ]
     if step.backfill_rows is not None:
-        rows = format_rows(step.backfill_rows)
+        rows = format_count(step.backfill_rows)
         scope = "up to " if b.where else ""
         if step.backfill_seconds is not None and plan.backfill_rate:
             lines.append(
                 f"- Estimate: {scope}{rows} rows ≈ {format_seconds(step.backfill_seconds)} at "
-                f"{format_rows(int(plan.backfill_rate))} rows/s ({plan.backfill_rate_source})"
+                f"{format_count(int(plan.backfill_rate))} rows/s ({plan.backfill_rate_source})"
             )
         else:
             lines.append(f"- Estimate: {scope}{rows} rows")

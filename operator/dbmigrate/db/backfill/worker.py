@@ -1,0 +1,269 @@
+"""The backfill worker: `run_backfill` walks this worker's key slice batch by batch.
+
+Owns the worker's loop and its locks: the session's `lock_timeout` for everything before the
+batches (so that a long DDL elsewhere never queues us for minutes), the advisory lock that
+keeps one process per slice, the checkpoint claim, then batches until the slice is done or
+`stop` is set. Between batches it adapts the batch size to the target duration (shrinking it
+after a statement timeout), pauses, waits while the database is under strain, and retries
+lock timeouts, statement timeouts, deadlocks and serialization failures with back-off.
+Each batch commits with its checkpoint, so a killed worker resumes after the last one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg import errors
+
+from dbmigrate.core.batching import BatchSizer, batch_statement_timeout
+from dbmigrate.db.backfill.batches import build_statements, run_batch
+from dbmigrate.db.backfill.checkpoints import (
+    claim_checkpoint,
+    ensure_checkpoint_table,
+    finish_empty,
+    record_error,
+)
+from dbmigrate.db.backfill.model import (
+    BackfillEvent,
+    BackfillOptions,
+    BackfillResult,
+    BackfillSqlError,
+    BatchDone,
+    Started,
+    Throttled,
+)
+from dbmigrate.db.backfill.progress import estimate_rows
+from dbmigrate.db.backfill.retry import RETRYABLE, Retries, retrying_locks
+from dbmigrate.db.backfill.table import TableInfo, check_statements, read_table
+from dbmigrate.db.backfill.throttle import (
+    THROTTLE_CHECK_INTERVAL,
+    THROTTLE_WAIT,
+    wait_while_strained,
+)
+from dbmigrate.db.errors import describe_error
+
+
+def run_backfill(
+    conn: psycopg.Connection[Any],
+    opts: BackfillOptions,
+    *,
+    on_event: Callable[[BackfillEvent], None] | None = None,
+    stop: threading.Event | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> BackfillResult:
+    """Run worker `opts.worker` of the backfill until its slice is done (or `stop` is set).
+
+    `conn` must be in autocommit mode: every batch is its own transaction. Raises
+    `BackfillError` subclasses for expected failures (missing table, no primary key, bad SQL,
+    retries exhausted), with the server's SQLSTATE and message.
+    """
+    if not conn.autocommit:
+        raise ValueError("run_backfill needs an autocommit connection")
+    emit = on_event or (lambda _event: None)
+    stop = stop or threading.Event()
+    info = read_table(conn, opts.table)
+    previous = conn.execute("SELECT current_setting('lock_timeout')").fetchone()
+    # Everything before the batches (EXPLAIN, checkpoint DDL, planning) waits for locks at
+    # most this long too, so that a long DDL elsewhere never queues us for minutes.
+    conn.execute(
+        "SELECT set_config('lock_timeout', %s, false)",
+        (_milliseconds(opts.lock_timeout_seconds),),
+    )
+    try:
+        retrying_locks(lambda: check_statements(conn, info, opts.set, opts.where), opts, emit, stop)
+        retrying_locks(lambda: ensure_checkpoint_table(conn), opts, emit, stop)
+        if not _lock_slice(conn, opts, emit, stop):
+            return BackfillResult(
+                checkpoint=opts.checkpoint_name,
+                rows=0,
+                rows_total=0,
+                batches=0,
+                seconds=0.0,
+                stopped=True,
+            )
+        try:
+            return _run_slice(conn, info, opts, emit, stop, clock)
+        finally:
+            if not conn.closed:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("SELECT pg_advisory_unlock(%s)", (_slice_lock_key(opts),))
+    finally:
+        if previous is not None and not conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                conn.execute("SELECT set_config('lock_timeout', %s, false)", (previous[0],))
+
+
+def _milliseconds(seconds: float) -> str:
+    """A timeout setting's value; at least 1 ms, since 0 would mean no timeout at all."""
+    return f"{max(1, round(seconds * 1000))}ms"
+
+
+def _slice_lock_key(opts: BackfillOptions) -> int:
+    digest = hashlib.sha256(f"dbmigrate.backfill:{opts.checkpoint_name}:{opts.worker}".encode())
+    return int.from_bytes(digest.digest()[:8], "big", signed=True)
+
+
+def _lock_slice(
+    conn: psycopg.Connection[Any],
+    opts: BackfillOptions,
+    emit: Callable[[BackfillEvent], None],
+    stop: threading.Event,
+) -> bool:
+    """Hold this worker's slice for the session: one process per slice, ever.
+
+    A replacement pod can start while the old one is still ending, and the server rolls back
+    a killed client's last batch only when it notices the client is gone; the second process
+    waits here until the first one's session has ended. False if stopped while waiting.
+    """
+    key = _slice_lock_key(opts)
+    announced = False
+    while True:
+        row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+        if row and row[0]:
+            return True
+        if not announced:
+            emit(
+                Throttled(
+                    reason=f"another session is working on worker {opts.worker}/{opts.workers} "
+                    f"of checkpoint {opts.checkpoint_name!r}"
+                )
+            )
+            announced = True
+        if stop.wait(THROTTLE_WAIT):
+            return False
+
+
+def _run_slice(
+    conn: psycopg.Connection[Any],
+    info: TableInfo,
+    opts: BackfillOptions,
+    emit: Callable[[BackfillEvent], None],
+    stop: threading.Event,
+    clock: Callable[[], float],
+) -> BackfillResult:
+    cp = retrying_locks(lambda: claim_checkpoint(conn, info, opts), opts, emit, stop)
+    name = opts.checkpoint_name
+    if cp.finished or cp.upper_key is None:
+        if not cp.finished:
+            finish_empty(conn, opts)
+        return BackfillResult(
+            checkpoint=name,
+            rows=0,
+            rows_total=cp.rows_done,
+            batches=0,
+            seconds=0.0,
+            already_finished=cp.finished,
+            resumed_from=cp.rows_done,
+        )
+
+    sizer = BatchSizer.start(opts.batch_size, opts.max_batch_size, opts.target_batch_seconds)
+    remaining = estimate_rows(conn, info, opts.where, [(cp.resume_after, cp.upper_key)])
+    emit(
+        Started(
+            table=info.name,
+            key_columns=info.key_columns,
+            checkpoint=name,
+            worker=opts.worker,
+            workers=opts.workers,
+            rows_done_before=cp.rows_done,
+            rows_estimated=None if remaining is None else cp.rows_done + remaining,
+            resumed=cp.last_key is not None,
+            batch_size=sizer.size,
+        )
+    )
+    statement_timeout = opts.statement_timeout_seconds or batch_statement_timeout(
+        opts.target_batch_seconds
+    )
+    settings = (_milliseconds(opts.lock_timeout_seconds), _milliseconds(statement_timeout))
+    statements = {
+        has_lower: build_statements(
+            info, opts.set, opts.where, has_lower=has_lower, method=opts.boundary_method
+        )
+        for has_lower in (False, True)
+    }
+    hi: str = cp.upper_key
+    lo = cp.resume_after
+    rows_total = cp.rows_done
+    rows_run = batches = 0
+    retries = Retries(opts.max_retries, emit, stop)
+    batch_seconds: list[float] = []
+    batch_sizes: list[int] = []
+    started = clock()
+    next_strain_check = started
+    final = False
+
+    while not final:
+        if stop.is_set():
+            break
+        if clock() >= next_strain_check:
+            if wait_while_strained(conn, opts, emit, stop):
+                break
+            next_strain_check = clock() + THROTTLE_CHECK_INTERVAL
+        size = sizer.size
+        t0 = clock()
+        try:
+            end, final, rows = run_batch(
+                conn, statements[lo is not None], settings, opts, lo, hi, size
+            )
+        except RETRYABLE as exc:
+            message = describe_error(exc)
+            if not retries.failed():
+                record_error(conn, opts, message)
+                raise BackfillSqlError(
+                    f"the batch {_after(lo)} failed {retries.failures} times in a row", exc
+                ) from exc
+            if isinstance(exc, errors.QueryCanceled):
+                sizer = sizer.after_timeout()
+            retries.back_off(message, sizer.size)
+            # Back to the top: a stop or strain that came meanwhile is seen before the retry.
+            continue
+        except psycopg.Error as exc:
+            if conn.closed:
+                raise BackfillSqlError("lost the database connection", exc) from exc
+            record_error(conn, opts, describe_error(exc))
+            raise BackfillSqlError(f"the batch {_after(lo)} failed", exc) from exc
+        seconds = clock() - t0
+        retries.succeeded()
+        batches += 1
+        rows_run += rows
+        rows_total += rows
+        batch_seconds.append(seconds)
+        batch_sizes.append(size)
+        if not final:
+            # The last batch runs to the slice end: its key count is unknown and irrelevant.
+            sizer = sizer.after_batch(size, seconds)
+        lo = end
+        emit(
+            BatchDone(
+                rows=rows,
+                seconds=seconds,
+                batch_size=size,
+                next_batch_size=sizer.size,
+                rows_done=rows_total,
+                batches=cp.batches + batches,
+                last_key=end,
+            )
+        )
+        if not final and opts.pause_seconds > 0:
+            stop.wait(opts.pause_seconds)
+    return BackfillResult(
+        checkpoint=name,
+        rows=rows_run,
+        rows_total=rows_total,
+        batches=batches,
+        seconds=clock() - started,
+        stopped=not final,
+        resumed_from=cp.rows_done,
+        batch_seconds=batch_seconds,
+        batch_sizes=batch_sizes,
+    )
+
+
+def _after(lo: str | None) -> str:
+    return "at the start of the slice" if lo is None else f"after key {lo}"
