@@ -27,9 +27,9 @@ from dbmigrate.core import slo
 from dbmigrate.core.conditions import set_conditions
 from dbmigrate.core.jobs import build_backfill_job, build_tool_job
 from dbmigrate.core.lint import count_blocking
-from dbmigrate.core.statements import TransactionMode, checksum
+from dbmigrate.core.statements import checksum
 from dbmigrate.core.status import count_progress, status_patch
-from dbmigrate.core.steps import ExecutionLimits, ResolvedSql, limits_of, step_checksum
+from dbmigrate.core.steps import ResolvedSql, limits_of, step_checksum
 from dbmigrate.db.errors import redact_dsn
 from dbmigrate.db.executor import StepResult
 from dbmigrate.metrics import registry as metrics
@@ -51,21 +51,9 @@ def seconds_since(step: StepStatus | None) -> float:
 class StepDatabase(Protocol):
     """The runner's session as the effects use it: apply SQL under the migration lock."""
 
-    async def apply_sql(
-        self,
-        *,
-        migration_id: str,
-        step: str,
-        step_kind: str,
-        direction: str,
-        sql: str,
-        mode: TransactionMode,
-        checksum: str,
-        limits: ExecutionLimits,
-        verify: str | None = None,
-        elapsed_before: float = 0.0,
-        on_lock_retry: Callable[[int, str], Awaitable[None]] | None = None,
-    ) -> StepResult: ...
+    async def apply_sql(self, **step: Any) -> StepResult:
+        """`db.executor.apply_sql` on the session's connection (same keyword arguments)."""
+        ...
 
     async def release_lock(self) -> None: ...
 
@@ -162,32 +150,10 @@ class Pass:
 
 async def carry_out(p: Pass, action: d.Action) -> float | None:
     """Carry out one Action; seconds until the next pass, or None when the migration is over."""
-    match action:
-        case d.Done():
-            return None
-        case d.Wait():
-            return await wait(p, action)
-        case d.Start():
-            return await start(p, action)
-        case d.RunStep():
-            return await run_step(p, action)
-        case d.RecordStep():
-            return await record_step(p, action)
-        case d.FailStep():
-            return await fail_step(p, action)
-        case d.AwaitManualRollback():
-            return await await_manual_rollback(p, action)
-        case d.StartRollback():
-            return await start_rollback(p, action)
-        case d.UndoRollout():
-            return await undo_rollout(p, action)
-        case d.RevertStep():
-            return await revert_step(p, action)
-        case d.FinishRollback():
-            return await finish_rollback(p, action)
-        case d.Succeed():
-            return await succeed(p, action)
-    raise AssertionError(f"unhandled action {action!r}")
+    if isinstance(action, d.Done):
+        return None
+    effect: Callable[[Pass, Any], Awaitable[float | None]] = EFFECTS[type(action)]
+    return await effect(p, action)
 
 
 # --- progress ------------------------------------------------------------------------------------
@@ -455,3 +421,19 @@ async def _finish(p: Pass, phase: str, reason: str, message: str) -> None:
     await p.report.save(status, reason, message, stalled=failed)
     await p.report.event("Warning" if failed else "Normal", reason, message)
     await p.database.release_lock()
+
+
+# Which function carries out which Action (`Done` needs none).
+EFFECTS: dict[type, Callable[[Pass, Any], Awaitable[float | None]]] = {
+    d.Wait: wait,
+    d.Start: start,
+    d.RunStep: run_step,
+    d.RecordStep: record_step,
+    d.FailStep: fail_step,
+    d.AwaitManualRollback: await_manual_rollback,
+    d.StartRollback: start_rollback,
+    d.UndoRollout: undo_rollout,
+    d.RevertStep: revert_step,
+    d.FinishRollback: finish_rollback,
+    d.Succeed: succeed,
+}
