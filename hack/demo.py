@@ -31,7 +31,7 @@ from typing import Any
 import psycopg
 import yaml
 
-from dbmigrate.testing.stack import KindStack, LocalStack, tool_dir
+from dbmigrate_dev.stack import KindStack, LocalStack, tool_dir
 
 REPO = Path(__file__).resolve().parents[1]
 BOLD, DIM, GREEN, RED, YELLOW, RESET = (

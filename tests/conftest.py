@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from dbmigrate.testing.postgres import PostgresServer, free_port
+from dbmigrate_dev.postgres import PostgresServer, free_port
 
 pytest_plugins = [
     "tests.fixtures.prometheus",

@@ -35,8 +35,8 @@ import yaml
 
 from dbmigrate.cli import build_parser
 from dbmigrate.settings import DEFAULT_IMAGE, Settings
-from dbmigrate.testing.cluster import Cluster
-from dbmigrate.testing.stack import kind_chart_values
+from dbmigrate_dev.cluster_client import Cluster
+from dbmigrate_dev.stack import kind_chart_values
 
 # A cold helm build (the first run on a machine without hack/bootstrap.sh) takes minutes.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -81,7 +81,7 @@ VARIATIONS = [
         },
         id="digest-verbose-custom-sa",
     ),
-    # what the demo installs on kind (hack/demo.py, dbmigrate.testing.stack.KindStack)
+    # what the demo installs on kind (hack/demo.py, dbmigrate_dev.stack.KindStack)
     pytest.param(kind_chart_values(NS), id="kind-demo"),
 ]
 

@@ -8,7 +8,7 @@ import base64
 
 import psycopg
 
-from dbmigrate.testing.cluster import Cluster, wait_for
+from dbmigrate_dev.cluster_client import Cluster, wait_for
 from tests.e2e.test_chart import Installed, helm, installed  # noqa: F401 - fixtures
 from tests.fixtures.operator import OperatorProcess
 

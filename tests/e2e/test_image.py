@@ -11,7 +11,7 @@
   are) reaches PostgreSQL and Prometheus on the host at the network's gateway.
 
 The pods of `localhost/dbmigrate:container` are run by the local pod executor through the engine
-(`docker run`, see dbmigrate.testing.executor), so their status shows `docker://` container ids.
+(`docker run`, see dbmigrate_dev.kubelet), so their status shows `docker://` container ids.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ import psycopg
 import pytest
 import yaml
 
-from dbmigrate.testing.cluster import Cluster, wait_for
-from dbmigrate.testing.postgres import free_port
-from dbmigrate.testing.stack import KindStack, kind_network
+from dbmigrate_dev.cluster_client import Cluster, wait_for
+from dbmigrate_dev.postgres import free_port
+from dbmigrate_dev.stack import KindStack, kind_network
 from tests.e2e.test_chart import CHART, helm, run_helm  # noqa: F401 - fixture
 from tests.fixtures.image import Image
 from tests.fixtures.operator import OperatorProcess

@@ -16,8 +16,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from dbmigrate.testing.cluster import Cluster
-from dbmigrate.testing.executor import HOST_EXEC_IMAGE
+from dbmigrate_dev.cluster_client import Cluster
+from dbmigrate_dev.kubelet import HOST_EXEC_IMAGE
 from tests.e2e.test_operator import history, migration, wait_phase
 from tests.fixtures.operator import OperatorProcess
 

@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from dbmigrate.testing.cluster import Cluster, wait_for
+from dbmigrate_dev.cluster_client import Cluster, wait_for
 from tests.fixtures.operator import OperatorProcess
 
 MIGRATION_ID = "20240115120000_add_email_verified_column"

@@ -16,7 +16,7 @@ from typing import Any
 
 import psycopg
 
-from dbmigrate.testing.cluster import Cluster, wait_for
+from dbmigrate_dev.cluster_client import Cluster, wait_for
 from tests.e2e.test_operator import condition, history, migration, status
 from tests.e2e.test_rollback import app_db, columns, deploy_app, image  # noqa: F401 - fixture
 from tests.fixtures.operator import OperatorProcess
