@@ -19,6 +19,8 @@ pytest_plugins = [
     "tests.fixtures.cluster",
     "tests.fixtures.operator",
     "tests.fixtures.image",
+    "tests.fixtures.chart",
+    "tests.fixtures.app",
 ]
 
 

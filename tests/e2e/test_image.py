@@ -33,7 +33,7 @@ import yaml
 from dbmigrate_dev.cluster_client import Cluster, wait_for
 from dbmigrate_dev.postgres import free_port
 from dbmigrate_dev.stack import KindStack, kind_network
-from tests.e2e.test_chart import CHART, helm, run_helm  # noqa: F401 - fixture
+from tests.e2e.helpers import CHART, run_helm
 from tests.fixtures.image import Image
 from tests.fixtures.operator import OperatorProcess
 
@@ -262,7 +262,7 @@ def test_operator_runs_from_the_image_installed_by_the_chart(
     operator_image: Image,
     cluster: Cluster,
     namespace: str,
-    helm: str,  # noqa: F811
+    helm: str,
     pg_dsn: str,
     local_executor: Cluster,
 ) -> None:
