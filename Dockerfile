@@ -35,7 +35,7 @@ open("build-requirements.txt", "w").write("\n".join(p["build-system"]["requires"
 FROM deps AS build
 
 COPY README.md ./
-COPY operator ./operator
+COPY operator/dbmigrate ./operator/dbmigrate
 RUN pip wheel --no-deps --no-build-isolation --no-index --wheel-dir /dist .
 
 # --- stage 3: the runtime image ----------------------------------------------------------------

@@ -36,6 +36,10 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
+# The development tooling (operator/dbmigrate_dev) is not a package of the wheel: the editable
+# install's .pth file, which puts operator/ on sys.path, is what makes it importable.
+.venv/bin/python -c 'import dbmigrate_dev' 2>/dev/null \
+  || { log "ERROR: dbmigrate_dev is not importable from .venv (is operator/ on its sys.path?)"; exit 1; }
 
 if [ "${DBMIGRATE_SKIP_CONTROL_PLANE:-0}" != 1 ]; then
   hack/lib/build-control-plane.sh >/dev/null

@@ -32,7 +32,7 @@ import psycopg
 import yaml
 
 from dbmigrate.core.batching import format_count
-from dbmigrate.testing.stack import KindStack, LocalStack, tool_dir
+from dbmigrate_dev.stack import KindStack, LocalStack, tool_dir
 
 REPO = Path(__file__).resolve().parents[1]
 BOLD, DIM, GREEN, RED, YELLOW, RESET = (

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A local Kubernetes control plane without Docker: etcd, kube-apiserver, kube-controller-manager,
 # kube-scheduler and kwok as processes on 127.0.0.1 (TLS everywhere, RBAC), one kwok node, and
-# the local pod executor (dbmigrate.testing.executor) that really runs the pods of chosen images.
+# the local pod executor (dbmigrate_dev.kubelet) that really runs the pods of chosen images.
 #
 #   hack/local-cluster.sh up       start what is not running (idempotent); prints the kubeconfig
 #   hack/local-cluster.sh down     stop everything and forget the cluster's data (certs are kept)
@@ -250,7 +250,7 @@ start_kwok() {
   # kwok loads no stages by default: ours are upstream's "fast" set, with the pod stages told to
   # leave the executor's images alone. The image list comes from the executor itself.
   local images quoted="" img f stages=$STATE/kwok-stages.yaml
-  images=$("$PY" -m dbmigrate.testing.executor --list-images)
+  images=$("$PY" -m dbmigrate_dev.kubelet --list-images)
   for img in $images; do quoted+="${quoted:+, }\"$img\""; done
   : >"$stages"
   for f in "$ROOT"/hack/kwok/*.yaml; do
@@ -267,8 +267,8 @@ start_kwok() {
 }
 
 start_executor() {
-  launch executor "dbmigrate.testing.executor" env DBMIGRATE_CLUSTER_DIR="$STATE" \
-    "$PY" -m dbmigrate.testing.executor --kubeconfig="$STATE/kubeconfig" \
+  launch executor "dbmigrate_dev.kubelet" env DBMIGRATE_CLUSTER_DIR="$STATE" \
+    "$PY" -m dbmigrate_dev.kubelet --kubeconfig="$STATE/kubeconfig" \
     --state-dir="$STATE/executor" --docker-env="$ROOT/hack/lib/docker-engine.sh env"
 }
 

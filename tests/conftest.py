@@ -12,13 +12,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from dbmigrate.testing.postgres import PostgresServer, free_port
+from dbmigrate_dev.postgres import PostgresServer, free_port
 
 pytest_plugins = [
     "tests.fixtures.prometheus",
     "tests.fixtures.cluster",
     "tests.fixtures.operator",
     "tests.fixtures.image",
+    "tests.fixtures.chart",
+    "tests.fixtures.app",
 ]
 
 

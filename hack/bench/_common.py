@@ -27,7 +27,7 @@ def database(dsn: str | None) -> Iterator[str]:
     if dsn:
         yield dsn
         return
-    from dbmigrate.testing.postgres import PostgresServer, free_port
+    from dbmigrate_dev.postgres import PostgresServer, free_port
 
     with tempfile.TemporaryDirectory(prefix="dbmigrate-bench-") as tmp:
         server = PostgresServer(Path(tmp) / "data", free_port())

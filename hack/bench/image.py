@@ -29,7 +29,7 @@ from pathlib import Path
 
 from _common import machine, markdown_table
 
-from dbmigrate.testing.cluster import parse_exports
+from dbmigrate_dev.cluster_client import parse_exports
 
 REPO = Path(__file__).resolve().parents[2]
 TAG = "localhost/dbmigrate:bench"

@@ -27,7 +27,7 @@ import psycopg
 
 from dbmigrate.core.statements import checksum
 from dbmigrate.db import executor, history
-from dbmigrate.testing.postgres import PostgresServer, free_port
+from dbmigrate_dev.postgres import PostgresServer, free_port
 
 
 @dataclass

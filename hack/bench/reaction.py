@@ -20,7 +20,7 @@ from pathlib import Path
 
 import psycopg
 
-from dbmigrate.testing.stack import LocalStack
+from dbmigrate_dev.stack import LocalStack
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -14,8 +14,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from dbmigrate.testing.cluster import Cluster, wait_for
-from tests.e2e.test_operator import history, migration, status, wait_phase
+from dbmigrate_dev.cluster_client import Cluster, wait_for
+from tests.e2e.helpers import history, migration, status, wait_phase
 from tests.fixtures.operator import OperatorProcess
 
 ROWS = 200_000

@@ -20,13 +20,10 @@ Aspects covered:
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,16 +32,20 @@ import yaml
 
 from dbmigrate.cli import build_parser
 from dbmigrate.settings import DEFAULT_IMAGE, Settings
-from dbmigrate.testing.cluster import Cluster
-from dbmigrate.testing.stack import kind_chart_values
+from dbmigrate_dev.cluster_client import Cluster
+from dbmigrate_dev.stack import kind_chart_values
+from tests.e2e.helpers import (
+    CHART,
+    INSTALL_MODES,
+    PEERING_CRDS,
+    ROOT,
+    Installed,
+    run_helm,
+)
 
 # A cold helm build (the first run on a machine without hack/bootstrap.sh) takes minutes.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "dbmigrate-operator"
-BUILD_HELM = ROOT / "hack" / "lib" / "build-helm.sh"
-PEERING_CRDS = ROOT / "crds" / "kopf-peering.yaml"
 RELEASE = "dbm"
 OPERATOR_METRICS = [
     "dbmigrate_migrations",
@@ -81,27 +82,12 @@ VARIATIONS = [
         },
         id="digest-verbose-custom-sa",
     ),
-    # what the demo installs on kind (hack/demo.py, dbmigrate.testing.stack.KindStack)
+    # what the demo installs on kind (hack/demo.py, dbmigrate_dev.stack.KindStack)
     pytest.param(kind_chart_values(NS), id="kind-demo"),
 ]
 
 
 # --- helpers -------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def helm() -> str:
-    """The helm binary, built once into the cache (instant when `hack/bootstrap.sh` ran)."""
-    if not shutil.which("go") and not (Path.home() / ".cache" / "dbmigrate").exists():
-        pytest.fail("helm is built with Go; run hack/bootstrap.sh")
-    proc = subprocess.run(
-        [str(BUILD_HELM)], capture_output=True, text=True, timeout=1500, check=False
-    )
-    if proc.returncode != 0:
-        pytest.fail(f"hack/lib/build-helm.sh failed:\n{proc.stderr[-4000:]}")
-    binary = Path(proc.stdout.strip().splitlines()[-1]) / "helm"
-    assert binary.is_file(), proc.stdout
-    return str(binary)
 
 
 def _substitute(value: Any, namespace: str) -> Any:
@@ -110,19 +96,6 @@ def _substitute(value: Any, namespace: str) -> Any:
     if isinstance(value, list):
         return [_substitute(v, namespace) for v in value]
     return namespace if value == NS else value
-
-
-def run_helm(
-    helm: str, *args: str, values: dict[str, Any] | None = None
-) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [helm, *args, *(["-f", "-"] if values is not None else [])],
-        input=yaml.safe_dump(values) if values is not None else None,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def render(
@@ -747,117 +720,6 @@ def test_dashboard_namespace_override(helm: str) -> None:
 
 
 # --- RBAC, for real: install, mint a token, ask the API server -----------------------------------
-
-
-def serviceaccount_kubeconfig(
-    cluster: Cluster, namespace: str, serviceaccount: str, path: Path, duration: str = "1h"
-) -> Path:
-    """A kubeconfig that authenticates as the ServiceAccount with a fresh token and nothing else
-    (the API server and its CA are taken from the cluster's own kubeconfig)."""
-    token = cluster.kubectl(
-        "create", "token", serviceaccount, "-n", namespace, f"--duration={duration}"
-    ).stdout.strip()
-    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
-    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])
-    server = next(c for c in admin["clusters"] if c["name"] == context["context"]["cluster"])
-    cluster_entry = dict(server["cluster"])
-    if "certificate-authority" in cluster_entry:
-        ca = Path(cluster_entry.pop("certificate-authority"))
-        cluster_entry["certificate-authority-data"] = base64.b64encode(ca.read_bytes()).decode()
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "cluster", "cluster": cluster_entry}],
-        "users": [{"name": serviceaccount, "user": {"token": token}}],
-        "contexts": [
-            {
-                "name": serviceaccount,
-                "context": {"cluster": "cluster", "user": serviceaccount, "namespace": namespace},
-            }
-        ],
-        "current-context": serviceaccount,
-    }
-    path.write_text(yaml.safe_dump(config))
-    path.chmod(0o600)
-    return path
-
-
-@dataclass
-class Installed:
-    mode: str
-    namespace: str  # the release's namespace, watched by the operator
-    other: str  # a namespace the operator does not watch (in namespaced mode)
-    serviceaccount: str
-    operator: Cluster  # kubectl with the ServiceAccount's token only
-
-    def can_i(self, verb: str, resource: str, where: str) -> bool:
-        scope = {
-            "ns": ["-n", self.namespace],
-            "other": ["-n", self.other],
-            "cluster": [],
-        }[where]
-        resource, _, sub = resource.partition("/")
-        extra = [f"--subresource={sub}"] if sub else []
-        proc = self.operator.kubectl("auth", "can-i", verb, resource, *scope, *extra, check=False)
-        answer = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
-        assert answer in ("yes", "no"), proc.stdout + proc.stderr
-        return answer == "yes"
-
-
-INSTALL_MODES = ["namespaced", "cluster-wide"]
-ARGOCD_APPLICATION_CRD = Path(__file__).parent / "data" / "argocd-application-crd.yaml"
-
-
-@pytest.fixture(scope="module", params=INSTALL_MODES)
-def installed(
-    request: pytest.FixtureRequest,
-    cluster: Cluster,
-    helm: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[Installed]:
-    """`helm install` of the chart into a namespace of its own, with peering and Argo CD rights
-    on, RBAC either namespaced to that namespace or cluster-wide."""
-    mode = request.param
-    # The chart grants Argo CD Application rights: `can-i` only answers for resources that exist.
-    cluster.install_crds([PEERING_CRDS, ARGOCD_APPLICATION_CRD])
-    namespace = cluster.create_namespace(f"chart-{mode}")
-    other = cluster.create_namespace(f"chart-{mode}-other")
-    release = f"dbm-{namespace[-6:]}"  # cluster-scoped object names derive from it
-    values = {
-        "peering": {"enabled": True, "name": release},
-        "argocd": {"enabled": True, "namespaces": [namespace]},
-        "watchNamespaces": [namespace] if mode == "namespaced" else [],
-    }
-    proc = run_helm(
-        helm,
-        "install",
-        release,
-        str(CHART),
-        "--namespace",
-        namespace,
-        "--kubeconfig",
-        str(cluster.kubeconfig),
-        values=values,
-    )
-    assert proc.returncode == 0, proc.stderr
-    try:
-        sa = f"{release}-dbmigrate-operator"
-        cluster.kubectl("get", "serviceaccount", sa, "-n", namespace)
-        path = tmp_path_factory.mktemp(f"sa-{mode}") / "kubeconfig"
-        kubeconfig = serviceaccount_kubeconfig(cluster, namespace, sa, path)
-        yield Installed(mode, namespace, other, sa, Cluster(kubeconfig))
-    finally:
-        run_helm(
-            helm,
-            "uninstall",
-            release,
-            "--namespace",
-            namespace,
-            "--kubeconfig",
-            str(cluster.kubeconfig),
-        )
-        cluster.delete_namespace(namespace)
-        cluster.delete_namespace(other)
 
 
 BOTH = frozenset(INSTALL_MODES)

@@ -8,14 +8,14 @@ import base64
 
 import psycopg
 
-from dbmigrate.testing.cluster import Cluster, wait_for
-from tests.e2e.test_chart import Installed, helm, installed  # noqa: F401 - fixtures
+from dbmigrate_dev.cluster_client import Cluster, wait_for
+from tests.e2e.helpers import Installed
 from tests.fixtures.operator import OperatorProcess
 
 
 def test_operator_runs_a_migration_with_the_charts_rbac(
     cluster: Cluster,
-    installed: Installed,  # noqa: F811
+    installed: Installed,
     pg_dsn: str,
     local_executor: Cluster,
 ) -> None:

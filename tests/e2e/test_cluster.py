@@ -28,8 +28,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from dbmigrate.testing.cluster import Cluster, Manifest, wait_for
-from dbmigrate.testing.executor import DBMIGRATE_IMAGE, HOST_EXEC_IMAGE
+from dbmigrate_dev.cluster_client import Cluster, Manifest, wait_for
+from dbmigrate_dev.kubelet import DBMIGRATE_IMAGE, HOST_EXEC_IMAGE
 
 # Locally kwok plays these pods (no registry needed; only the executor's images run for real);
 # on kind or a real cluster they are real, tiny, pullable images.

@@ -19,9 +19,9 @@ import psycopg
 import pytest
 import yaml
 
-from dbmigrate.testing.cluster import Cluster, wait_for
-from dbmigrate.testing.executor import HOST_EXEC_IMAGE
-from tests.e2e.test_job_steps import ALEMBIC_PROJECT
+from dbmigrate_dev.cluster_client import Cluster, wait_for
+from dbmigrate_dev.kubelet import HOST_EXEC_IMAGE
+from tests.e2e.helpers import ALEMBIC_PROJECT
 from tests.fixtures.operator import OperatorProcess
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

@@ -1,6 +1,7 @@
 """The operator's image, built from the Dockerfile and run by a real Docker engine.
 
-- what the image is: non-root user, entrypoint, ports, OCI labels, nothing of the build left in it;
+- what the image is: non-root user, entrypoint, ports, OCI labels, nothing of the build left in it,
+  none of the development tooling (dbmigrate_dev) in it;
 - it works on a read-only root filesystem with every capability dropped and no network
   (`--version`, `lint`, `plan`: pglast's compiled parser included);
 - a backfill Job's pod, as the operator builds it (hardened security context, DSN through
@@ -11,7 +12,7 @@
   are) reaches PostgreSQL and Prometheus on the host at the network's gateway.
 
 The pods of `localhost/dbmigrate:container` are run by the local pod executor through the engine
-(`docker run`, see dbmigrate.testing.executor), so their status shows `docker://` container ids.
+(`docker run`, see dbmigrate_dev.kubelet), so their status shows `docker://` container ids.
 """
 
 from __future__ import annotations
@@ -29,10 +30,10 @@ import psycopg
 import pytest
 import yaml
 
-from dbmigrate.testing.cluster import Cluster, wait_for
-from dbmigrate.testing.postgres import free_port
-from dbmigrate.testing.stack import KindStack, kind_network
-from tests.e2e.test_chart import CHART, helm, run_helm  # noqa: F401 - fixture
+from dbmigrate_dev.cluster_client import Cluster, wait_for
+from dbmigrate_dev.postgres import free_port
+from dbmigrate_dev.stack import KindStack, kind_network
+from tests.e2e.helpers import CHART, run_helm
 from tests.fixtures.image import Image
 from tests.fixtures.operator import OperatorProcess
 
@@ -79,6 +80,32 @@ def test_image_holds_nothing_of_the_build(operator_image: Image) -> None:
     assert "found" not in proc.stdout, proc.stdout
     # The runtime dependencies are installed (and only the installed wheels are).
     assert int(proc.stdout.split()[-1]) > 10
+
+
+def test_image_has_no_development_tooling(operator_image: Image) -> None:
+    """The test and demo tooling (operator/dbmigrate_dev, once dbmigrate.testing) is not shipped:
+    neither importable nor present anywhere on the image's filesystem."""
+    script = (
+        "import importlib.util, json, os, dbmigrate\n"
+        "found = []\n"
+        "for d, dirs, files in os.walk('/'):\n"
+        "    if d == '/':\n"
+        "        dirs[:] = [n for n in dirs if n not in ('proc', 'sys', 'dev')]\n"
+        "    found += [os.path.join(d, n) for n in dirs + files if n.startswith('dbmigrate_dev')\n"
+        "              or (n == 'testing' and os.path.basename(d) == 'dbmigrate')]\n"
+        "print(json.dumps({'product': importlib.util.find_spec('dbmigrate') is not None,\n"
+        "                  'dev': importlib.util.find_spec('dbmigrate_dev') is not None,\n"
+        "                  'testing': importlib.util.find_spec('dbmigrate.testing') is not None,\n"
+        "                  'found': found}))\n"
+    )
+    proc = operator_image.run("-c", script, options=("--entrypoint", "python3", *LOCKED_DOWN))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {
+        "product": True,
+        "dev": False,
+        "testing": False,
+        "found": [],
+    }
 
 
 @pytest.mark.parametrize(
@@ -235,7 +262,7 @@ def test_operator_runs_from_the_image_installed_by_the_chart(
     operator_image: Image,
     cluster: Cluster,
     namespace: str,
-    helm: str,  # noqa: F811
+    helm: str,
     pg_dsn: str,
     local_executor: Cluster,
 ) -> None:

@@ -16,12 +16,10 @@ from typing import Any
 import psycopg
 import pytest
 
-from dbmigrate.testing.cluster import Cluster
-from dbmigrate.testing.executor import HOST_EXEC_IMAGE
-from tests.e2e.test_operator import history, migration, wait_phase
+from dbmigrate_dev.cluster_client import Cluster
+from dbmigrate_dev.kubelet import HOST_EXEC_IMAGE
+from tests.e2e.helpers import ALEMBIC_PROJECT, history, migration, wait_phase
 from tests.fixtures.operator import OperatorProcess
-
-ALEMBIC_PROJECT = Path(__file__).parent / "data" / "alembic"
 
 
 def alembic_step(project: Path, env: list[dict[str, Any]] | None = None) -> dict[str, Any]:

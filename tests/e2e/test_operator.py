@@ -11,61 +11,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
 import psycopg
 import pytest
 
-from dbmigrate.testing.cluster import Cluster, wait_for
+from dbmigrate_dev.cluster_client import Cluster, wait_for
+from tests.e2e.helpers import condition, history, migration, status, wait_phase
 from tests.fixtures.operator import OperatorProcess
-
-MIGRATION_ID = "20240115120000_add_email_verified_column"
-
-
-def migration(
-    namespace: str, steps: list[dict[str, Any]], *, name: str = "m", **spec: Any
-) -> dict[str, Any]:
-    return {
-        "apiVersion": "dbmigrate.io/v1alpha1",
-        "kind": "DatabaseMigration",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "migrationId": spec.pop("migration_id", MIGRATION_ID),
-            "database": {"dsnSecretRef": {"name": "db", "key": "dsn"}},
-            "safety": {"lint": "Off", "lockTimeout": "200ms"},
-            "steps": steps,
-            **spec,
-        },
-    }
-
-
-def status(cluster: Cluster, namespace: str, name: str = "m") -> dict[str, Any]:
-    return cluster.get("dbm", name, "-n", namespace).get("status") or {}
-
-
-def wait_phase(
-    cluster: Cluster, namespace: str, phase: str, timeout: float = 60, name: str = "m"
-) -> dict[str, Any]:
-    return wait_for(
-        lambda: (s := status(cluster, namespace, name)).get("phase") == phase and s,
-        timeout,
-        f"DatabaseMigration {name} to be {phase}",
-    )
-
-
-def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
-    return next(c for c in st.get("conditions", []) if c["type"] == type_)
-
-
-def history(dsn: str) -> list[tuple[str, str]]:
-    with psycopg.connect(dsn) as conn:
-        if conn.execute("SELECT to_regclass('dbmigrate.history')").fetchone() == (None,):
-            return []
-        return conn.execute("SELECT step, direction FROM dbmigrate.history ORDER BY id").fetchall()
 
 
 @pytest.fixture
-def app_db(pg_dsn: str, db_secret: Callable[[str, str], None]) -> str:
+def seed_db(pg_dsn: str, db_secret: Callable[[str, str], None]) -> str:
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         conn.execute(
             "CREATE TABLE users (id bigserial PRIMARY KEY, email text, "
@@ -107,7 +63,7 @@ SEED_STEPS = [
 
 
 def test_three_step_migration_succeeds(
-    cluster: Cluster, namespace: str, app_db: str, operator: OperatorProcess
+    cluster: Cluster, namespace: str, seed_db: str, operator: OperatorProcess
 ) -> None:
     cluster.apply(migration(namespace, SEED_STEPS))
     st = wait_phase(cluster, namespace, "Succeeded")
@@ -123,8 +79,8 @@ def test_three_step_migration_succeeds(
     assert row.split()[:2] == ["m", "Succeeded"]
     assert "3/3" in row
 
-    assert history(app_db) == [("expand", "up"), ("index", "up"), ("fill", "up")]
-    with psycopg.connect(app_db) as conn:
+    assert history(seed_db) == [("expand", "up"), ("index", "up"), ("fill", "up")]
+    with psycopg.connect(seed_db) as conn:
         assert conn.execute("SELECT count(*) FROM users WHERE email_verified").fetchone() == (250,)
     describe = cluster.kubectl("describe", "dbm", "m", "-n", namespace).stdout
     for words in ("StepStarted", "StepSucceeded", "all 3 steps applied"):
@@ -132,9 +88,9 @@ def test_three_step_migration_succeeds(
 
 
 def test_kill_mid_migration_resumes_without_applying_twice(
-    cluster: Cluster, namespace: str, app_db: str, operator: OperatorProcess
+    cluster: Cluster, namespace: str, seed_db: str, operator: OperatorProcess
 ) -> None:
-    with psycopg.connect(app_db, autocommit=True) as conn:
+    with psycopg.connect(seed_db, autocommit=True) as conn:
         conn.execute("CREATE TABLE applied (step text)")
     steps = [
         {
@@ -160,14 +116,14 @@ def test_kill_mid_migration_resumes_without_applying_twice(
         operator.start()
     st = wait_phase(cluster, namespace, "Succeeded", timeout=90)
     assert st["progress"] == "4/4"
-    with psycopg.connect(app_db) as conn:
+    with psycopg.connect(seed_db) as conn:
         rows = conn.execute("SELECT step, count(*) FROM applied GROUP BY step ORDER BY 1")
         assert rows.fetchall() == [("s1", 1), ("s2", 1), ("s3", 1), ("s4", 1)]
-    assert history(app_db) == [(f"s{i}", "up") for i in range(1, 5)]
+    assert history(seed_db) == [(f"s{i}", "up") for i in range(1, 5)]
 
 
 def test_step_waits_for_the_target_rollout(
-    cluster: Cluster, namespace: str, app_db: str, operator: OperatorProcess
+    cluster: Cluster, namespace: str, seed_db: str, operator: OperatorProcess
 ) -> None:
     cluster.kubectl(
         "create", "deployment", "app", "--image=app:v1", "--replicas=2", "-n", namespace
@@ -183,10 +139,10 @@ def test_step_waits_for_the_target_rollout(
     assert "expand" in ready["message"]
     time.sleep(2)
     assert status(cluster, namespace)["phase"] == "Waiting"
-    assert history(app_db) == []
+    assert history(seed_db) == []
     cluster.kubectl("rollout", "resume", "deploy/app", "-n", namespace)
     st = wait_phase(cluster, namespace, "Succeeded")
-    assert history(app_db) == [("expand", "up")]
+    assert history(seed_db) == [("expand", "up")]
 
 
 def test_missing_secret_is_reported_and_recovers(
@@ -229,7 +185,7 @@ def test_unreachable_database(
 
 
 def test_sql_error_fails_and_changes_nothing(
-    cluster: Cluster, namespace: str, app_db: str, operator: OperatorProcess
+    cluster: Cluster, namespace: str, seed_db: str, operator: OperatorProcess
 ) -> None:
     steps = [
         {
@@ -248,17 +204,17 @@ def test_sql_error_fails_and_changes_nothing(
     assert "42701" in step["message"]
     assert condition(st, "Stalled")["status"] == "True"
     assert "dbmigrate.io/rollback" in condition(st, "Ready")["message"]
-    with psycopg.connect(app_db) as conn:
+    with psycopg.connect(seed_db) as conn:
         cols = conn.execute(
             "SELECT count(*) FROM information_schema.columns "
             "WHERE table_name = 'users' AND column_name = 'x'"
         ).fetchone()
     assert cols == (0,)
-    assert history(app_db) == []
+    assert history(seed_db) == []
 
 
 def test_checksum_mismatch_is_refused(
-    cluster: Cluster, namespace: str, app_db: str, operator: OperatorProcess
+    cluster: Cluster, namespace: str, seed_db: str, operator: OperatorProcess
 ) -> None:
     first = migration(
         namespace, [{"name": "a", "sql": {"up": "CREATE TABLE t1 (id int)"}}], name="first"
@@ -276,12 +232,12 @@ def test_checksum_mismatch_is_refused(
         "conditions",
     )
     assert condition(st, "Stalled")["reason"] == "ChecksumMismatch"
-    with psycopg.connect(app_db) as conn:
+    with psycopg.connect(seed_db) as conn:
         assert conn.execute("SELECT to_regclass('t2')").fetchone() == (None,)
 
 
 def test_sql_from_a_config_map(
-    cluster: Cluster, namespace: str, app_db: str, operator: OperatorProcess
+    cluster: Cluster, namespace: str, seed_db: str, operator: OperatorProcess
 ) -> None:
     steps = [
         {
@@ -297,7 +253,7 @@ def test_sql_from_a_config_map(
         lambda: (s := status(cluster, namespace)).get("conditions") and s, 30, "conditions"
     )
     assert condition(st, "Stalled")["reason"] == "ConfigMapNotFound"
-    assert history(app_db) == []
+    assert history(seed_db) == []
     cluster.apply(
         {
             "apiVersion": "v1",
@@ -310,11 +266,11 @@ def test_sql_from_a_config_map(
         }
     )
     wait_phase(cluster, namespace, "Succeeded")
-    assert history(app_db) == [("expand", "up")]
+    assert history(seed_db) == [("expand", "up")]
 
 
 def test_lint_enforce_blocks_before_any_sql_and_warn_goes_on(
-    cluster: Cluster, namespace: str, app_db: str, operator: OperatorProcess
+    cluster: Cluster, namespace: str, seed_db: str, operator: OperatorProcess
 ) -> None:
     steps = [
         {"name": "first", "sql": {"up": "ALTER TABLE users ADD COLUMN note text"}},
@@ -329,7 +285,7 @@ def test_lint_enforce_blocks_before_any_sql_and_warn_goes_on(
     assert ("index", "require-concurrent-index-creation", "error") in rules
     assert st["plan"]
     assert "startedAt" not in st
-    assert history(app_db) == []  # not even the first, harmless step ran
+    assert history(seed_db) == []  # not even the first, harmless step ran
     # The same migration with Warn runs, and the finding stays visible.
     cluster.kubectl(
         "patch",
@@ -343,5 +299,5 @@ def test_lint_enforce_blocks_before_any_sql_and_warn_goes_on(
     )
     st = wait_phase(cluster, namespace, "Succeeded")
     assert any(f["rule"] == "require-concurrent-index-creation" for f in st["lint"])
-    assert history(app_db) == [("first", "up"), ("index", "up")]
+    assert history(seed_db) == [("first", "up"), ("index", "up")]
     assert "LintFindings" in cluster.kubectl("get", "events", "-n", namespace).stdout

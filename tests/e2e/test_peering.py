@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import psycopg
 
-from dbmigrate.testing.cluster import Cluster, wait_for
-from tests.e2e.test_operator import history, migration, wait_phase
+from dbmigrate_dev.cluster_client import Cluster, wait_for
+from tests.e2e.helpers import history, migration, wait_phase
 from tests.fixtures.operator import OperatorProcess
 
 RESUMED = "Resuming operations after the pause"

@@ -11,64 +11,30 @@ Failed for the annotation.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psycopg
-import pytest
 
-from dbmigrate.testing.cluster import Cluster, wait_for
-from tests.e2e.test_operator import condition, history, migration, status, wait_phase
+from dbmigrate_dev.cluster_client import Cluster, wait_for
+from tests.e2e.helpers import (
+    columns,
+    condition,
+    deploy_app,
+    history,
+    image,
+    migration,
+    status,
+    wait_phase,
+)
 from tests.fixtures.operator import OperatorProcess
 
 DATA = Path(__file__).parent / "data"
 
 
-@pytest.fixture
-def app_db(pg_dsn: str, db_secret: Callable[[str, str], None]) -> str:
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
-        conn.execute("CREATE TABLE users (id bigserial PRIMARY KEY, email text)")
-        conn.execute("INSERT INTO users (email) SELECT 'u' || g FROM generate_series(1, 100) g")
-    db_secret("db", pg_dsn)
-    return pg_dsn
-
-
-def deploy_app(cluster: Cluster, namespace: str, labels: dict[str, str] | None = None) -> None:
-    cluster.apply(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "app", "namespace": namespace, "labels": labels or {}},
-            "spec": {
-                "replicas": 2,
-                "selector": {"matchLabels": {"app": "app"}},
-                "template": {
-                    "metadata": {"labels": {"app": "app"}},
-                    "spec": {"containers": [{"name": "app", "image": "app:v1"}]},
-                },
-            },
-        }
-    )
-    cluster.kubectl("rollout", "status", "deploy/app", "-n", namespace, "--timeout=60s")
-
-
-def image(cluster: Cluster, namespace: str) -> str:
-    dep = cluster.get("deploy", "app", "-n", namespace)
-    return dep["spec"]["template"]["spec"]["containers"][0]["image"]  # type: ignore[no-any-return]
-
-
 def revision(cluster: Cluster, namespace: str) -> int:
     dep = cluster.get("deploy", "app", "-n", namespace)
     return int(dep["metadata"]["annotations"]["deployment.kubernetes.io/revision"])
-
-
-def columns(dsn: str) -> set[str]:
-    with psycopg.connect(dsn) as conn:
-        rows = conn.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'users'"
-        ).fetchall()
-    return {r[0] for r in rows}
 
 
 def steps(*, pnr: bool = False) -> list[dict[str, Any]]:

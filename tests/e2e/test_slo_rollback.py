@@ -16,9 +16,8 @@ from typing import Any
 
 import psycopg
 
-from dbmigrate.testing.cluster import Cluster, wait_for
-from tests.e2e.test_operator import condition, history, migration, status
-from tests.e2e.test_rollback import app_db, columns, deploy_app, image  # noqa: F401 - fixture
+from dbmigrate_dev.cluster_client import Cluster, wait_for
+from tests.e2e.helpers import columns, condition, deploy_app, history, image, migration, status
 from tests.fixtures.operator import OperatorProcess
 
 
@@ -90,7 +89,7 @@ def run_showcase(
 def test_slo_breach_rolls_back_rollout_and_database(
     cluster: Cluster,
     namespace: str,
-    app_db: str,  # noqa: F811
+    app_db: str,
     operator: OperatorProcess,
     prometheus: Any,
     start_test_app: Callable[..., Any],
@@ -125,7 +124,7 @@ def test_slo_breach_rolls_back_rollout_and_database(
 def test_slo_breach_past_point_of_no_return_keeps_the_database(
     cluster: Cluster,
     namespace: str,
-    app_db: str,  # noqa: F811
+    app_db: str,
     operator: OperatorProcess,
     prometheus: Any,
     start_test_app: Callable[..., Any],

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dbmigrate.testing.cluster import Cluster
+from dbmigrate_dev.cluster_client import Cluster
 
 VALID: dict[str, Any] = {
     "apiVersion": "dbmigrate.io/v1alpha1",

@@ -35,8 +35,8 @@ from dbmigrate.core.slo import (
     format_number,
 )
 from dbmigrate.prom.client import PrometheusClient
-from dbmigrate.testing.postgres import free_port
-from dbmigrate.testing.prometheus import PrometheusServer
+from dbmigrate_dev.postgres import free_port
+from dbmigrate_dev.prometheus import PrometheusServer
 from tests.fixtures.prometheus import ScrapedApp, StartTestApp
 
 WINDOW = "5s"  # short rate windows keep the tests fast: a change shows fully within ~6 s

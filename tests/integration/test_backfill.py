@@ -47,7 +47,7 @@ from dbmigrate.db.backfill import (
     read_checkpoints,
     run_backfill,
 )
-from dbmigrate.testing.postgres import free_port
+from dbmigrate_dev.postgres import free_port
 
 COUNTER_SET = "n = n + 1, v = md5(v || n::text)"
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from dbmigrate.testing.postgres import PostgresServer, free_port
+from dbmigrate_dev.postgres import PostgresServer, free_port
 
 SECOND = "127.0.0.2"
 

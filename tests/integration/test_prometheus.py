@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from dbmigrate.testing.postgres import free_port
-from dbmigrate.testing.prometheus import PrometheusServer
-from dbmigrate.testing.testapp import AppProcess
+from dbmigrate_dev.postgres import free_port
+from dbmigrate_dev.prometheus import PrometheusServer
+from dbmigrate_dev.testapp import AppProcess
 from tests.fixtures.prometheus import ScrapedApp, StartTestApp
 
 

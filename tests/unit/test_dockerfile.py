@@ -272,6 +272,7 @@ def test_dockerignore_keeps_what_the_build_copies() -> None:
         pytest.param("charts/dbmigrate-operator/values.yaml", id="charts"),
         pytest.param("operator/dbmigrate/__pycache__/cli.cpython-311.pyc", id="pycache"),
         pytest.param("operator/dbmigrate.egg-info/PKG-INFO", id="egg-info"),
+        pytest.param("operator/dbmigrate_dev/kubelet.py", id="dev-tooling"),
     ],
 )
 def test_dockerignore_drops_local_state(path: str) -> None:
@@ -334,3 +335,36 @@ def test_build_stage_builds_the_wheel(tmp_path: Path) -> None:
         assert "dbmigrate = dbmigrate.cli:main" in zf.read(entry_points).decode()
     assert "dbmigrate/cli.py" in names
     assert not any(n.startswith(("tests/", "hack/")) for n in names)
+
+
+def test_wheel_leaves_out_the_development_tooling(tmp_path: Path) -> None:
+    """Built from the whole of operator/ (not just what the Dockerfile copies), the wheel holds
+    the product package only: operator/dbmigrate_dev is development tooling."""
+    context = tmp_path / "src"
+    context.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, context / name)
+    shutil.copytree(
+        ROOT / "operator",
+        context / "operator",
+        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
+    )
+    assert (context / "operator" / "dbmigrate_dev" / "kubelet.py").is_file()
+    wheels = tmp_path / "wheels"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(context)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=240,
+        env={**os.environ, "PIP_DISABLE_PIP_VERSION_CHECK": "1"},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (wheel,) = wheels.glob("dbmigrate-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+    assert "dbmigrate/cli.py" in names
+    assert not [n for n in names if n.startswith(("dbmigrate_dev/", "dbmigrate/testing/"))]
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    tops = {n.split("/")[0] for n in names}
+    assert tops == {"dbmigrate", f"dbmigrate-{version}.dist-info"}, tops

@@ -1,4 +1,4 @@
-"""The pure parts of the demo's kind mode (dbmigrate.testing.stack): where pods find the host,
+"""The pure parts of the demo's kind mode (dbmigrate_dev.stack): where pods find the host,
 and what the chart is installed with. (The chart values are also linted and dry-run applied
 by tests/e2e/test_chart.py; kind itself cannot run without its node image from a registry.)"""
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from dbmigrate.testing.stack import KIND_IMAGE, kind_chart_values, kind_network
+from dbmigrate_dev.stack import KIND_IMAGE, kind_chart_values, kind_network
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 PostgreSQL refuses to run as root, so when we are root the data directory is owned by the
 `postgres` system user (created by the Debian package) and the server runs as that user.
-Used by the pytest fixtures and by the demo (`python -m dbmigrate.testing.postgres up DIR`).
+Used by the pytest fixtures and by the demo (`python -m dbmigrate_dev.postgres up DIR`).
 """
 
 from __future__ import annotations
@@ -214,7 +214,7 @@ class PostgresServer:
 def main(argv: list[str]) -> int:
     """`up DIR [PORT]` starts (or reuses) a server and prints its DSN; `down DIR` stops it."""
     if len(argv) < 2 or argv[0] not in ("up", "down"):
-        print("usage: python -m dbmigrate.testing.postgres up|down DIR [PORT]", file=sys.stderr)
+        print("usage: python -m dbmigrate_dev.postgres up|down DIR [PORT]", file=sys.stderr)
         return 2
     datadir = Path(argv[1]).absolute() / "pgdata"
     portfile = Path(argv[1]).absolute() / "port"

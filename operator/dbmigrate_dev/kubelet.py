@@ -1,4 +1,5 @@
-"""The local pod executor: the kubelet's job for pods of chosen images, as local processes.
+"""The local kubelet (the "local pod executor"): the kubelet's job for pods of chosen images, as
+local processes.
 
 kwok fakes every pod on its nodes (Running, then Succeeded), which is good enough for a
 Deployment's rollout but not for a Job whose work is the point (a backfill, `alembic upgrade
@@ -25,7 +26,7 @@ Images:
 - more from `DBMIGRATE_EXECUTOR_IMAGES` (or `--image`), `IMAGE=host|dbmigrate|docker`
   comma-separated.
 
-Run as `python -m dbmigrate.testing.executor --kubeconfig FILE --state-dir DIR`;
+Run as `python -m dbmigrate_dev.kubelet --kubeconfig FILE --state-dir DIR`;
 `hack/local-cluster.sh up` starts it. `--list-images` prints the image names (one per line),
 which is how `up` renders kwok's stage selectors from the same map.
 """
@@ -54,8 +55,8 @@ from typing import Any
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
-from dbmigrate.testing.cluster import parse_exports
-from dbmigrate.testing.cluster_podspec import (
+from dbmigrate_dev.cluster_client import parse_exports
+from dbmigrate_dev.kubelet_podspec import (
     ConfigError,
     EnvSources,
     build_argv,
@@ -88,7 +89,7 @@ MESSAGE_TAIL_BYTES = 2048
 RESTART_BACKOFF_MAX = 10.0
 POLL_SECONDS = 0.1
 
-log = logging.getLogger("dbmigrate.executor")
+log = logging.getLogger("dbmigrate_dev.kubelet")
 
 Obj = dict[str, Any]
 
@@ -920,7 +921,7 @@ class Executor:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m dbmigrate.testing.executor", description=__doc__.splitlines()[0]
+        prog="python -m dbmigrate_dev.kubelet", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--kubeconfig", default=os.environ.get("KUBECONFIG"))
     parser.add_argument(

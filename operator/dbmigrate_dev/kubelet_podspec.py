@@ -1,6 +1,6 @@
 """What a pod's container spec asks of a local process: its argv and its environment.
 
-The kubelet's rules, for the local pod executor (`dbmigrate.testing.executor`): `command` and
+The kubelet's rules, for the local pod executor (`dbmigrate_dev.kubelet`): `command` and
 `args` against the image's entrypoint, `$(VAR)` expansion, and env from `value`, `fieldRef`,
 `secretKeyRef`, `configMapKeyRef` and `envFrom`. Pure: Secrets and ConfigMaps come through
 `EnvSources`, whose readers the executor supplies.

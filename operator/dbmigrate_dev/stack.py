@@ -24,11 +24,11 @@ from typing import Any
 
 import yaml
 
-from dbmigrate.testing.cluster import Cluster, parse_exports, wait_for
-from dbmigrate.testing.executor import DBMIGRATE_IMAGE
-from dbmigrate.testing.postgres import PostgresServer, free_port
-from dbmigrate.testing.prometheus import PrometheusServer
-from dbmigrate.testing.testapp import AppProcess, error_ratio_query
+from dbmigrate_dev.cluster_client import Cluster, parse_exports, wait_for
+from dbmigrate_dev.kubelet import DBMIGRATE_IMAGE
+from dbmigrate_dev.postgres import PostgresServer, free_port
+from dbmigrate_dev.prometheus import PrometheusServer
+from dbmigrate_dev.testapp import AppProcess, error_ratio_query
 
 APP_JOB = "shop-api"
 

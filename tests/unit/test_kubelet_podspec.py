@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from dbmigrate.testing.cluster_podspec import (
+from dbmigrate_dev.kubelet_podspec import (
     ConfigError,
     EnvSources,
     docker_run_args,

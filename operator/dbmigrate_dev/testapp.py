@@ -10,7 +10,7 @@ Errors are spread deterministically (every request adds `errorRatio` to an accum
 fails when it reaches 1) so a 10 s rate window shows the configured ratio exactly, not a
 random walk around it; simulated requests take exactly `latencySeconds`.
 
-    python -m dbmigrate.testing.testapp --port 8080 [--error-ratio 0.0] [--latency 0.02]
+    python -m dbmigrate_dev.testapp --port 8080 [--error-ratio 0.0] [--latency 0.02]
     curl -X POST localhost:8080/control -d '{"errorRatio": 0.3, "latencySeconds": 0.25}'
 
 `AppProcess` starts and drives such a process for the tests and the demo.
@@ -237,7 +237,7 @@ def serve(host: str, port: int, settings: Settings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m dbmigrate.testing.testapp",
+        prog="python -m dbmigrate_dev.testapp",
         description="HTTP service with adjustable error ratio and latency, for SLO analysis.",
     )
     parser.add_argument("--port", type=int, required=True)
@@ -297,7 +297,7 @@ class AppProcess:
             [
                 sys.executable,
                 "-m",
-                "dbmigrate.testing.testapp",
+                "dbmigrate_dev.testapp",
                 "--port",
                 str(port),
                 "--error-ratio",

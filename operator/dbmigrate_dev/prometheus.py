@@ -7,10 +7,10 @@ or replacing one rewrites it and asks the server to reload (`--web.enable-lifecy
 
 Used by the pytest fixtures and by the demo:
 
-    python -m dbmigrate.testing.prometheus up DIR [--port N]      # prints the URL
-    python -m dbmigrate.testing.prometheus targets DIR JOB HOST:PORT [HOST:PORT ...]
-    python -m dbmigrate.testing.prometheus targets DIR JOB        # no targets: drop the job
-    python -m dbmigrate.testing.prometheus down DIR
+    python -m dbmigrate_dev.prometheus up DIR [--port N]      # prints the URL
+    python -m dbmigrate_dev.prometheus targets DIR JOB HOST:PORT [HOST:PORT ...]
+    python -m dbmigrate_dev.prometheus targets DIR JOB        # no targets: drop the job
+    python -m dbmigrate_dev.prometheus down DIR
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import IO, Any
 import httpx
 import yaml
 
-from dbmigrate.testing.postgres import free_port
+from dbmigrate_dev.postgres import free_port
 
 SCRAPE_INTERVAL = "1s"
 EVALUATION_INTERVAL = "1s"
@@ -314,7 +314,7 @@ class PrometheusServer:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m dbmigrate.testing.prometheus")
+    parser = argparse.ArgumentParser(prog="python -m dbmigrate_dev.prometheus")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="start (or reuse) a server in DIR and print its URL")
     up.add_argument("dir", type=Path)

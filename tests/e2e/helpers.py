@@ -1,0 +1,187 @@
+"""What the e2e test modules share: building DatabaseMigrations and reading their status and
+history, the rollback tests' app Deployment, the chart and helm, the alembic project.
+
+Fixtures live in tests/fixtures/ (pytest plugins); test modules import from here, never from
+each other.
+"""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import yaml
+
+from dbmigrate_dev.cluster_client import Cluster, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).parent / "data"
+CHART = ROOT / "charts" / "dbmigrate-operator"
+PEERING_CRDS = ROOT / "crds" / "kopf-peering.yaml"
+
+
+# --- DatabaseMigrations: manifests, status, the history table --------------------------------
+
+
+MIGRATION_ID = "20240115120000_add_email_verified_column"
+
+
+def migration(
+    namespace: str, steps: list[dict[str, Any]], *, name: str = "m", **spec: Any
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "dbmigrate.io/v1alpha1",
+        "kind": "DatabaseMigration",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "migrationId": spec.pop("migration_id", MIGRATION_ID),
+            "database": {"dsnSecretRef": {"name": "db", "key": "dsn"}},
+            "safety": {"lint": "Off", "lockTimeout": "200ms"},
+            "steps": steps,
+            **spec,
+        },
+    }
+
+
+def status(cluster: Cluster, namespace: str, name: str = "m") -> dict[str, Any]:
+    return cluster.get("dbm", name, "-n", namespace).get("status") or {}
+
+
+def wait_phase(
+    cluster: Cluster, namespace: str, phase: str, timeout: float = 60, name: str = "m"
+) -> dict[str, Any]:
+    return wait_for(
+        lambda: (s := status(cluster, namespace, name)).get("phase") == phase and s,
+        timeout,
+        f"DatabaseMigration {name} to be {phase}",
+    )
+
+
+def condition(st: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in st.get("conditions", []) if c["type"] == type_)
+
+
+def history(dsn: str) -> list[tuple[str, str]]:
+    with psycopg.connect(dsn) as conn:
+        if conn.execute("SELECT to_regclass('dbmigrate.history')").fetchone() == (None,):
+            return []
+        return conn.execute("SELECT step, direction FROM dbmigrate.history ORDER BY id").fetchall()
+
+
+# --- the rollback tests' app: its Deployment and its users table -------------------------------
+
+
+def deploy_app(cluster: Cluster, namespace: str, labels: dict[str, str] | None = None) -> None:
+    cluster.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "app", "namespace": namespace, "labels": labels or {}},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "app"}},
+                "template": {
+                    "metadata": {"labels": {"app": "app"}},
+                    "spec": {"containers": [{"name": "app", "image": "app:v1"}]},
+                },
+            },
+        }
+    )
+    cluster.kubectl("rollout", "status", "deploy/app", "-n", namespace, "--timeout=60s")
+
+
+def image(cluster: Cluster, namespace: str) -> str:
+    dep = cluster.get("deploy", "app", "-n", namespace)
+    return dep["spec"]["template"]["spec"]["containers"][0]["image"]  # type: ignore[no-any-return]
+
+
+def columns(dsn: str) -> set[str]:
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'users'"
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+# --- job steps: the alembic project -------------------------------------------------------------
+
+ALEMBIC_PROJECT = DATA / "alembic"
+
+
+# --- the chart: helm, and a kubeconfig of its ServiceAccount -------------------------------------
+
+
+def run_helm(
+    helm: str, *args: str, values: dict[str, Any] | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [helm, *args, *(["-f", "-"] if values is not None else [])],
+        input=yaml.safe_dump(values) if values is not None else None,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def serviceaccount_kubeconfig(
+    cluster: Cluster, namespace: str, serviceaccount: str, path: Path, duration: str = "1h"
+) -> Path:
+    """A kubeconfig that authenticates as the ServiceAccount with a fresh token and nothing else
+    (the API server and its CA are taken from the cluster's own kubeconfig)."""
+    token = cluster.kubectl(
+        "create", "token", serviceaccount, "-n", namespace, f"--duration={duration}"
+    ).stdout.strip()
+    admin = yaml.safe_load(Path(cluster.kubeconfig).read_text())
+    context = next(c for c in admin["contexts"] if c["name"] == admin["current-context"])
+    server = next(c for c in admin["clusters"] if c["name"] == context["context"]["cluster"])
+    cluster_entry = dict(server["cluster"])
+    if "certificate-authority" in cluster_entry:
+        ca = Path(cluster_entry.pop("certificate-authority"))
+        cluster_entry["certificate-authority-data"] = base64.b64encode(ca.read_bytes()).decode()
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "cluster", "cluster": cluster_entry}],
+        "users": [{"name": serviceaccount, "user": {"token": token}}],
+        "contexts": [
+            {
+                "name": serviceaccount,
+                "context": {"cluster": "cluster", "user": serviceaccount, "namespace": namespace},
+            }
+        ],
+        "current-context": serviceaccount,
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+@dataclass
+class Installed:
+    mode: str
+    namespace: str  # the release's namespace, watched by the operator
+    other: str  # a namespace the operator does not watch (in namespaced mode)
+    serviceaccount: str
+    operator: Cluster  # kubectl with the ServiceAccount's token only
+
+    def can_i(self, verb: str, resource: str, where: str) -> bool:
+        scope = {
+            "ns": ["-n", self.namespace],
+            "other": ["-n", self.other],
+            "cluster": [],
+        }[where]
+        resource, _, sub = resource.partition("/")
+        extra = [f"--subresource={sub}"] if sub else []
+        proc = self.operator.kubectl("auth", "can-i", verb, resource, *scope, *extra, check=False)
+        answer = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+        assert answer in ("yes", "no"), proc.stdout + proc.stderr
+        return answer == "yes"
+
+
+INSTALL_MODES = ["namespaced", "cluster-wide"]
+ARGOCD_APPLICATION_CRD = DATA / "argocd-application-crd.yaml"
