@@ -1,2 +1,2 @@
-"""The user contract: pydantic models of the DatabaseMigration spec and status, condition
-reasons, CRD rendering."""
+"""The user contract: pydantic models of the DatabaseMigration spec and status, condition and
+event reasons, CRD rendering."""

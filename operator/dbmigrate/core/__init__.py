@@ -1,2 +1,4 @@
-"""Pure decisions, no I/O: the step state machine, SQL statement analysis, lint rules,
-analysis verdicts, backfill batch sizing, the rollout-complete rule."""
+"""Pure decisions, no I/O: the state machine (`decide`), SLO verdicts (`slo`), backfill batch
+sizing (`batching`), Job builders (`jobs`), rollout rules (`rollout`), step checksums and limits
+(`steps`), the status patch and conditions (`status`, `conditions`), and the SQL side in layers:
+`plan` -> `lint` -> `locks` -> `statements` -> `sqlast`."""
