@@ -16,7 +16,6 @@ Used by the pytest fixtures and by the demo:
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import os
 import shutil
@@ -31,6 +30,7 @@ from typing import IO, Any
 import httpx
 import yaml
 
+from dbmigrate_dev.http_wait import wait_until_answers
 from dbmigrate_dev.postgres import free_port
 
 SCRAPE_INTERVAL = "1s"
@@ -163,17 +163,14 @@ class PrometheusServer:
         return pid is not None and self._is_ours(pid)
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(
-                    f"prometheus exited with {self.process.returncode}:\n{self._log_tail()}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise RuntimeError(f"prometheus not ready on {self.url} within {timeout:g}s")
+        wait_until_answers(
+            f"{self.url}/-/ready",
+            self.process,
+            name="prometheus",
+            timeout=timeout,
+            interval=0.1,
+            exit_detail=lambda: f"\n{self._log_tail()}",
+        )
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.process is not None:

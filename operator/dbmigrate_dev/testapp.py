@@ -19,7 +19,6 @@ random walk around it; simulated requests take exactly `latencySeconds`.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import signal
 import subprocess
@@ -35,6 +34,8 @@ from typing import IO, Any
 import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
 from prometheus_client.exposition import generate_latest
+
+from dbmigrate_dev.http_wait import wait_until_answers
 
 DEFAULT_ERROR_RATIO = 0.0
 DEFAULT_LATENCY = 0.02
@@ -321,17 +322,14 @@ class AppProcess:
         return app
 
     def wait_healthy(self, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process is not None and self.process.poll() is not None:
-                raise RuntimeError(
-                    f"test app exited with {self.process.returncode}: {self.output()}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"test app did not answer on {self.url} within {timeout:g}s")
+        wait_until_answers(
+            f"{self.url}/healthz",
+            self.process,
+            name="test app",
+            timeout=timeout,
+            interval=0.05,
+            exit_detail=self.output,
+        )
 
     def control(self, **changes: float) -> dict[str, float]:
         """POST /control with camelCase keys; returns the settings now in force."""
