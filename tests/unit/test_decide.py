@@ -108,6 +108,15 @@ def failed_with(reason: str, **steps: str) -> DatabaseMigrationStatus:
     return st
 
 
+def pinned(st: DatabaseMigrationStatus, **sums: str) -> DatabaseMigrationStatus:
+    """The checksums the Start pinned in status."""
+    for name, sum_ in sums.items():
+        step = st.step(name)
+        assert step is not None
+        step.checksum = sum_
+    return st
+
+
 def rolled(st: DatabaseMigrationStatus) -> DatabaseMigrationStatus:
     st.rollback = RollbackStatus(started_at=EARLIER, rollout_undone=True, undone_to_revision="1")
     return st
@@ -345,6 +354,27 @@ CASES = [
         obs(applied={"expand": d.AppliedStep("up", "other-sum")}),
         "Wait:ChecksumMismatch",
         id="edited-applied-step-refused",
+    ),
+    pytest.param(
+        spec(),
+        pinned(status(expand="Succeeded"), backfill="sum-as-started"),
+        obs(applied=applied("expand")),
+        "Wait:ChecksumMismatch",
+        id="step-edited-since-the-start-refused",
+    ),
+    pytest.param(
+        spec(),
+        pinned(status(expand="Succeeded"), expand="sum-expand", backfill="sum-backfill"),
+        obs(applied=applied("expand")),
+        d.RunStep("backfill"),
+        id="pinned-unchanged-goes-on",
+    ),
+    pytest.param(
+        spec(),
+        status(expand="Succeeded"),
+        obs(applied=applied("expand"), checksums={"backfill": "any"}),
+        d.RunStep("backfill"),
+        id="unpinned-started-before-pinning-goes-on",
     ),
     pytest.param(spec(), status("Succeeded"), obs(), d.Done(), id="succeeded-is-terminal"),
     pytest.param(spec(), status("RolledBack"), obs(), d.Done(), id="rolledback-is-terminal"),

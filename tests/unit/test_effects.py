@@ -173,6 +173,7 @@ async def test_start_records_the_revision_and_posts_started() -> None:
     assert fake.status["phase"] == "Progressing"
     assert fake.status["targetRevision"] == "3"
     assert fake.status["startedAt"]
+    assert [s.get("checksum") for s in fake.status["steps"]] == [f"sum-{s['name']}" for s in STEPS]
     assert fake.events == [
         (
             "Normal",

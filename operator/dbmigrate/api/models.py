@@ -537,6 +537,9 @@ class StepStatus(_Status):
     reason: str | None = None
     job: str | None = None
     backfill: BackfillProgress | None = None
+    # The step's checksum when the migration started (SQL from a ConfigMap resolved): a change
+    # under a running migration is a ChecksumMismatch, not a different step applied silently.
+    checksum: str | None = None
 
 
 class Measurement(_Status):

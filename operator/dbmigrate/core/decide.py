@@ -312,6 +312,20 @@ def decide(
                 stalled=True,
                 requeue_after=60.0,
             )
+        st = status.step(step.name)
+        pinned = st.checksum if st is not None else None
+        if pinned and expected and pinned != expected and not is_applied(obs, step.name):
+            return Wait(
+                "Failed",
+                reasons.CHECKSUM_MISMATCH,
+                f"step {step.name!r} changed since the migration started: it had checksum "
+                f"{pinned[:12]}, its SQL now has checksum {expected[:12]}; a running "
+                "migration's steps must not be edited: restore the SQL, or roll back and "
+                "create a new migration",
+                step=step.name,
+                stalled=True,
+                requeue_after=60.0,
+            )
 
     if status.started_at is None:
         revision = obs.deployment.revision if obs.deployment is not None else None

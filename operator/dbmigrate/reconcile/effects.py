@@ -173,6 +173,8 @@ async def start(p: Pass, action: d.Start) -> float:
     status.started_at = now_iso()
     status.target_revision = action.target_revision
     status.phase = "Progressing"
+    for st in status.steps or []:  # what runs is what was there at the start
+        st.checksum = p.obs.checksums.get(st.name)
     await p.report.save(status, reasons.STEP_RUNNING, "migration started")
     rev = f" (deployment revision {action.target_revision})" if action.target_revision else ""
     await p.report.event("Normal", reasons.STARTED, f"migration {spec.migration_id} started{rev}")

@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from pydantic import ValidationError
 
 from dbmigrate.api import reasons
@@ -41,6 +42,7 @@ from dbmigrate.reconcile.platform import NotFound, Platform
 from dbmigrate.settings import Settings
 
 log = logging.getLogger(__name__)
+IDLE = TransactionStatus.IDLE
 
 
 class MigrationRunner:
@@ -121,7 +123,8 @@ class MigrationRunner:
             delay,
             message,
         )
-        await self.close()  # a broken connection must not be reused; the lock goes with it
+        if self._connection_spent(exc):
+            await self.close()  # a broken connection must not be reused; the lock goes with it
         with contextlib.suppress(Exception):
             body = await self.platform.read_resource()
             status = DatabaseMigrationStatus.model_validate(body.get("status") or {})
@@ -133,6 +136,20 @@ class MigrationRunner:
                 now=now_iso(),
             )
             await self.platform.write_status(status_patch(status))
+
+    def _connection_spent(self, exc: Exception) -> bool:
+        """Whether a failed pass costs the database connection, and with it the migration lock.
+
+        Only a database error, or a session left inside a transaction, does: an API server error
+        between two steps must not release the lock, or another migration of this database
+        could slip in between them.
+        """
+        if isinstance(exc, psycopg.Error):
+            return True
+        conn = self.conn
+        if conn is None:
+            return False
+        return conn.closed or conn.broken or conn.info.transaction_status != IDLE
 
     async def reconcile_once(self) -> float | None:
         """One pass; returns seconds until the next pass, or None when the migration is done."""
