@@ -72,10 +72,20 @@ def condition_reason(platform: LocalPlatform) -> str | None:
     return None
 
 
-async def wait_for(check: Callable[[], bool], within: float = 30.0) -> None:
-    async with asyncio.timeout(within):
-        while not check():
-            await asyncio.sleep(0.05)
+class StatusWatch:
+    """Wakes whoever waits on a condition of the status at every status write."""
+
+    def __init__(self) -> None:
+        self.written = asyncio.Event()
+
+    def __call__(self, _status: dict[str, Any]) -> None:
+        self.written.set()
+
+    async def until(self, check: Callable[[], bool], within: float = 30.0) -> None:
+        async with asyncio.timeout(within):
+            while not check():
+                self.written.clear()
+                await self.written.wait()
 
 
 def step_one_succeeded(patch: dict[str, Any]) -> bool:
@@ -91,12 +101,15 @@ async def test_an_api_error_between_two_steps_keeps_the_migration_lock(
         {"name": "one", "sql": {"up": "CREATE TABLE one (id int)", "down": "DROP TABLE one"}},
         {"name": "two", "sql": {"up": "CREATE TABLE two (id int)", "down": "DROP TABLE two"}},
     ]
-    platform = RefusingPlatform(migration(steps), pg_dsn, refuse=step_one_succeeded)
+    watch = StatusWatch()
+    platform = RefusingPlatform(
+        migration(steps), pg_dsn, refuse=step_one_succeeded, on_status=watch
+    )
     runner = MigrationRunner(platform, Settings())
     task = asyncio.create_task(runner.run(None))
     try:
         await asyncio.wait_for(platform.refused.wait(), 60)
-        await wait_for(lambda: condition_reason(platform) == reasons.TRANSIENT_ERROR)
+        await watch.until(lambda: condition_reason(platform) == reasons.TRANSIENT_ERROR)
         # The runner now backs off before its next pass; another migration of this database
         # must not be able to take the lock in between.
         async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as other:
@@ -163,11 +176,14 @@ async def test_sql_from_a_config_map_is_pinned_when_the_migration_starts(
         if edit is not None:  # someone edits the ConfigMap while the new version rolls out
             config_maps["sql"]["two.up.sql"] = edit
 
-    platform = LocalPlatform(migration(steps), pg_dsn, config_maps, confirm=while_rolling_out)
+    watch = StatusWatch()
+    platform = LocalPlatform(
+        migration(steps), pg_dsn, config_maps, on_status=watch, confirm=while_rolling_out
+    )
     runner = MigrationRunner(platform, Settings())
     task = asyncio.create_task(runner.run(None))
     try:
-        await wait_for(lambda: condition_reason(platform) == reason, 60)
+        await watch.until(lambda: condition_reason(platform) == reason, 60)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
