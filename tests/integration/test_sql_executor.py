@@ -202,6 +202,68 @@ async def test_resumes_after_the_last_committed_group(aconn: psycopg.AsyncConnec
     assert partial == frozenset()
 
 
+@pytest.mark.parametrize(
+    ("sql", "done_before"),
+    [
+        pytest.param(
+            "CREATE INDEX CONCURRENTLY users_email ON users (email)",
+            "CREATE INDEX users_email ON users (email)",
+            id="create-index-concurrently-last-group",
+        ),
+        pytest.param(
+            "ALTER TABLE users ADD COLUMN before_index int;\n"
+            "CREATE INDEX CONCURRENTLY users_email ON users (email)",
+            "ALTER TABLE users ADD COLUMN before_index int; "
+            "CREATE INDEX users_email ON users (email)",
+            id="after-a-transactional-group",
+        ),
+        pytest.param(
+            "DROP INDEX CONCURRENTLY users_email_old",
+            None,
+            id="drop-index-concurrently",
+        ),
+    ],
+)
+async def test_a_statement_committed_before_a_crash_is_found_done(
+    aconn: psycopg.AsyncConnection, sql: str, done_before: str | None
+) -> None:
+    """The crash between a non-transactional statement's commit and the step's history row:
+    the restart finds the statement done instead of failing on its own work."""
+    result_before = await apply(aconn, "CREATE INDEX users_email_old ON users (id)", step="s0")
+    assert result_before.ok
+    groups = sql.count(";") + 1
+    # What the executor had written when the process died: the last group under way, its
+    # statement committed, no history row.
+    await history.write_group_started(
+        aconn, "20240101000000_test", "s1", "up", checksum(sql), groups - 1
+    )
+    for statement in (done_before or "DROP INDEX users_email_old").split("; "):
+        await aconn.execute(statement)
+    _, partial = await history.read_applied(aconn, "20240101000000_test")
+    assert partial == frozenset({"s1"})  # a rollback would revert it
+    result = await apply(aconn, sql)
+    assert result.ok, result.message
+    rows = await history.read_history(aconn, "20240101000000_test")
+    assert [(r.step, r.direction) for r in rows] == [("s0", "up"), ("s1", "up")]
+    _, partial = await history.read_applied(aconn, "20240101000000_test")
+    assert partial == frozenset()
+
+
+async def test_an_object_that_was_there_before_is_still_an_error(
+    aconn: psycopg.AsyncConnection,
+) -> None:
+    """Only the step's own committed work counts as done: an index that existed before the
+    step ran (no crash, no marker) fails it as ever, and a retry is a first attempt again."""
+    await aconn.execute("CREATE INDEX users_email ON users (email)")
+    sql = "CREATE INDEX CONCURRENTLY users_email ON users (email)"
+    for _ in range(2):
+        result = await apply(aconn, sql)
+        assert not result.ok
+        assert result.sqlstate == "42P07"
+    _, partial = await history.read_applied(aconn, "20240101000000_test")
+    assert partial == frozenset()
+
+
 def _hold_table(dsn: str, seconds: float, started: threading.Event) -> None:
     with psycopg.connect(dsn) as conn:
         conn.execute("SELECT * FROM users WHERE id = 1 FOR UPDATE")

@@ -6,7 +6,10 @@ and jitter (cap 30 s). Statements are grouped into transactions by `core.stateme
 row is written in the same transaction as the last group (and `verify` runs inside it too), so a
 crash either leaves the step fully applied and recorded, or not recorded with its last group
 rolled back. A `CREATE INDEX CONCURRENTLY` that failed leaves an INVALID index behind: it is
-dropped before the statement is tried again.
+dropped before the statement is tried again. A non-transactional statement commits on its own:
+it is marked as started first, so that when the process dies after its commit and before its
+progress row, the restart finds its object there (42P07 / 42710 / 42704) and counts it done
+instead of failing the step on its own work; without the mark such an error fails as ever.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ from dbmigrate.db.errors import describe_error
 log = logging.getLogger(__name__)
 
 LOCK_NOT_AVAILABLE = "55P03"
+# What a non-transactional statement that already ran says when it runs again: its object exists
+# (CREATE INDEX CONCURRENTLY, ALTER TYPE ... ADD VALUE) or is gone (DROP INDEX CONCURRENTLY).
+ALREADY_DONE = frozenset({"42P07", "42710", "42704"})
 BACKOFF_START = 0.25
 BACKOFF_CAP = 30.0
 
@@ -176,7 +182,8 @@ async def apply_sql(
                 return StepResult(False, reasons.VERIFY_FAILED, str(exc))
         return StepResult(True, duration_ms=round((time.monotonic() - started) * 1000))
 
-    index = await history.read_groups_done(conn, migration_id, step, direction, checksum)
+    progress = await history.read_step_progress(conn, migration_id, step, direction, checksum)
+    index = progress.groups_done
     while index < len(groups):
         group = groups[index]
         last = index == len(groups) - 1
@@ -198,9 +205,29 @@ async def apply_sql(
             else:
                 (current,) = group
                 await _drop_invalid_index(conn, current)
+                resuming = progress.group_started == index
+                await history.write_group_started(
+                    conn, migration_id, step, direction, checksum, index
+                )
                 await _set_timeouts(conn, limits, local=False)
                 try:
                     await conn.execute(pgsql.SQL(current.text))  # type: ignore[arg-type]
+                except psycopg.Error as exc:
+                    if exc.sqlstate is None:
+                        raise  # the connection failed: whether it ran is not known
+                    if not (resuming and exc.sqlstate in ALREADY_DONE):
+                        # It did not run: a later attempt is a first attempt again.
+                        await history.write_groups_done(
+                            conn, migration_id, step, direction, checksum, index
+                        )
+                        raise
+                    log.info(
+                        "%s/%s: %s found done (%s): it committed before the operator restarted",
+                        migration_id,
+                        step,
+                        _short(current.text),
+                        exc.sqlstate,
+                    )
                 finally:
                     await conn.execute("RESET lock_timeout")
                     await conn.execute("RESET statement_timeout")

@@ -3,7 +3,9 @@
 `dbmigrate.history` has one row per applied step and direction and is the source of truth for
 "already applied". `dbmigrate.step_progress` remembers how many statement groups of a step have
 been committed, so a step with non-transactional statements (CREATE INDEX CONCURRENTLY) resumes
-after a crash at the group that did not finish instead of starting over.
+after a crash at the group that did not finish instead of starting over, and which
+non-transactional group was started: its statement commits on its own, so after a crash it may
+be done although its progress row was never written.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ CREATE TABLE IF NOT EXISTS dbmigrate.step_progress (
     updated_at   timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (migration_id, step, direction)
 );
+-- The non-transactional group under way (its statement may have committed before a crash).
+ALTER TABLE dbmigrate.step_progress ADD COLUMN IF NOT EXISTS group_started integer;
 """
 
 
@@ -91,8 +95,8 @@ async def read_applied(
         for step, direction, checksum in await cur.fetchall()
     }
     cur = await conn.execute(
-        "SELECT step FROM dbmigrate.step_progress "
-        "WHERE migration_id = %s AND direction = 'up' AND groups_done > 0",
+        "SELECT step FROM dbmigrate.step_progress WHERE migration_id = %s AND direction = 'up' "
+        "AND (groups_done > 0 OR group_started IS NOT NULL)",
         (migration_id,),
     )
     partial = frozenset(
@@ -136,18 +140,24 @@ async def insert_history(
     )
 
 
-async def read_groups_done(
+@dataclass(frozen=True)
+class StepProgress:
+    groups_done: int = 0
+    group_started: int | None = None  # a non-transactional group begun and not known to be done
+
+
+async def read_step_progress(
     conn: psycopg.AsyncConnection, migration_id: str, step: str, direction: str, checksum: str
-) -> int:
+) -> StepProgress:
     cur = await conn.execute(
-        "SELECT groups_done, checksum FROM dbmigrate.step_progress "
+        "SELECT groups_done, group_started, checksum FROM dbmigrate.step_progress "
         "WHERE migration_id = %s AND step = %s AND direction = %s",
         (migration_id, step, direction),
     )
     row = await cur.fetchone()
-    if row is None or row[1] != checksum:
-        return 0
-    return int(row[0])
+    if row is None or row[2] != checksum:
+        return StepProgress()
+    return StepProgress(int(row[0]), None if row[1] is None else int(row[1]))
 
 
 async def write_groups_done(
@@ -158,13 +168,38 @@ async def write_groups_done(
     checksum: str,
     groups_done: int,
 ) -> None:
+    await _write_progress(conn, migration_id, step, direction, checksum, groups_done, None)
+
+
+async def write_group_started(
+    conn: psycopg.AsyncConnection,
+    migration_id: str,
+    step: str,
+    direction: str,
+    checksum: str,
+    group: int,
+) -> None:
+    """Before a non-transactional group runs: groups before it are done, it is under way."""
+    await _write_progress(conn, migration_id, step, direction, checksum, group, group)
+
+
+async def _write_progress(
+    conn: psycopg.AsyncConnection,
+    migration_id: str,
+    step: str,
+    direction: str,
+    checksum: str,
+    groups_done: int,
+    group_started: int | None,
+) -> None:
     await conn.execute(
         """
-        INSERT INTO dbmigrate.step_progress (migration_id, step, direction, checksum, groups_done)
-        VALUES (%s, %s, %s, %s, %s)
+        INSERT INTO dbmigrate.step_progress
+            (migration_id, step, direction, checksum, groups_done, group_started)
+        VALUES (%s, %s, %s, %s, %s, %s)
         ON CONFLICT (migration_id, step, direction)
         DO UPDATE SET groups_done = EXCLUDED.groups_done, checksum = EXCLUDED.checksum,
-                      updated_at = now()
+                      group_started = EXCLUDED.group_started, updated_at = now()
         """,
-        (migration_id, step, direction, checksum, groups_done),
+        (migration_id, step, direction, checksum, groups_done, group_started),
     )

@@ -32,6 +32,10 @@ class Forbidden(Exception):
     """RBAC does not allow the call."""
 
 
+class Conflict(Exception):
+    """The object changed since the resourceVersion the write was based on (HTTP 409)."""
+
+
 @functools.cache
 def api_client() -> client.ApiClient:
     """In-cluster credentials when running in a pod, the kubeconfig otherwise."""
@@ -151,17 +155,30 @@ async def read_migration(namespace: str, name: str) -> dict[str, Any]:
     return obj
 
 
-async def patch_migration_status(namespace: str, name: str, status: dict[str, Any]) -> None:
-    """Merge-patch .status (status subresource)."""
-    await _call(
-        client.CustomObjectsApi(api_client()).patch_namespaced_custom_object_status,
-        GROUP,
-        VERSION,
-        namespace,
-        PLURAL,
-        name,
-        {"status": status},
-    )
+async def patch_migration_status(
+    namespace: str, name: str, status: dict[str, Any], resource_version: str | None = None
+) -> dict[str, Any]:
+    """Merge-patch .status (status subresource); with `resource_version`, only if the object is
+    still at that version (else `Conflict`). Returns the object as written."""
+    body: dict[str, Any] = {"status": status}
+    if resource_version is not None:
+        body["metadata"] = {"resourceVersion": resource_version}
+    try:
+        obj: dict[str, Any] = await _call(
+            client.CustomObjectsApi(api_client()).patch_namespaced_custom_object_status,
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            body,
+        )
+    except ApiException as exc:
+        if exc.status == 409:
+            what = f"{namespace}/{name} changed since resourceVersion {resource_version}"
+            raise Conflict(what) from None
+        raise
+    return obj
 
 
 async def post_event(

@@ -21,6 +21,10 @@ NotFound = kube.NotFound
 Forbidden = kube.Forbidden
 
 
+class StatusConflict(Exception):
+    """Someone else wrote the status since this pass read it: the pass must start over."""
+
+
 class Platform(Protocol):
     """What the runner needs from its surroundings. Methods raise `NotFound` for missing things."""
 
@@ -62,13 +66,38 @@ class KubernetesPlatform:
         self.name = name
         self.argocd_namespaces = argocd_namespaces
         self._body: dict[str, Any] = {}
+        # What this pass's decisions rest on: the object's version and its status as last read
+        # or written by us. A status write is based on them (optimistic concurrency).
+        self._resource_version: str | None = None
+        self._status_seen: dict[str, Any] = {}
 
     async def read_resource(self) -> dict[str, Any]:
         self._body = await kube.read_migration(self.namespace, self.name)
+        self._resource_version = self._body["metadata"].get("resourceVersion")
+        self._status_seen = self._body.get("status") or {}
         return self._body
 
     async def write_status(self, patch: dict[str, Any]) -> None:
-        await kube.patch_migration_status(self.namespace, self.name, patch)
+        """Write the status only over the one this pass saw: two operators (a peering hand-over)
+        must not clobber each other's status. The object also changes when only its metadata
+        does (kopf's own annotations); then the write is based on the new version and sent
+        again. Raises `StatusConflict` when someone else wrote the status."""
+        try:
+            written = await kube.patch_migration_status(
+                self.namespace, self.name, patch, self._resource_version
+            )
+        except kube.Conflict:
+            fresh = await kube.read_migration(self.namespace, self.name)
+            if (fresh.get("status") or {}) != self._status_seen:
+                raise StatusConflict(
+                    f"the status of {self.namespace}/{self.name} was written by someone else "
+                    "since this pass read it; the pass starts over"
+                ) from None
+            written = await kube.patch_migration_status(
+                self.namespace, self.name, patch, fresh["metadata"].get("resourceVersion")
+            )
+        self._resource_version = written["metadata"].get("resourceVersion")
+        self._status_seen = written.get("status") or {}
 
     async def event(self, type_: str, reason: str, message: str) -> None:
         if self._body:
