@@ -91,6 +91,11 @@ CASES = [
     ),
     pytest.param(set_path("spec.steps", []), "spec.steps", id="no-steps"),
     pytest.param(
+        set_path("spec.steps.0.sql.up", "SELECT 1;" + " " * 65536),
+        "spec.steps[0].sql.up",
+        id="inline-sql-over-64kib",
+    ),
+    pytest.param(
         set_path("spec.steps", [{"name": f"s{i}", "sql": {"up": "SELECT 1"}} for i in range(51)]),
         "spec.steps",
         id="too-many-steps",

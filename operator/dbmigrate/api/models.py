@@ -29,6 +29,9 @@ MIGRATION_ID = r"^[0-9]{14}_[a-z0-9_]+$"
 QUALIFIED_TABLE = r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$"
 ROLLBACK_ANNOTATION = "dbmigrate.io/rollback"
 ROLLBACK_REQUESTED = "requested"
+# Inline SQL is part of the object (etcd stores it whole, every pass lints it): larger migrations
+# keep their SQL in a ConfigMap (upFrom / downFrom).
+MAX_INLINE_SQL = 65536
 
 
 def _rules(*rules: dict[str, str]) -> dict[str, Any]:
@@ -126,7 +129,12 @@ class SqlStep(_Model):
 
     up: Annotated[
         str | None,
-        Field(default=None, min_length=1, description="SQL for the forward direction."),
+        Field(
+            default=None,
+            min_length=1,
+            max_length=MAX_INLINE_SQL,
+            description="SQL for the forward direction (up to 64 KiB; more: upFrom).",
+        ),
     ]
     up_from: Annotated[
         SqlFrom | None, Field(default=None, description="Read the forward SQL from a ConfigMap.")
@@ -136,7 +144,9 @@ class SqlStep(_Model):
         Field(
             default=None,
             min_length=1,
-            description="Reverse SQL. A step without down SQL is irreversible.",
+            max_length=MAX_INLINE_SQL,
+            description="Reverse SQL (up to 64 KiB; more: downFrom). A step without down SQL "
+            "is irreversible.",
         ),
     ]
     down_from: Annotated[

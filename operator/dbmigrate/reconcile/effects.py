@@ -178,14 +178,14 @@ async def start(p: Pass, action: d.Start) -> float:
     await p.report.save(status, reasons.STEP_RUNNING, "migration started")
     rev = f" (deployment revision {action.target_revision})" if action.target_revision else ""
     await p.report.event("Normal", reasons.STARTED, f"migration {spec.migration_id} started{rev}")
-    if status.lint and spec.safety.lint == "Warn":
-        errors = count_blocking(status.lint)
+    findings = list(p.obs.lint_findings)
+    if findings and spec.safety.lint == "Warn":
         await p.report.event(
             "Warning",
             reasons.LINT_FINDINGS,
-            f"{len(status.lint)} lint finding(s), {errors} error(s); safety.lint is "
-            "Warn, so the migration goes on (see status.lint): "
-            + "; ".join(f"{f.step}: {f.rule}" for f in status.lint[:5]),
+            f"{len(findings)} lint finding(s), {count_blocking(findings)} error(s); safety.lint "
+            "is Warn, so the migration goes on (see status.lint): "
+            + "; ".join(f"{f.step}: {f.rule}" for f in (status.lint or [])[:5]),
         )
     return 0.0
 

@@ -25,6 +25,7 @@ from dbmigrate.api.models import (
     BackfillProgress,
     DatabaseMigrationSpec,
     DatabaseMigrationStatus,
+    LintFinding,
 )
 from dbmigrate.core import decide as d
 from dbmigrate.core import slo
@@ -81,8 +82,9 @@ async def observe(
     spec: DatabaseMigrationSpec,
     status: DatabaseMigrationStatus,
     body: dict[str, Any],
+    lint_cache: LintCache,
 ) -> Observed:
-    obs, sql, dsn = await _observe_world(platform, session, spec, status, body)
+    obs, sql, dsn = await _observe_world(platform, session, spec, status, body, lint_cache)
     status = record_lint_and_plan(spec, status, obs, sql, session.server_version)
     status = await _record_backfill_progress(session, spec, status, dsn)
     status, obs, changes = await _measure_slo(spec, status, obs)
@@ -95,6 +97,7 @@ async def _observe_world(
     spec: DatabaseMigrationSpec,
     status: DatabaseMigrationStatus,
     body: dict[str, Any],
+    lint_cache: LintCache,
 ) -> tuple[d.Observation, dict[str, ResolvedSql], str | None]:
     annotations = body["metadata"].get("annotations") or {}
     obs = d.Observation(
@@ -116,7 +119,7 @@ async def _observe_world(
         problem = d.ConfigProblem(reasons.CONFIG_MAP_NOT_FOUND, str(exc))
         return replace(obs, problem=problem), sql, None
     obs = replace(obs, checksums={s.name: step_checksum(s, sql) for s in spec.steps})
-    obs = lint(spec, obs, sql, session.server_version)
+    obs = await lint(spec, obs, sql, session.server_version, lint_cache)
 
     try:
         ref = spec.database.dsn_secret_ref
@@ -188,17 +191,44 @@ async def observe_jobs(
     return jobs
 
 
-def lint(
+# Status is an API object (etcd keeps it whole): thousands of findings of a generated migration
+# must not make it huge. The count of blocking errors is taken over all of them.
+MAX_FINDINGS_IN_STATUS = 50
+
+
+class LintCache:
+    """The last lint's findings and what they were made from: a migration is linted once per
+    change of its spec, its resolved SQL or the server, off the event loop (a large migration
+    takes seconds), not at every pass."""
+
+    def __init__(self) -> None:
+        self._key: tuple[object, ...] | None = None
+        self._findings: tuple[LintFinding, ...] = ()
+        self.runs = 0  # how many times lint really ran
+
+    async def findings(
+        self, spec: DatabaseMigrationSpec, sql: dict[str, ResolvedSql], server_version: int
+    ) -> tuple[LintFinding, ...]:
+        resolved: Resolved = {name: (r.up, r.down) for name, r in sql.items()}
+        key = (spec.model_dump_json(), tuple(sorted(resolved.items())), server_version)
+        if key != self._key:
+            found = await asyncio.to_thread(lint_migration, spec, resolved, server_version)
+            self._key, self._findings = key, tuple(found)
+            self.runs += 1
+        return self._findings
+
+
+async def lint(
     spec: DatabaseMigrationSpec,
     obs: d.Observation,
     sql: dict[str, ResolvedSql],
     server_version: int,
+    cache: LintCache,
 ) -> d.Observation:
     """Lint every step before anything runs; Enforce blocks on error findings."""
     if spec.safety.lint == "Off":
         return obs
-    resolved: Resolved = {name: (r.up, r.down) for name, r in sql.items()}
-    findings = tuple(lint_migration(spec, resolved, server_version))
+    findings = await cache.findings(spec, sql, server_version)
     return replace(obs, lint_findings=findings, lint_errors=count_blocking(list(findings)))
 
 
@@ -216,7 +246,9 @@ def record_lint_and_plan(
     if status.plan is None:
         resolved: Resolved = {name: (r.up, r.down) for name, r in sql.items()}
         status.plan = render_plan_summary(spec, resolved, server_version)
-    status.lint = list(obs.lint_findings) or None
+    # Errors first: they are what a person must see when the list is cut.
+    kept = sorted(obs.lint_findings, key=lambda f: f.severity != "error")
+    status.lint = kept[:MAX_FINDINGS_IN_STATUS] or None
     return status
 
 

@@ -37,7 +37,7 @@ from dbmigrate.db.errors import first_line, redact_dsn
 from dbmigrate.db.executor import StepResult
 from dbmigrate.metrics import registry as metrics
 from dbmigrate.reconcile.effects import EventMemory, Pass, Reporter, carry_out, now_iso
-from dbmigrate.reconcile.observe import observe
+from dbmigrate.reconcile.observe import LintCache, observe
 from dbmigrate.reconcile.platform import NotFound, Platform
 from dbmigrate.settings import Settings
 
@@ -57,6 +57,7 @@ class MigrationRunner:
         self.lock_held = False
         self.wakeup = asyncio.Event()
         self._events = EventMemory()
+        self._lint = LintCache()
         self._dsn: str | None = None  # the last one read, for redaction
         self._progress_conn: psycopg.Connection[Any] | None = None
 
@@ -169,7 +170,7 @@ class MigrationRunner:
             wait = d.Wait("Failed", reasons.INVALID_SPEC, f"invalid spec: {exc}", stalled=True)
             await report.report_wait(status, wait)
             return 60.0
-        seen = await observe(self.platform, self, spec, status, body)
+        seen = await observe(self.platform, self, spec, status, body, self._lint)
         self._dsn = report.dsn = seen.dsn or self._dsn
         await report.verdict_changes(seen.verdict_changes)
         action = d.decide(spec, seen.status, seen.obs)
