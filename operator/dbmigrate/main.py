@@ -17,8 +17,17 @@ import secrets
 from typing import Any
 
 import kopf
+from pydantic import ValidationError
 
-from dbmigrate.api.models import GROUP, PLURAL, TERMINAL_PHASES, VERSION
+from dbmigrate.api.models import (
+    GROUP,
+    PLURAL,
+    ROLLBACK_ANNOTATION,
+    ROLLBACK_REQUESTED,
+    VERSION,
+    DatabaseMigrationStatus,
+)
+from dbmigrate.core.decide import is_active
 from dbmigrate.reconcile.platform import KubernetesPlatform
 from dbmigrate.reconcile.runner import MigrationRunner
 from dbmigrate.settings import Settings
@@ -43,8 +52,14 @@ def configure(settings: kopf.OperatorSettings, *, peering: bool) -> None:
     settings.networking.request_timeout = 60
 
 
-def migration_is_active(status: kopf.Status, **_: Any) -> bool:
-    return status.get("phase") not in TERMINAL_PHASES
+def migration_is_active(status: kopf.Status, annotations: kopf.Annotations, **_: Any) -> bool:
+    """A runner runs while the migration is under way, or once more for a rollback requested
+    after it succeeded."""
+    requested = annotations.get(ROLLBACK_ANNOTATION) == ROLLBACK_REQUESTED
+    try:
+        return is_active(DatabaseMigrationStatus.model_validate(dict(status)), requested)
+    except ValidationError:
+        return True  # a status that is not ours to read: the runner says what is wrong
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, when=migration_is_active, cancellation_timeout=10.0)
@@ -61,6 +76,10 @@ async def run_migration(
     runner = MigrationRunner(platform, SETTINGS)
     memo["runner"] = runner
     await runner.run(stopped)
+    # Exit only when kopf stops the daemon (the filter no longer matches once the final status
+    # arrives): kopf never spawns again a daemon that returned on its own, and a finished
+    # migration must get a runner again when a rollback is requested of it.
+    await stopped.wait()
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL)

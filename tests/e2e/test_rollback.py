@@ -3,7 +3,9 @@
 Aspects: a rollback requested with the annotation undoes the target Deployment to the revision
 recorded at start (a new revision made by the real controller), then runs the down SQL of the
 applied steps newest first and records `down` rows; past the point of no return the database is
-left alone but the rollout is still undone; an Argo CD Application with automated sync tracking
+left alone but the rollout is still undone; a migration that finished rolls back on request
+(the rollout undone only while the target runs its version), or refuses past its point of no
+return and stays Succeeded; an Argo CD Application with automated sync tracking
 the Deployment gets automated sync switched off before the undo; the Manual policy waits in
 Failed for the annotation.
 """
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from dbmigrate_dev.cluster_client import Cluster, wait_for
 from tests.e2e.helpers import (
@@ -170,6 +173,57 @@ def test_argo_cd_auto_sync_is_switched_off_before_the_undo(
     assert argo["autoSyncPaused"] is True
     events = cluster.kubectl("get", "events", "-n", namespace).stdout
     assert "ArgoCDAutoSyncPaused" in events
+
+
+@pytest.mark.parametrize(
+    ("moved_on", "image_after"),
+    [
+        pytest.param(False, "app:v1", id="target-runs-its-version"),
+        pytest.param(True, "app:v3", id="target-moved-on"),
+    ],
+)
+def test_a_finished_migration_rolls_back_on_request(
+    cluster: Cluster,
+    namespace: str,
+    app_db: str,
+    operator: OperatorProcess,
+    moved_on: bool,
+    image_after: str,
+) -> None:
+    """The seed's Phase 5: the watch after the deployment finds a problem, `migrate:down`.
+    The rollout is undone only while the target still runs the migration's version."""
+    deploy_app(cluster, namespace)
+    cluster.apply(migration(namespace, steps()[:3], target={"deployment": "app"}))
+    roll_to_v2_and_wait_for_release(cluster, namespace)
+    wait_phase(cluster, namespace, "Succeeded", timeout=60)
+    if moved_on:  # a later release, not this migration's to undo
+        cluster.kubectl("set", "image", "deploy/app", "app=app:v3", "-n", namespace)
+        cluster.kubectl("rollout", "status", "deploy/app", "-n", namespace, "--timeout=60s")
+    request_rollback(cluster, namespace)
+    st = wait_phase(cluster, namespace, "RolledBack", timeout=90)
+    assert "email_verified" not in columns(app_db)
+    assert history(app_db)[-3:] == [("release", "down"), ("index", "down"), ("expand", "down")]
+    assert image(cluster, namespace) == image_after
+    assert bool(st["rollback"].get("rolloutKept")) is moved_on
+    assert st["rollback"].get("rolloutUndone", False) is not moved_on
+
+
+def test_a_finished_migration_past_its_point_of_no_return_refuses(
+    cluster: Cluster, namespace: str, app_db: str, operator: OperatorProcess
+) -> None:
+    cluster.apply(migration(namespace, steps(pnr=True)[:2]))
+    wait_phase(cluster, namespace, "Succeeded", timeout=60)
+    request_rollback(cluster, namespace)
+    st = wait_for(
+        lambda: (s := status(cluster, namespace)).get("rollback") and s,
+        60,
+        "the rollback request to be answered",
+    )
+    assert st["phase"] == "Succeeded"
+    assert st["rollback"]["database"] == "Refused"
+    assert condition(st, "Ready")["reason"] == "PastPointOfNoReturn"
+    assert "email_verified" in columns(app_db)
+    assert [d for _, d in history(app_db)] == ["up", "up"]
 
 
 def test_manual_policy_waits_for_the_annotation(

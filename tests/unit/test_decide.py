@@ -117,6 +117,16 @@ def pinned(st: DatabaseMigrationStatus, **sums: str) -> DatabaseMigrationStatus:
     return st
 
 
+def refused(st: DatabaseMigrationStatus) -> DatabaseMigrationStatus:
+    st.rollback = RollbackStatus(started_at=EARLIER, finished_at=EARLIER, database="Refused")
+    return st
+
+
+def kept(st: DatabaseMigrationStatus) -> DatabaseMigrationStatus:
+    st.rollback = RollbackStatus(started_at=EARLIER, rollout_kept="the target moved on")
+    return st
+
+
 def rolled(st: DatabaseMigrationStatus) -> DatabaseMigrationStatus:
     st.rollback = RollbackStatus(started_at=EARLIER, rollout_undone=True, undone_to_revision="1")
     return st
@@ -414,6 +424,50 @@ CASES = [
         "Wait:SloBreached",
         id="manual-failed-waits",
     ),
+    # --- a rollback requested after the migration finished --------------------------------------
+    pytest.param(
+        spec(steps=STEPS[:3]),
+        status("Succeeded", **dict.fromkeys(("expand", "backfill", "release"), "Succeeded")),
+        obs(
+            applied=applied("expand", "backfill", "release"),
+            deployment=ROLLED_OUT_V2,
+            rollback_requested=True,
+        ),
+        d.StartRollback(
+            reasons.ROLLBACK_REQUESTED,
+            "rollback requested with the dbmigrate.io/rollback annotation after the migration "
+            "finished",
+        ),
+        id="succeeded-rolls-back-on-request",
+    ),
+    pytest.param(
+        spec(),
+        status("Succeeded", **{s["name"]: "Succeeded" for s in STEPS}),
+        obs(applied=applied(*(s["name"] for s in STEPS)), rollback_requested=True),
+        "RefuseRollback:PastPointOfNoReturn",
+        id="succeeded-past-point-of-no-return-refused",
+    ),
+    pytest.param(
+        spec(steps=STEPS[:3]),
+        refused(status("Succeeded")),
+        obs(applied=applied("expand", "backfill", "release"), rollback_requested=True),
+        d.Done(),
+        id="succeeded-request-answered-is-done",
+    ),
+    pytest.param(
+        spec(steps=STEPS[:3]),
+        status("Succeeded"),
+        obs(applied=applied("expand"), rollback_requested=True, lock_held=False),
+        "Wait:AnotherMigrationRunning",
+        id="succeeded-rollback-waits-for-the-lock",
+    ),
+    pytest.param(
+        spec(),
+        kept(status("RollingBack", expand="Succeeded")),
+        obs(applied=applied("expand")),
+        d.RevertStep("expand"),
+        id="rollback-with-kept-rollout-skips-the-undo",
+    ),
     # --- rollback procedure -------------------------------------------------------------------
     pytest.param(
         spec(),
@@ -561,3 +615,45 @@ def test_checksum_mismatch_message_says_what_to_do() -> None:
     assert isinstance(action, d.Wait)
     assert action.stalled
     assert "create a new migration" in action.message
+
+
+@pytest.mark.parametrize(
+    ("deployment", "kept_because"),
+    [
+        pytest.param(ROLLED_OUT_V2, None, id="target-runs-the-version-undo"),
+        pytest.param(
+            replace(ROLLED_OUT_V2, images=("app:v3",)),
+            "the target runs app:v3, not the migration's version app:v2: the rollout is kept",
+            id="target-moved-on-keep",
+        ),
+    ],
+)
+def test_a_finished_migration_undoes_only_its_own_rollout(
+    deployment: RolloutState, kept_because: str | None
+) -> None:
+    action = d.decide(
+        spec(steps=STEPS[:3]),
+        status("Succeeded"),
+        obs(applied=applied("expand"), deployment=deployment, rollback_requested=True),
+    )
+    assert isinstance(action, d.StartRollback)
+    assert action.keep_rollout == kept_because
+
+
+@pytest.mark.parametrize(
+    ("phase", "requested", "rollback", "active"),
+    [
+        pytest.param("Progressing", False, None, True, id="under-way"),
+        pytest.param("Succeeded", False, None, False, id="succeeded"),
+        pytest.param("Succeeded", True, None, True, id="succeeded-rollback-requested"),
+        pytest.param(
+            "Succeeded", True, RollbackStatus(database="Refused"), False, id="request-answered"
+        ),
+        pytest.param("RolledBack", True, None, False, id="rolled-back"),
+    ],
+)
+def test_is_active(
+    phase: str, requested: bool, rollback: RollbackStatus | None, active: bool
+) -> None:
+    st = DatabaseMigrationStatus(phase=phase, rollback=rollback)  # type: ignore[arg-type]
+    assert d.is_active(st, requested) is active

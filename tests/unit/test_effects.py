@@ -460,6 +460,28 @@ async def test_finish_rollback(
     assert not db.lock_held
 
 
+async def test_a_refused_rollback_keeps_the_migration_succeeded() -> None:
+    p, fake, db = make_pass(phase="Succeeded", states={s["name"]: "Succeeded" for s in STEPS})
+    action = d.RefuseRollback(reasons.PAST_POINT_OF_NO_RETURN, "rollback refused: step 'x'")
+    assert await effects.carry_out(p, action) is None
+    assert fake.status["phase"] == "Succeeded"
+    assert fake.status["rollback"]["database"] == "Refused"
+    assert fake.status["rollback"]["trigger"] == reasons.ROLLBACK_REQUESTED
+    assert condition(fake, reasons.READY)["reason"] == reasons.PAST_POINT_OF_NO_RETURN
+    assert fake.events == [("Warning", reasons.PAST_POINT_OF_NO_RETURN, action.message)]
+    assert not db.lock_held
+
+
+async def test_a_finished_migration_rolling_back_is_no_longer_finished() -> None:
+    p, fake, _ = make_pass(phase="Succeeded")
+    p.status.finished_at = "2026-11-28T11:59:50Z"
+    action = d.StartRollback(reasons.ROLLBACK_REQUESTED, "requested", keep_rollout="moved on")
+    await effects.carry_out(p, action)
+    assert fake.status["phase"] == "RollingBack"
+    assert "finishedAt" not in fake.status
+    assert fake.status["rollback"]["rolloutKept"] == "moved on"
+
+
 async def test_done_does_nothing() -> None:
     p, fake, db = make_pass(phase="Succeeded")
     assert await effects.carry_out(p, d.Done()) is None

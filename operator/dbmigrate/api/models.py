@@ -584,6 +584,9 @@ class RollbackStatus(_Status):
     finished_at: str | None = None
     undone_to_revision: str | None = None
     rollout_undone: bool = False
+    # Why the rollout was left as it is: a finished migration's rollback undoes it only while
+    # the target still runs the migration's version.
+    rollout_kept: str | None = None
     database: str | None = None
     steps_reverted: list[str] | None = None
     argo_cd: ArgoCDRollbackStatus | None = Field(default=None, alias="argoCD")

@@ -144,6 +144,16 @@ class AwaitManualRollback:
 class StartRollback:
     reason: str  # condition reason: SloBreached, RollbackRequested, a step failure reason
     message: str
+    keep_rollout: str | None = None  # why the rollout is not to be undone (a finished migration)
+
+
+@dataclass(frozen=True)
+class RefuseRollback:
+    """A finished migration past its point of no return: the requested rollback is refused and
+    the migration stays Succeeded."""
+
+    reason: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -184,6 +194,7 @@ Action = (
     | FailStep
     | AwaitManualRollback
     | StartRollback
+    | RefuseRollback
     | UndoRollout
     | RevertStep
     | FinishRollback
@@ -241,6 +252,15 @@ def _rollout_gate(spec: DatabaseMigrationSpec, obs: Observation, step: Step) -> 
     return None
 
 
+def is_active(status: DatabaseMigrationStatus, rollback_requested: bool) -> bool:
+    """Whether anything more will happen to the migration: not in a terminal phase, or
+    Succeeded with a rollback requested that has not been answered yet."""
+    phase = status.phase or "Pending"
+    if phase not in TERMINAL_PHASES:
+        return True
+    return phase == "Succeeded" and rollback_requested and status.rollback is None
+
+
 def fail_step(spec: DatabaseMigrationSpec, step: str, reason: str, message: str) -> FailStep:
     """A step failure; the rollback policy says whether the rollback starts by itself."""
     return FailStep(step, reason, message, rollback=spec.rollback.policy == "Automatic")
@@ -255,6 +275,8 @@ def decide(
 ) -> Action:
     """The next thing to do for this migration."""
     phase = status.phase or "Pending"
+    if phase == "Succeeded" and is_active(status, obs.rollback_requested):
+        return _decide_finished_rollback(spec, status, obs)
     if phase in TERMINAL_PHASES:
         return Done()
     if phase == "RollingBack":
@@ -526,6 +548,54 @@ def past_point_of_no_return(spec: DatabaseMigrationSpec, obs: Observation) -> St
     return None
 
 
+def _decide_finished_rollback(
+    spec: DatabaseMigrationSpec, status: DatabaseMigrationStatus, obs: Observation
+) -> Action:
+    """A rollback requested after the migration finished (the seed's Phase 5: the watch after
+    the deployment found a problem): refused past the point of no return, else like any other
+    rollback, but the rollout is undone only while the target still runs this migration's
+    version (a later release is not ours to undo)."""
+    if obs.problem is not None:
+        return Wait("Succeeded", obs.problem.reason, obs.problem.message, requeue_after=10.0)
+    if not obs.lock_held:
+        return Wait(
+            "Succeeded",
+            reasons.ANOTHER_MIGRATION_RUNNING,
+            "waiting for the database's migration lock to roll back",
+            requeue_after=5.0,
+        )
+    pnr = past_point_of_no_return(spec, obs)
+    if pnr is not None:
+        return RefuseRollback(
+            reasons.PAST_POINT_OF_NO_RETURN,
+            f"rollback refused: step {pnr.name!r} is the point of no return and has been "
+            "applied; roll forward or restore from backup",
+        )
+    return StartRollback(
+        reasons.ROLLBACK_REQUESTED,
+        f"{ROLLBACK_BY_ANNOTATION} after the migration finished",
+        keep_rollout=_rollout_to_keep(spec, obs),
+    )
+
+
+def _rollout_to_keep(spec: DatabaseMigrationSpec, obs: Observation) -> str | None:
+    """Why a finished migration's rollback leaves the rollout alone (None: undo it)."""
+    if not obs.rollout_gates or not spec.undo_rollout_enabled:
+        return None  # nothing would be undone anyway
+    releases = [s.await_rollout.image for s in spec.steps if s.await_rollout is not None]
+    version = releases[-1] if releases else None
+    if version is None:
+        return "the migration waited for no version of its own: the rollout is kept"
+    if obs.deployment is None or obs.deployment_missing:
+        return f"target deployment {spec.target_deployment!r} not found: the rollout is kept"
+    if not image_matches(obs.deployment.images, version):
+        return (
+            f"the target runs {', '.join(obs.deployment.images) or 'no image'}, not the "
+            f"migration's version {version}: the rollout is kept"
+        )
+    return None
+
+
 def decide_rollback(
     spec: DatabaseMigrationSpec, status: DatabaseMigrationStatus, obs: Observation
 ) -> Action:
@@ -537,7 +607,7 @@ def decide_rollback(
         and spec.undo_rollout_enabled
         and deployment is not None
         and status.target_revision is not None
-        and not (rb is not None and rb.rollout_undone)
+        and not (rb is not None and (rb.rollout_undone or rb.rollout_kept))
     ):
         if obs.deployment_missing:
             return FinishRollback(

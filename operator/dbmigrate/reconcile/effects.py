@@ -336,8 +336,12 @@ async def start_rollback(p: Pass, action: d.StartRollback) -> float:
     status = p.status
     status.phase = "RollingBack"
     status.rollback = RollbackStatus(
-        reason=action.message, trigger=action.reason, started_at=now_iso()
+        reason=action.message,
+        trigger=action.reason,
+        started_at=now_iso(),
+        rollout_kept=action.keep_rollout,
     )
+    status.finished_at = None  # a finished migration's rollback: it is under way again
     metrics.ROLLBACKS.labels(action.reason).inc()
     await p.report.save(status, reasons.ROLLING_BACK, f"rolling back: {action.message}")
     await p.report.event(
@@ -346,6 +350,22 @@ async def start_rollback(p: Pass, action: d.StartRollback) -> float:
         f"rolling back ({action.reason}): {action.message}",
     )
     return 0.0
+
+
+async def refuse_rollback(p: Pass, action: d.RefuseRollback) -> float | None:
+    """The migration stays Succeeded; status.rollback says the request was refused and why."""
+    now = now_iso()
+    p.status.rollback = RollbackStatus(
+        reason=action.message,
+        trigger=reasons.ROLLBACK_REQUESTED,
+        started_at=now,
+        finished_at=now,
+        database="Refused",
+    )
+    await p.report.save(p.status, action.reason, action.message)
+    await p.report.event("Warning", action.reason, action.message)
+    await p.database.release_lock()
+    return None
 
 
 async def undo_rollout(p: Pass, action: d.UndoRollout) -> float:
@@ -434,6 +454,7 @@ EFFECTS: dict[type, Callable[[Pass, Any], Awaitable[float | None]]] = {
     d.FailStep: fail_step,
     d.AwaitManualRollback: await_manual_rollback,
     d.StartRollback: start_rollback,
+    d.RefuseRollback: refuse_rollback,
     d.UndoRollout: undo_rollout,
     d.RevertStep: revert_step,
     d.FinishRollback: finish_rollback,

@@ -99,11 +99,10 @@ async def _observe_world(
     body: dict[str, Any],
     lint_cache: LintCache,
 ) -> tuple[d.Observation, dict[str, ResolvedSql], str | None]:
-    annotations = body["metadata"].get("annotations") or {}
     obs = d.Observation(
         now=datetime.now(UTC),
         generation=int(body["metadata"].get("generation", 1)),
-        rollback_requested=annotations.get(ROLLBACK_ANNOTATION) == ROLLBACK_REQUESTED,
+        rollback_requested=rollback_requested(body),
         rollout_gates=platform.has_rollouts,
     )
     if spec.target_deployment and platform.has_rollouts:
@@ -137,6 +136,12 @@ async def _observe_world(
     obs = replace(obs, lock_held=lock_held, applied=applied, partially_applied=partial)
     obs = replace(obs, jobs=await observe_jobs(platform, spec, status, dsn))
     return obs, sql, dsn
+
+
+def rollback_requested(body: dict[str, Any]) -> bool:
+    """The rollback annotation says `requested`."""
+    annotations = body["metadata"].get("annotations") or {}
+    return bool(annotations.get(ROLLBACK_ANNOTATION) == ROLLBACK_REQUESTED)
 
 
 def wants_lock(

@@ -22,7 +22,6 @@ from pydantic import ValidationError
 
 from dbmigrate.api import reasons
 from dbmigrate.api.models import (
-    TERMINAL_PHASES,
     BackfillProgress,
     DatabaseMigrationSpec,
     DatabaseMigrationStatus,
@@ -37,7 +36,7 @@ from dbmigrate.db.errors import first_line, redact_dsn
 from dbmigrate.db.executor import StepResult
 from dbmigrate.metrics import registry as metrics
 from dbmigrate.reconcile.effects import EventMemory, Pass, Reporter, carry_out, now_iso
-from dbmigrate.reconcile.observe import LintCache, observe
+from dbmigrate.reconcile.observe import LintCache, observe, rollback_requested
 from dbmigrate.reconcile.platform import NotFound, Platform
 from dbmigrate.settings import Settings
 
@@ -160,7 +159,7 @@ class MigrationRunner:
             metrics.MIGRATIONS.forget(self.namespace, self.name)
             return None
         status = DatabaseMigrationStatus.model_validate(body.get("status") or {})
-        if status.phase in TERMINAL_PHASES:
+        if not d.is_active(status, rollback_requested(body)):
             return None
         generation = int(body["metadata"].get("generation", 1))
         report = Reporter(self.platform, generation, self._dsn, self._events)
