@@ -25,6 +25,7 @@ import psycopg
 from pglast import ast
 from psycopg import sql as pgsql
 
+from dbmigrate import failpoints
 from dbmigrate.api import reasons
 from dbmigrate.core.batching import backoff_delay
 from dbmigrate.core.statements import (
@@ -202,6 +203,8 @@ async def apply_sql(
                         await history.write_groups_done(
                             conn, migration_id, step, direction, checksum, index + 1
                         )
+                if not last:
+                    failpoints.hit("executor.group-committed")
             else:
                 (current,) = group
                 await _drop_invalid_index(conn, current)
@@ -232,6 +235,7 @@ async def apply_sql(
                     await conn.execute("RESET lock_timeout")
                     await conn.execute("RESET statement_timeout")
                 current = None
+                failpoints.hit("executor.statement-committed")
                 async with conn.transaction():
                     if last:
                         await finish_in_current_transaction()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from dbmigrate import failpoints
 from dbmigrate.api import reasons
 from dbmigrate.api.models import (
     DatabaseMigrationSpec,
@@ -208,6 +209,7 @@ async def run_step(p: Pass, action: d.RunStep) -> float:
         else:
             job = build_tool_job(p.body, step)
         await p.report.platform.start_job(job)
+        failpoints.hit("runner.job-created")
         st.job = job["metadata"]["name"]
         await p.report.save(
             status, reasons.STEP_RUNNING, f"step {step.name!r}: job {st.job} created"
@@ -241,6 +243,7 @@ async def run_step(p: Pass, action: d.RunStep) -> float:
         on_lock_retry=on_lock_retry,
     )
     if result.ok:
+        failpoints.hit("runner.history-written")
         await _mark_succeeded(p, step, f"applied in {result.duration_ms} ms")
         return 0.0
     failure = d.fail_step(spec, step.name, result.reason or reasons.SQL_ERROR, result.message)
@@ -269,6 +272,7 @@ async def record_step(p: Pass, action: d.RecordStep) -> float:
         if not result.ok:
             reason = result.reason or reasons.SQL_ERROR
             return await fail_step(p, d.fail_step(spec, step.name, reason, result.message))
+        failpoints.hit("runner.history-written")
     await _mark_succeeded(p, step, action.message)
     return 0.0
 
@@ -376,6 +380,7 @@ async def undo_rollout(p: Pass, action: d.UndoRollout) -> float:
         dep = await platform.read_deployment(action.deployment)
         rb.argo_cd = await platform.pause_argo_cd(dep)
     plan = await platform.undo_rollout(action.deployment, action.to_revision)
+    failpoints.hit("rollback.rollout-undone")
     status.rollback = rb
     if plan.error:
         await _finish(p, "Failed", reasons.ROLLBACK_FAILED, plan.message)
@@ -409,6 +414,7 @@ async def revert_step(p: Pass, action: d.RevertStep) -> float:
         st.message = message
         await _finish(p, "Failed", reasons.ROLLBACK_FAILED, message)
         return 0.0
+    failpoints.hit("rollback.step-reverted")
     st.state = "RolledBack"
     st.message = f"reverted in {result.duration_ms} ms"
     metrics.STEPS_REVERTED.labels(step.kind).inc()
@@ -423,6 +429,7 @@ async def revert_step(p: Pass, action: d.RevertStep) -> float:
 async def finish_rollback(p: Pass, action: d.FinishRollback) -> float | None:
     """RolledBack ends the migration; a Failed rollback waits for a person (looked at again
     every minute)."""
+    failpoints.hit("rollback.before-final-status")
     await _finish(p, action.phase, action.reason, action.message)
     return None if action.phase == "RolledBack" else 60.0
 
