@@ -4,6 +4,11 @@
 "already applied". `dbmigrate.step_progress` remembers how many statement groups of a step have
 been committed, so a step with non-transactional statements (CREATE INDEX CONCURRENTLY) resumes
 after a crash at the group that did not finish instead of starting over.
+
+A step's history row is written in one transaction with the forgetting of what the step
+remembers: its `step_progress` row, and, for the `down` row of a backfill step, its backfill's
+checkpoints (`dbmigrate.backfill_checkpoints`, named `core.jobs.backfill_checkpoint_name`), so
+that the same migration applied again backfills again instead of finding "nothing to do".
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import psycopg
 
 from dbmigrate import __version__
 from dbmigrate.core.decide import AppliedStep
+from dbmigrate.core.jobs import backfill_checkpoint_name
+from dbmigrate.db.backfill import CHECKPOINT_TABLE, FORGET_CHECKPOINTS
 
 # "dbmigrat" as a 64-bit integer: one session-level advisory lock per database.
 MIGRATION_LOCK_KEY = 0x64626D6967726174
@@ -122,7 +129,8 @@ async def insert_history(
     checksum: str,
     duration_ms: int,
 ) -> None:
-    """Record a finished step; the caller decides which transaction it belongs to."""
+    """Record a finished step, and forget what it remembers (its progress; a reverted backfill
+    step's checkpoints), in the transaction the caller chose."""
     await conn.execute(
         "INSERT INTO dbmigrate.history "
         "(migration_id, step, step_kind, direction, checksum, duration_ms, operator_version) "
@@ -134,6 +142,16 @@ async def insert_history(
         "WHERE migration_id = %s AND step = %s AND direction = %s",
         (migration_id, step, direction),
     )
+    if step_kind == "backfill" and direction == "down":
+        await forget_backfill(conn, backfill_checkpoint_name(migration_id, step))
+
+
+async def forget_backfill(conn: psycopg.AsyncConnection, checkpoint: str) -> None:
+    """Delete a backfill's checkpoints (no-op before any backfill created the table)."""
+    cur = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (CHECKPOINT_TABLE,))
+    row = await cur.fetchone()
+    if row and row[0]:
+        await conn.execute(FORGET_CHECKPOINTS, (checkpoint,))
 
 
 async def read_groups_done(
