@@ -7,6 +7,7 @@ Aspects covered:
 - `--worker I/N` parsing (including JOB_COMPLETION_INDEX);
 - key-space slices: the even integer split, sample quantiles, slices that are disjoint and
   cover every key exactly once;
+- which SQLSTATEs mean the database is unavailable for now (reconnect and resume);
 - progress numbers and text: percent, rows/s, ETA, the progress line, the summary line,
   the default checkpoint name.
 """
@@ -26,6 +27,7 @@ from dbmigrate.core.batching import (
     eta_seconds,
     extrapolate_remaining,
     format_eta,
+    is_transient_sqlstate,
     parse_worker,
     percent_done,
     progress_text,
@@ -466,3 +468,25 @@ def test_extrapolate_remaining(
     rows_done: int, lower: int, last: int, upper: int, expected: float | None
 ) -> None:
     assert extrapolate_remaining(rows_done, lower, last, upper) == expected
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "transient"),
+    [
+        pytest.param("08000", True, id="08000-connection-exception"),
+        pytest.param("08006", True, id="08006-connection-failure"),
+        pytest.param("08P01", True, id="08P01-protocol-violation"),
+        pytest.param("57P01", True, id="57P01-admin-shutdown"),
+        pytest.param("57P02", True, id="57P02-crash-shutdown"),
+        pytest.param("57P03", True, id="57P03-cannot-connect-now"),
+        pytest.param("53300", True, id="53300-too-many-connections"),
+        pytest.param("57014", False, id="57014-query-canceled"),
+        pytest.param("55P03", False, id="55P03-lock-not-available-is-retried-in-place"),
+        pytest.param("53100", False, id="53100-disk-full"),
+        pytest.param("42601", False, id="42601-syntax-error"),
+        pytest.param("22012", False, id="22012-division-by-zero"),
+        pytest.param(None, False, id="no-sqlstate"),
+    ],
+)
+def test_transient_sqlstates(sqlstate: str | None, transient: bool) -> None:
+    assert is_transient_sqlstate(sqlstate) is transient

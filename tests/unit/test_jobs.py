@@ -2,8 +2,10 @@
 
 Aspects: the DSN reaches a backfill worker only through secretKeyRef; the worker's arguments
 mirror the step; parallel backfills are Indexed Jobs; permanent worker errors fail the Job at
-once while killed pods are retried; pods are hardened and owned by the DatabaseMigration; tool
-jobs pass their image, command and env through; names fit Kubernetes' limits.
+once while killed pods and a database unavailable for a while (exit 75) are retried, the
+worker's exit codes and the podFailurePolicy agreeing; pods are hardened and owned by the
+DatabaseMigration; tool jobs pass their image, command and env through; names fit
+Kubernetes' limits.
 """
 
 from __future__ import annotations
@@ -14,7 +16,16 @@ from typing import Any
 import pytest
 
 from dbmigrate.api.models import DatabaseMigrationSpec
-from dbmigrate.core.jobs import build_backfill_job, build_tool_job, job_name
+from dbmigrate.commands.backfill import EXIT_FAILED, EXIT_RETRYABLE, EXIT_STOPPED, EXIT_USAGE
+from dbmigrate.core.jobs import (
+    BACKFILL_EXIT_FAILED,
+    BACKFILL_EXIT_RETRYABLE,
+    BACKFILL_EXIT_STOPPED,
+    BACKFILL_EXIT_USAGE,
+    build_backfill_job,
+    build_tool_job,
+    job_name,
+)
 
 BODY = {"metadata": {"name": "add-email-verified", "namespace": "shop", "uid": "u-1"}}
 
@@ -139,3 +150,46 @@ def test_job_names_fit(migration: str, step: str, expected_len: int) -> None:
     assert len(name) <= 52
     assert len(name) == expected_len
     assert job_name(migration, step) == name  # stable: a restarted operator finds its Job
+
+
+def policy_action(policy: dict[str, Any], exit_code: int) -> str:
+    """What Kubernetes does with a backfill pod that failed with `exit_code`: the first rule
+    that matches wins; none matching counts the failure against the backoff limit."""
+    for rule in policy["rules"]:
+        on = rule.get("onExitCodes")
+        if on is None or on.get("containerName", "backfill") != "backfill":
+            continue
+        matched = exit_code in on["values"]
+        if matched == (on["operator"] == "In"):
+            return str(rule["action"])
+    return "Count"
+
+
+@pytest.mark.parametrize(
+    ("code", "action"),
+    [
+        pytest.param(EXIT_FAILED, "FailJob", id="1-cannot-heal-fails-at-once"),
+        pytest.param(EXIT_USAGE, "FailJob", id="2-bad-arguments-fail-at-once"),
+        pytest.param(EXIT_RETRYABLE, "Count", id="75-database-unavailable-is-retried"),
+        pytest.param(EXIT_STOPPED, "Count", id="143-sigterm-is-retried"),
+        pytest.param(137, "Count", id="137-sigkill-is-retried"),
+    ],
+)
+def test_pod_failure_policy_by_exit_code(code: int, action: str) -> None:
+    """The worker's exit codes (commands/backfill.py) and the Job's policy (core/jobs.py) agree."""
+    s = spec(backfill={"table": "users", "set": "a = 1"})
+    policy = build_backfill_job(BODY, s, s.steps[0], "img:1")["spec"]["podFailurePolicy"]
+    assert policy_action(policy, code) == action
+    assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]} in policy[
+        "rules"
+    ]
+
+
+def test_worker_exit_codes_are_the_jobs() -> None:
+    assert (EXIT_FAILED, EXIT_USAGE, EXIT_RETRYABLE, EXIT_STOPPED) == (
+        BACKFILL_EXIT_FAILED,
+        BACKFILL_EXIT_USAGE,
+        BACKFILL_EXIT_RETRYABLE,
+        BACKFILL_EXIT_STOPPED,
+    )
+    assert EXIT_RETRYABLE == 75  # EX_TEMPFAIL; not 1, 2 or a signal's 128 + n

@@ -5,6 +5,18 @@ environment variable `DBMIGRATE_DSN`), running the worker, the exit status, SIGT
 (finish the current batch, then stop: the checkpoint lets the next run resume) and the
 worker's optional Prometheus metrics. What it shows while it runs, and its final line, are
 `commands.backfill_progress`; the work itself is `dbmigrate.db.backfill.run_backfill`.
+
+Exit status (the backfill Job's podFailurePolicy in `core.jobs` acts on these, see
+`exit_code`):
+  0    done, or nothing left to do
+  1    an error that cannot heal: no primary key, no such table, invalid SQL, a runtime error
+       of the `set`, a checkpoint of another backfill, a wrong password: the Job fails at once
+  2    bad arguments: the Job fails at once
+  75   the database stayed unavailable past the worker's own reconnects (connection lost or
+       refused: class 08, 57P01, 57P02, 57P03, 53300), or a lock, deadlock or serialization
+       failure outlasted its retries: it can heal, so the Job retries the pod, which resumes
+       from the checkpoint
+  143  stopped by SIGTERM after its current batch: retried, resumes from the checkpoint
 """
 
 from __future__ import annotations
@@ -22,29 +34,46 @@ import psycopg
 
 from dbmigrate.api.durations import parse_duration
 from dbmigrate.commands.backfill_progress import open_display, result_text
-from dbmigrate.core.batching import parse_worker
+from dbmigrate.core.batching import CONTENTION_SQLSTATES, parse_worker
+from dbmigrate.core.jobs import (
+    BACKFILL_EXIT_FAILED,
+    BACKFILL_EXIT_RETRYABLE,
+    BACKFILL_EXIT_STOPPED,
+    BACKFILL_EXIT_USAGE,
+)
 from dbmigrate.db.backfill import (
     APPLICATION_NAME_PREFIX,
     CHECKPOINT_TABLE,
+    DEFAULT_MAX_RECONNECTS,
     BackfillError,
     BackfillEvent,
     BackfillOptions,
     BackfillResult,
+    BackfillSqlError,
     BatchDone,
+    DatabaseUnavailable,
     Retrying,
     Started,
     Throttled,
-    run_backfill,
+    run_backfill_reconnecting,
+    transient_error,
 )
-from dbmigrate.db.errors import describe_error, first_line, redact_dsn
+from dbmigrate.db.errors import describe_error, redact_dsn
 
 if TYPE_CHECKING:
     from prometheus_client import Counter, Gauge, Histogram
 
 DSN_ENV = "DBMIGRATE_DSN"
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_STOPPED = 143  # 128 + SIGTERM, as a shell reports a process ended by SIGTERM
+EXIT_FAILED = BACKFILL_EXIT_FAILED
+EXIT_USAGE = BACKFILL_EXIT_USAGE
+EXIT_RETRYABLE = BACKFILL_EXIT_RETRYABLE  # EX_TEMPFAIL
+EXIT_STOPPED = BACKFILL_EXIT_STOPPED  # 128 + SIGTERM, as a shell reports a process ended by SIGTERM
+
+EXIT_CODES_HELP = (
+    "exit status: 0 done (or nothing left to do); 1 an error that cannot heal (no primary key, "
+    "invalid SQL, ...); 2 bad arguments; 75 the database stayed unavailable past the "
+    "reconnects (or a lock past the retries): run again to resume; 143 stopped by SIGTERM"
+)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,8 +85,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "Update a table in keyset batches on its primary key, each batch its own short "
             f"transaction, checkpointed in {CHECKPOINT_TABLE} so that a killed run "
             "resumes where it stopped. The database is read from the environment variable "
-            f"{DSN_ENV} (a libpq DSN), never from the command line."
+            f"{DSN_ENV} (a libpq DSN), never from the command line. A lost connection is "
+            "reconnected with back-off and the run resumes from the checkpoint."
         ),
+        epilog=EXIT_CODES_HELP,
     )
     p.add_argument("--table", required=True, help="[schema.]table; it must have a primary key")
     p.add_argument(
@@ -119,6 +150,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default=10,
         metavar="N",
         help="consecutive retries of a batch hitting a lock or statement timeout",
+    )
+    p.add_argument(
+        "--max-reconnects",
+        type=_non_negative_int,
+        default=DEFAULT_MAX_RECONNECTS,
+        metavar="N",
+        help="consecutive reconnects after a lost or refused connection (class 08, 57P01, "
+        "53300, ...) before exiting with status 75",
     )
     p.add_argument(
         "--metrics-port", type=int, metavar="PORT", help="serve Prometheus metrics on this port"
@@ -200,6 +239,7 @@ def _handle(args: argparse.Namespace) -> int:
         max_replication_lag_seconds=args.max_replication_lag,
         max_active_sessions=args.max_active_sessions,
         max_retries=args.max_retries,
+        max_reconnects=args.max_reconnects,
     )
     metrics = _WorkerMetrics(opts) if args.metrics_port else None
     if metrics is not None:
@@ -216,24 +256,20 @@ def _handle(args: argparse.Namespace) -> int:
         stopped_by.append(signal.Signals(signum).name)
         stop.set()
 
+    def connect() -> psycopg.Connection[Any]:
+        return psycopg.connect(
+            dsn, autocommit=True, application_name=f"{APPLICATION_NAME_PREFIX} {worker}/{workers}"
+        )
+
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        try:
-            conn = psycopg.connect(
-                dsn,
-                autocommit=True,
-                application_name=f"{APPLICATION_NAME_PREFIX} {worker}/{workers}",
-            )
-        except psycopg.Error as exc:
-            return _fail(_scrub(f"cannot connect to the database: {first_line(exc)}", dsn))
-        with conn:
-            return _run(conn, opts, args.progress_interval, metrics, stop, stopped_by, dsn)
+        return _run(connect, opts, args.progress_interval, metrics, stop, stopped_by, dsn)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
 def _run(
-    conn: psycopg.Connection[Any],
+    connect: Callable[[], psycopg.Connection[Any]],
     opts: BackfillOptions,
     progress_interval: float,
     metrics: _WorkerMetrics | None,
@@ -250,15 +286,25 @@ def _run(
 
     with display:
         try:
-            result = run_backfill(conn, opts, on_event=on_event, stop=stop)
+            result = run_backfill_reconnecting(connect, opts, on_event=on_event, stop=stop)
         except BackfillError as exc:
             display.close()
-            return _fail(_scrub(str(exc), dsn))
+            return _fail(_scrub(str(exc), dsn), exit_code(exc))
         except psycopg.Error as exc:
             display.close()
-            return _fail(_scrub(f"database error: {describe_error(exc)}", dsn))
+            return _fail(_scrub(f"database error: {describe_error(exc)}", dsn), exit_code(exc))
         display.finish(result)
     return _report(result, stopped_by)
+
+
+def exit_code(exc: BaseException) -> int:
+    """The exit status of a worker ended by `exc`: 75 (the Job retries the pod) when the
+    error can heal by itself, 1 (the Job fails at once) otherwise."""
+    if isinstance(exc, DatabaseUnavailable) or transient_error(exc) is not None:
+        return EXIT_RETRYABLE
+    if isinstance(exc, BackfillSqlError) and exc.sqlstate in CONTENTION_SQLSTATES:
+        return EXIT_RETRYABLE  # retried with back-off until the retries ran out
+    return EXIT_FAILED
 
 
 def _report(result: BackfillResult, stopped_by: list[str]) -> int:

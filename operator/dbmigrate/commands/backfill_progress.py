@@ -2,8 +2,9 @@
 
 Owns the progress display of the backfill worker: a rich progress bar on a terminal, plain
 periodic lines otherwise (what Job logs show: the start, every interval, every throttle and
-retry), both fed by the worker's events, and the text of the final line (done, stopped, or
-already finished). The numbers and their wording come from `dbmigrate.core.batching`.
+retry, every checkpoint found stale), both fed by the worker's events, and the text of the
+final line (done, stopped, or already finished). The numbers and their wording come from
+`dbmigrate.core.batching`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dbmigrate.db.backfill import (
     BackfillEvent,
     BackfillResult,
     BatchDone,
+    CheckpointReset,
     Retrying,
     Started,
     Throttled,
@@ -125,6 +127,10 @@ def started_text(event: Started) -> str:
     )
 
 
+def reset_text(event: CheckpointReset) -> str:
+    return f"starting over: {event.reason}; forgot the checkpoint and planned the backfill again"
+
+
 class PlainDisplay(Display):
     """Lines for logs: the start, every `interval` seconds, and every throttle or retry."""
 
@@ -143,6 +149,8 @@ class PlainDisplay(Display):
             self._print(started_text(event))
         elif isinstance(event, Throttled):
             self._print(f"waiting: {event.reason}")
+        elif isinstance(event, CheckpointReset):
+            self._print(reset_text(event))
         elif isinstance(event, Retrying):
             self._print(
                 f"retry {event.attempt} in {event.delay:.1f}s after {event.error} "
@@ -185,8 +193,12 @@ class RichDisplay(Display):
     def event(self, event: BackfillEvent) -> None:
         self.tally.update(event)
         t = self.tally
+        if isinstance(event, CheckpointReset):
+            self.console.print(reset_text(event))
         if isinstance(event, Started):
             self.console.print(started_text(event))
+            if self.task is not None:  # started again on a new connection
+                self.progress.remove_task(self.task)
             self.task = self.progress.add_task(
                 "backfill",
                 total=t.rows_estimated,

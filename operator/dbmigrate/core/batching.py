@@ -104,6 +104,24 @@ def backoff_delay(attempt: int, jitter: float, *, base: float = 0.2, cap: float 
     return exponential * (0.5 + 0.5 * min(max(jitter, 0.0), 1.0))
 
 
+# Errors that say the database or the way to it is (for now) unavailable, not that the work is
+# wrong: class 08 (connection exception), 57P01 admin_shutdown (pg_terminate_backend, a fast
+# shutdown), 57P02 crash_shutdown, 57P03 cannot_connect_now (starting up, in recovery) and
+# 53300 too_many_connections. A worker reconnects after them and resumes from its checkpoint.
+TRANSIENT_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+
+
+# Another transaction was in the way (lock_timeout, deadlock, serialization failure): retried
+# with back-off in the worker, and when the retries run out still an error that heals when
+# that transaction ends.
+CONTENTION_SQLSTATES = frozenset({"55P03", "40P01", "40001"})
+
+
+def is_transient_sqlstate(sqlstate: str | None) -> bool:
+    """Whether an error with this SQLSTATE can heal by itself (reconnect and try again)."""
+    return sqlstate is not None and (sqlstate.startswith("08") or sqlstate in TRANSIENT_SQLSTATES)
+
+
 def throttle_reason(
     replication_lag: float | None,
     active_sessions: int,

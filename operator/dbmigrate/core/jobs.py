@@ -17,6 +17,16 @@ LABEL_STEP = f"{GROUP}/step"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 BACKFILL_BACKOFF_LIMIT = 6  # a killed worker pod is retried; it resumes from its checkpoint
 
+# The exit codes of `dbmigrate backfill` (commands/backfill.py uses these), and what the Job's
+# podFailurePolicy does with each:
+BACKFILL_EXIT_FAILED = 1  # an error that cannot heal (no primary key, bad SQL): FailJob
+BACKFILL_EXIT_USAGE = 2  # bad arguments: FailJob
+# The database stayed unavailable (connection lost or refused, 57P01, 53300, ...) or a lock
+# stayed taken past the worker's own retries with back-off (EX_TEMPFAIL of sysexits.h): the
+# pod is retried (Count, up to backoffLimitPerIndex) and resumes from its checkpoint.
+BACKFILL_EXIT_RETRYABLE = 75
+BACKFILL_EXIT_STOPPED = 143  # SIGTERM (128 + 15): finished its batch and stopped; retried
+
 
 def backfill_checkpoint_name(migration_id: str, step: str) -> str:
     return f"{migration_id}/{step}"
@@ -149,21 +159,43 @@ def build_backfill_job(
     # Each index gets its own retries, so one worker's failures do not exhaust the others'.
     job["spec"]["backoffLimitPerIndex"] = BACKFILL_BACKOFF_LIMIT
     del job["spec"]["backoffLimit"]
-    # The worker exits 1 on a permanent error (no primary key, invalid SQL) and 2 on bad
-    # arguments: retrying cannot help, so the Job fails at once with its message. A killed
-    # worker (SIGKILL 137, SIGTERM 143, node drain) is retried and resumes from its checkpoint.
-    job["spec"]["podFailurePolicy"] = {
+    job["spec"]["podFailurePolicy"] = backfill_pod_failure_policy()
+    job["spec"]["template"]["spec"]["volumes"] = [{"name": "tmp", "emptyDir": {}}]
+    container["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108
+    return job
+
+
+def backfill_pod_failure_policy() -> dict[str, Any]:
+    """What a failed worker pod means; Kubernetes applies the first rule that matches.
+
+    Exit 1 (an error that cannot heal: no primary key, invalid SQL) and 2 (bad arguments) fail
+    the Job at once with the worker's message: retrying cannot help. Exit 75 (the database was
+    unavailable past the worker's own reconnects) is counted against backoffLimitPerIndex and
+    retried, as are pods killed by a signal (137, 143); a pod evicted or preempted
+    (DisruptionTarget) is retried without counting. Every retried pod resumes from its
+    checkpoint.
+    """
+    return {
         "rules": [
             {
                 "action": "FailJob",
-                "onExitCodes": {"containerName": "backfill", "operator": "In", "values": [1, 2]},
+                "onExitCodes": {
+                    "containerName": "backfill",
+                    "operator": "In",
+                    "values": [BACKFILL_EXIT_FAILED, BACKFILL_EXIT_USAGE],
+                },
+            },
+            {
+                "action": "Count",
+                "onExitCodes": {
+                    "containerName": "backfill",
+                    "operator": "In",
+                    "values": [BACKFILL_EXIT_RETRYABLE],
+                },
             },
             {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
         ]
     }
-    job["spec"]["template"]["spec"]["volumes"] = [{"name": "tmp", "emptyDir": {}}]
-    container["volumeMounts"] = [{"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108
-    return job
 
 
 def build_tool_job(body: dict[str, Any], step: Step) -> dict[str, Any]:

@@ -6,6 +6,11 @@ been committed, so a step with non-transactional statements (CREATE INDEX CONCUR
 after a crash at the group that did not finish instead of starting over, and which
 non-transactional group was started: its statement commits on its own, so after a crash it may
 be done although its progress row was never written.
+
+A step's history row is written in one transaction with the forgetting of what the step
+remembers: its `step_progress` row, and, for the `down` row of a backfill step, its backfill's
+checkpoints (`dbmigrate.backfill_checkpoints`, named `core.jobs.backfill_checkpoint_name`), so
+that the same migration applied again backfills again instead of finding "nothing to do".
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import psycopg
 
 from dbmigrate import __version__
 from dbmigrate.core.decide import AppliedStep
+from dbmigrate.core.jobs import backfill_checkpoint_name
+from dbmigrate.db.backfill import CHECKPOINT_TABLE, FORGET_CHECKPOINTS
 
 # "dbmigrat" as a 64-bit integer: one session-level advisory lock per database.
 MIGRATION_LOCK_KEY = 0x64626D6967726174
@@ -126,7 +133,8 @@ async def insert_history(
     checksum: str,
     duration_ms: int,
 ) -> None:
-    """Record a finished step; the caller decides which transaction it belongs to."""
+    """Record a finished step, and forget what it remembers (its progress; a reverted backfill
+    step's checkpoints), in the transaction the caller chose."""
     await conn.execute(
         "INSERT INTO dbmigrate.history "
         "(migration_id, step, step_kind, direction, checksum, duration_ms, operator_version) "
@@ -138,6 +146,16 @@ async def insert_history(
         "WHERE migration_id = %s AND step = %s AND direction = %s",
         (migration_id, step, direction),
     )
+    if step_kind == "backfill" and direction == "down":
+        await forget_backfill(conn, backfill_checkpoint_name(migration_id, step))
+
+
+async def forget_backfill(conn: psycopg.AsyncConnection, checkpoint: str) -> None:
+    """Delete a backfill's checkpoints (no-op before any backfill created the table)."""
+    cur = await conn.execute("SELECT to_regclass(%s) IS NOT NULL", (CHECKPOINT_TABLE,))
+    row = await cur.fetchone()
+    if row and row[0]:
+        await conn.execute(FORGET_CHECKPOINTS, (checkpoint,))
 
 
 @dataclass(frozen=True)

@@ -8,9 +8,11 @@ The database side of a backfill worker and of its progress readout, one concern 
   first worker and every write a worker makes to its own row;
 - `slices`: one slice of the key space per parallel worker;
 - `batches`: the boundary query and the UPDATE of one batch, run in one short transaction;
-- `retry`: the errors retried and the back-off shared by the worker's retry loops;
+- `retry`: the errors retried (and those that mean the connection is gone for now) and the
+  back-off shared by the worker's retry loops;
 - `throttle`: waiting while replicas lag or too many sessions are active;
 - `worker`: `run_backfill`, the loop over one worker's slice, and its locks;
+  `run_backfill_reconnecting`, the same through lost connections;
 - `progress`: `read_backfill_progress`, the summary in `status.steps[].backfill`.
 
 The pure decisions (batch sizing, slicing, back-off, throttling, ETA) live in
@@ -21,12 +23,14 @@ from dbmigrate.db.backfill.batches import BatchStatements, build_statements, fin
 from dbmigrate.db.backfill.checkpoints import (
     CHECKPOINT_DDL,
     CHECKPOINT_TABLE,
+    FORGET_CHECKPOINTS,
     Checkpoint,
     delete_checkpoints,
     ensure_checkpoint_table,
     read_checkpoints,
 )
 from dbmigrate.db.backfill.model import (
+    DEFAULT_MAX_RECONNECTS,
     DEFAULT_MAX_RETRIES,
     BackfillError,
     BackfillEvent,
@@ -37,6 +41,8 @@ from dbmigrate.db.backfill.model import (
     BoundaryMethod,
     CheckpointMismatch,
     CheckpointMoved,
+    CheckpointReset,
+    DatabaseUnavailable,
     NoPrimaryKey,
     Retrying,
     Started,
@@ -44,16 +50,18 @@ from dbmigrate.db.backfill.model import (
     Throttled,
 )
 from dbmigrate.db.backfill.progress import estimate_rows, read_backfill_progress
-from dbmigrate.db.backfill.retry import RETRYABLE
+from dbmigrate.db.backfill.retry import RETRYABLE, transient_error
 from dbmigrate.db.backfill.table import TableInfo, check_statements, read_table
 from dbmigrate.db.backfill.throttle import APPLICATION_NAME_PREFIX, read_strain
-from dbmigrate.db.backfill.worker import run_backfill
+from dbmigrate.db.backfill.worker import run_backfill, run_backfill_reconnecting
 
 __all__ = [
     "APPLICATION_NAME_PREFIX",
     "CHECKPOINT_DDL",
     "CHECKPOINT_TABLE",
+    "DEFAULT_MAX_RECONNECTS",
     "DEFAULT_MAX_RETRIES",
+    "FORGET_CHECKPOINTS",
     "RETRYABLE",
     "BackfillError",
     "BackfillEvent",
@@ -66,6 +74,8 @@ __all__ = [
     "Checkpoint",
     "CheckpointMismatch",
     "CheckpointMoved",
+    "CheckpointReset",
+    "DatabaseUnavailable",
     "NoPrimaryKey",
     "Retrying",
     "Started",
@@ -83,4 +93,6 @@ __all__ = [
     "read_strain",
     "read_table",
     "run_backfill",
+    "run_backfill_reconnecting",
+    "transient_error",
 ]

@@ -92,6 +92,8 @@ def run_batch(
     lo: str | None,
     hi: str,
     size: int,
+    *,
+    table_oid: int,
 ) -> tuple[str, bool, int]:
     """One batch in one transaction: (its last key, whether it was the last, rows changed)."""
     with conn.transaction():
@@ -106,7 +108,9 @@ def run_batch(
         final = found is None or found == hi
         end = hi if found is None else found
         rows = conn.execute(stmts.update, {"lo": lo, "end": end}, prepare=False).rowcount
-        if not advance_checkpoint(conn, opts, lo=lo, end=end, rows=rows, final=final):
+        if not advance_checkpoint(
+            conn, opts, table_oid=table_oid, lo=lo, end=end, rows=rows, final=final
+        ):
             raise CheckpointMoved(
                 f"checkpoint {opts.checkpoint_name!r} worker {opts.worker} moved under this "
                 "process (another process on the same slice?); its batch was rolled back"

@@ -6,6 +6,16 @@ per checkpoint name by whichever worker comes first (`claim_checkpoint`: one row
 with its key slice, see `slices`), and every write a worker makes to its own row: the
 compare-and-set that commits with each batch, the end of an empty slice, the last error.
 A killed worker resumes exactly after the last batch whose checkpoint update committed.
+
+A checkpoint is only as good as what it is about. It records the table's identity, its
+`pg_class` oid (not its relfilenode: TRUNCATE, VACUUM FULL or a rewriting ALTER give the same
+table a new file and keep the oid, while a table dropped and re-created, or restored, is a new
+oid), and a checkpoint made on another table is stale: forgotten, and the backfill planned
+again. A finished checkpoint is "nothing to do" only while no row matches the backfill's
+`where` any more (one `SELECT 1 ... LIMIT 1`); without a `where` no row tells done from not
+done (the `set` may be idempotent or not), so the checkpoint and the table's identity are all
+there is. Reverting a backfill step forgets its checkpoint (`FORGET_CHECKPOINTS`, run by
+`db.history` in the transaction of the step's `down` row).
 """
 
 from __future__ import annotations
@@ -32,6 +42,7 @@ CREATE TABLE IF NOT EXISTS {CHECKPOINT_TABLE} (
     worker         integer     NOT NULL,
     workers        integer     NOT NULL,
     table_name     text        NOT NULL,
+    table_oid      oid,
     set_sql        text        NOT NULL,
     where_sql      text,
     key_columns    text[]      NOT NULL,
@@ -53,8 +64,15 @@ COMMENT ON TABLE {CHECKPOINT_TABLE} IS
     'dbmigrate backfill workers: one row per checkpoint name and worker. slice_lower is the '
     'exclusive lower key of the worker''s slice (NULL: from the first key), upper_key its '
     'inclusive upper key captured at start (NULL: nothing to do), last_key the last key of the '
-    'last committed batch (NULL: none yet). Keys are JSON arrays in primary key order.';
+    'last committed batch (NULL: none yet). Keys are JSON arrays in primary key order. '
+    'table_oid is the pg_class oid of the table it was planned on.';
+-- Tables created before table_oid existed.
+ALTER TABLE {CHECKPOINT_TABLE} ADD COLUMN IF NOT EXISTS table_oid oid;
 """
+
+# The statement that forgets a backfill's checkpoints by name (parameter: the name); run only
+# when the table exists. `db.history` runs it with a backfill step's `down` row.
+FORGET_CHECKPOINTS = f"DELETE FROM {CHECKPOINT_TABLE} WHERE name = %s"
 
 
 def _table_exists(conn: psycopg.Connection[Any]) -> bool:
@@ -62,9 +80,18 @@ def _table_exists(conn: psycopg.Connection[Any]) -> bool:
     return bool(row and row[0])
 
 
+def _table_is_current(conn: psycopg.Connection[Any]) -> bool:
+    row = conn.execute(
+        "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass(%s) "
+        "AND attname = 'table_oid' AND NOT attisdropped)",
+        (CHECKPOINT_TABLE,),
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def ensure_checkpoint_table(conn: psycopg.Connection[Any]) -> None:
-    """Create schema `dbmigrate` and the checkpoint table unless they exist."""
-    if _table_exists(conn):
+    """Create schema `dbmigrate` and the checkpoint table (or add what an older one lacks)."""
+    if _table_is_current(conn):
         return
     for attempt in range(3):
         try:
@@ -87,6 +114,7 @@ class Checkpoint:
     worker: int
     workers: int
     table_name: str
+    table_oid: int | None  # None: planned by a version that did not record it
     set_sql: str
     where_sql: str | None
     key_columns: tuple[str, ...]
@@ -113,8 +141,10 @@ class Checkpoint:
 _CHECKPOINT_COLUMNS = sql.SQL(
     "name, worker, workers, table_name, set_sql, where_sql, key_columns, slice_lower::text, "
     "upper_key::text, last_key::text, rows_done, batches, started_at, updated_at, finished_at, "
-    "last_error"
+    "last_error, (to_jsonb(c) ->> 'table_oid')::bigint"
 )
+# to_jsonb: a table not yet upgraded (no table_oid column) is still readable, e.g. by the
+# operator's progress readout while an older worker runs.
 
 
 def _checkpoint(row: Sequence[Any]) -> Checkpoint:
@@ -135,6 +165,7 @@ def _checkpoint(row: Sequence[Any]) -> Checkpoint:
         updated_at=row[13],
         finished_at=row[14],
         last_error=row[15],
+        table_oid=row[16],
     )
 
 
@@ -143,7 +174,7 @@ def read_checkpoints(conn: psycopg.Connection[Any], name: str) -> list[Checkpoin
     if not _table_exists(conn):
         return []
     rows = conn.execute(
-        sql.SQL("SELECT {} FROM {} WHERE name = %s ORDER BY worker").format(
+        sql.SQL("SELECT {} FROM {} AS c WHERE name = %s ORDER BY worker").format(
             _CHECKPOINT_COLUMNS, sql.SQL(CHECKPOINT_TABLE)
         ),
         (name,),
@@ -155,15 +186,25 @@ def delete_checkpoints(conn: psycopg.Connection[Any], name: str) -> int:
     """Forget a backfill's checkpoints (e.g. after its step was rolled back); rows deleted."""
     if not _table_exists(conn):
         return 0
-    cur = conn.execute(f"DELETE FROM {CHECKPOINT_TABLE} WHERE name = %s", (name,))
+    cur = conn.execute(FORGET_CHECKPOINTS, (name,))
     return cur.rowcount
 
 
 def claim_checkpoint(
-    conn: psycopg.Connection[Any], info: TableInfo, opts: BackfillOptions
-) -> Checkpoint:
-    """This worker's checkpoint, planning the whole backfill if this worker is the first."""
+    conn: psycopg.Connection[Any],
+    info: TableInfo,
+    opts: BackfillOptions,
+    *,
+    recheck_finished: bool = True,
+) -> tuple[Checkpoint, str | None]:
+    """This worker's checkpoint, planning the whole backfill if this worker is the first.
+
+    A stale checkpoint (made on another table; or finished while rows still match `where`,
+    looked at only when `recheck_finished`: not after a reconnect of a run that was just
+    working on it) is forgotten and planned again; the second value says why, else None.
+    """
     name = opts.checkpoint_name
+    reset: str | None = None
     with conn.transaction():
         conn.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))",
@@ -171,16 +212,19 @@ def claim_checkpoint(
         )
         existing = read_checkpoints(conn, name)
         if existing:
-            _check_same_backfill(existing[0], info, opts)
-        else:
+            reset = _stale(conn, existing, info, opts, recheck_finished=recheck_finished)
+            if reset is not None:
+                conn.execute(FORGET_CHECKPOINTS, (name,))
+                existing = []
+        if not existing:
             slices = plan_slices(conn, info, opts.workers)
             with conn.cursor() as cur:
                 cur.executemany(
                     f"""
                     INSERT INTO {CHECKPOINT_TABLE}
-                        (name, worker, workers, table_name, set_sql, where_sql, key_columns,
-                         slice_lower, upper_key)
-                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)
+                        (name, worker, workers, table_name, table_oid, set_sql, where_sql,
+                         key_columns, slice_lower, upper_key)
+                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb)
                     """,
                     [
                         (
@@ -188,6 +232,7 @@ def claim_checkpoint(
                             i,
                             opts.workers,
                             info.name,
+                            info.oid,
                             opts.set,
                             opts.where,
                             list(info.key_columns),
@@ -207,29 +252,65 @@ def claim_checkpoint(
             (name, opts.worker),
         )
         mine = [c for c in read_checkpoints(conn, name) if c.worker == opts.worker]
-    return mine[0]
+    return mine[0], reset
 
 
-def _check_same_backfill(cp: Checkpoint, info: TableInfo, opts: BackfillOptions) -> None:
-    if cp.workers != opts.workers:
-        raise CheckpointMismatch(
-            f"checkpoint {cp.name!r} was planned for {cp.workers} workers, not {opts.workers}: "
-            "run with the same worker count, or use another --checkpoint name"
-        )
+def _stale(
+    conn: psycopg.Connection[Any],
+    existing: list[Checkpoint],
+    info: TableInfo,
+    opts: BackfillOptions,
+    *,
+    recheck_finished: bool,
+) -> str | None:
+    """Why the checkpoint no longer describes the table (None: it does); raises
+    `CheckpointMismatch` when it belongs to another backfill."""
+    cp = existing[0]
     if (cp.table_name, cp.set_sql, cp.where_sql) != (info.name, opts.set, opts.where):
         raise CheckpointMismatch(
             f"checkpoint {cp.name!r} belongs to another backfill (table {cp.table_name}, "
             f"set {cp.set_sql!r}, where {cp.where_sql!r}): use another --checkpoint name"
+        )
+    if any(c.table_oid is not None and c.table_oid != info.oid for c in existing):
+        return (
+            f"checkpoint {cp.name!r} was made on another table {cp.table_name} (oid "
+            f"{cp.table_oid}, now {info.oid}: dropped and re-created, or restored)"
+        )
+    if any(c.table_oid is None for c in existing):
+        # Planned before identities were recorded: this is the best evidence there is.
+        conn.execute(
+            f"UPDATE {CHECKPOINT_TABLE} SET table_oid = %s WHERE name = %s AND table_oid IS NULL",
+            (info.oid, cp.name),
+        )
+    if cp.workers != opts.workers:
+        raise CheckpointMismatch(
+            f"checkpoint {cp.name!r} was planned for {cp.workers} workers, not {opts.workers}: "
+            "run with the same worker count, or use another --checkpoint name"
         )
     if cp.key_columns != info.key_columns:
         raise CheckpointMismatch(
             f"the primary key of {info.name} changed since checkpoint {cp.name!r} was planned "
             f"({', '.join(cp.key_columns)} → {', '.join(info.key_columns)})"
         )
+    finished = len(existing) == cp.workers and all(c.finished for c in existing)
+    if recheck_finished and finished and opts.where and rows_match(conn, info, opts.where):
+        return (
+            f"checkpoint {cp.name!r} is finished, but rows of {info.name} still match "
+            f"where {opts.where!r}"
+        )
+    return None
+
+
+def rows_match(conn: psycopg.Connection[Any], info: TableInfo, where_sql: str) -> bool:
+    """Whether any row matches `where_sql` (stops at the first one)."""
+    query = sql.SQL("SELECT 1 FROM {} WHERE ({}) LIMIT 1").format(info.ident, sql.SQL(where_sql))
+    # binary=True forces the extended protocol: one statement only, whatever `where` holds.
+    return conn.execute(query, binary=True).fetchone() is not None
 
 
 # The WHERE on the previous key makes the checkpoint a compare-and-set: if anything else moved
-# this worker's checkpoint since we read it, no row matches and the batch is rolled back.
+# this worker's checkpoint since we read it (or planned it again, for another table), no row
+# matches and the batch is rolled back.
 _ADVANCE = f"""
 UPDATE {CHECKPOINT_TABLE}
 SET last_key = %(end)s::jsonb, rows_done = rows_done + %(rows)s, batches = batches + 1,
@@ -237,6 +318,7 @@ SET last_key = %(end)s::jsonb, rows_done = rows_done + %(rows)s, batches = batch
     finished_at = CASE WHEN %(final)s THEN now() END
 WHERE name = %(name)s AND worker = %(worker)s AND finished_at IS NULL
   AND coalesce(last_key, slice_lower) IS NOT DISTINCT FROM %(lo)s::jsonb
+  AND table_oid = %(oid)s::oid
 """
 
 
@@ -244,6 +326,7 @@ def advance_checkpoint(
     conn: psycopg.Connection[Any],
     opts: BackfillOptions,
     *,
+    table_oid: int,
     lo: str | None,
     end: str,
     rows: int,
@@ -259,6 +342,7 @@ def advance_checkpoint(
             "name": opts.checkpoint_name,
             "worker": opts.worker,
             "lo": lo,
+            "oid": table_oid,
         },
     ).rowcount
     return moved == 1

@@ -17,6 +17,7 @@ from dbmigrate.core.batching import default_checkpoint_name
 from dbmigrate.db.errors import describe_error
 
 DEFAULT_MAX_RETRIES = 10
+DEFAULT_MAX_RECONNECTS = 10  # about 80 s of back-off: a restart or a failover of the server
 
 BoundaryMethod = Literal["offset", "max"]
 
@@ -43,6 +44,11 @@ class CheckpointMismatch(BackfillError):
 
 class CheckpointMoved(BackfillError):
     """Another process advanced this worker's checkpoint while we were running a batch."""
+
+
+class DatabaseUnavailable(BackfillError):
+    """The connection was lost (or refused) and reconnecting failed too often in a row: an error
+    that can heal, so the worker exits with a code the Job retries, never 1."""
 
 
 class BackfillSqlError(BackfillError):
@@ -76,6 +82,8 @@ class BackfillOptions:
     max_replication_lag_seconds: float = 1.5
     max_active_sessions: int = 25
     max_retries: int = DEFAULT_MAX_RETRIES
+    # consecutive reconnects without a batch committed in between (`run_backfill_reconnecting`)
+    max_reconnects: int = DEFAULT_MAX_RECONNECTS
     # None: derived from the target (batch_statement_timeout); set to test or to cap it.
     statement_timeout_seconds: float | None = None
     boundary_method: BoundaryMethod = "offset"
@@ -130,7 +138,16 @@ class Retrying:
     batch_size: int
 
 
-BackfillEvent = Started | BatchDone | Throttled | Retrying
+@dataclass(frozen=True)
+class CheckpointReset:
+    """The checkpoint no longer described the table (another table now, or rows it had done
+    match `where` again): it was forgotten and the backfill starts over."""
+
+    checkpoint: str
+    reason: str
+
+
+BackfillEvent = Started | BatchDone | Throttled | Retrying | CheckpointReset
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,11 @@
 """Retrying what a lock or a timeout refused, with back-off: one helper for every loop.
 
 Owns which errors a worker retries (`RETRYABLE`) and `Retries`, the count of consecutive
-failures and the pause before the next try, which both of the worker's retry loops share:
-the lock-bound setup steps (`retrying_locks`) and the batches (`worker`).
+failures and the pause before the next try, which the worker's retry loops share: the
+lock-bound setup steps (`retrying_locks`), the batches and the reconnects (`worker`). Which
+errors mean the connection or the database is gone for now (`transient_error`: reconnect,
+resume from the checkpoint) is `core.batching.is_transient_sqlstate`, plus a connection that
+closed without the server saying why.
 
 Counting: failures count from 1, which is what `Retrying.attempt` and the "failed N times in
 a row" of the errors report; the pause before the next try is
@@ -17,9 +20,10 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+import psycopg
 from psycopg import errors
 
-from dbmigrate.core.batching import backoff_delay
+from dbmigrate.core.batching import backoff_delay, is_transient_sqlstate
 from dbmigrate.db.backfill.model import (
     BackfillEvent,
     BackfillOptions,
@@ -36,6 +40,20 @@ RETRYABLE = (
 )
 
 T = TypeVar("T")
+
+
+def transient_error(exc: BaseException | None) -> psycopg.Error | None:
+    """The error in `exc` or its causes that says the connection or the database went away for
+    now (class 08, 57P01, 57P02, 57P03, 53300, or a connection that closed without a word from
+    the server); None when the error is anything else."""
+    while exc is not None:
+        if isinstance(exc, psycopg.Error) and (
+            is_transient_sqlstate(exc.sqlstate)
+            or (exc.sqlstate is None and isinstance(exc, psycopg.OperationalError))
+        ):
+            return exc
+        exc = exc.__cause__
+    return None
 
 
 class Retries:

@@ -7,6 +7,13 @@ keeps one process per slice, the checkpoint claim, then batches until the slice 
 after a statement timeout), pauses, waits while the database is under strain, and retries
 lock timeouts, statement timeouts, deadlocks and serialization failures with back-off.
 Each batch commits with its checkpoint, so a killed worker resumes after the last one.
+
+`run_backfill_reconnecting` is the same on connections of its own: a connection lost or
+refused with an error that can heal (`retry.transient_error`) is opened again after a back-off
+and the run resumes from the checkpoint, which the database keeps, so a batch whose commit was
+lost with the connection is neither lost nor done twice; past `max_reconnects` failures in a
+row it raises `DatabaseUnavailable`. `run_backfill` on the caller's connection raises that at
+the first one.
 """
 
 from __future__ import annotations
@@ -16,11 +23,13 @@ import hashlib
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
 from psycopg import errors
 
+from dbmigrate import failpoints
 from dbmigrate.core.batching import BatchSizer, batch_statement_timeout
 from dbmigrate.db.backfill.batches import build_statements, run_batch
 from dbmigrate.db.backfill.checkpoints import (
@@ -35,11 +44,13 @@ from dbmigrate.db.backfill.model import (
     BackfillResult,
     BackfillSqlError,
     BatchDone,
+    CheckpointReset,
+    DatabaseUnavailable,
     Started,
     Throttled,
 )
 from dbmigrate.db.backfill.progress import estimate_rows
-from dbmigrate.db.backfill.retry import RETRYABLE, Retries, retrying_locks
+from dbmigrate.db.backfill.retry import RETRYABLE, Retries, retrying_locks, transient_error
 from dbmigrate.db.backfill.table import TableInfo, check_statements, read_table
 from dbmigrate.db.backfill.throttle import (
     THROTTLE_CHECK_INTERVAL,
@@ -61,12 +72,157 @@ def run_backfill(
 
     `conn` must be in autocommit mode: every batch is its own transaction. Raises
     `BackfillError` subclasses for expected failures (missing table, no primary key, bad SQL,
-    retries exhausted), with the server's SQLSTATE and message.
+    retries exhausted), with the server's SQLSTATE and message; `DatabaseUnavailable` when the
+    connection is lost (`run_backfill_reconnecting` reconnects instead).
     """
     if not conn.autocommit:
         raise ValueError("run_backfill needs an autocommit connection")
-    emit = on_event or (lambda _event: None)
+    runs = _Runs()
+    emit = runs.watching(on_event or (lambda _event: None))
+    try:
+        return runs.result(_run(conn, opts, emit, stop or threading.Event(), clock, runs), clock)
+    except Exception as exc:
+        cause = transient_error(exc)
+        if cause is None:
+            raise
+        raise DatabaseUnavailable(f"lost the database connection: {describe_error(cause)}") from exc
+
+
+def run_backfill_reconnecting(
+    connect: Callable[[], psycopg.Connection[Any]],
+    opts: BackfillOptions,
+    *,
+    on_event: Callable[[BackfillEvent], None] | None = None,
+    stop: threading.Event | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> BackfillResult:
+    """`run_backfill` on connections of its own (`connect()` opens an autocommit one).
+
+    A connection lost or refused with an error that can heal is closed, and after a back-off
+    (`Retrying` events, `core.batching.backoff_delay`) opened again; the run resumes from the
+    checkpoint. `opts.max_reconnects` failures in a row with no batch committed in between
+    raise `DatabaseUnavailable`; a connection refused for good (a wrong password, no such
+    database) raises `BackfillSqlError` at once, as do the errors `run_backfill` raises.
+    """
     stop = stop or threading.Event()
+    outer = on_event or (lambda _event: None)
+    runs = _Runs()
+    failures = Retries(opts.max_reconnects, outer, stop)
+
+    def on_attempt_event(event: BackfillEvent) -> None:
+        if isinstance(event, BatchDone):
+            failures.succeeded()
+        outer(event)
+
+    emit = runs.watching(on_attempt_event)
+    while True:
+        connected = False
+        try:
+            conn = connect()
+            connected = True
+            with conn:
+                return runs.result(_run(conn, opts, emit, stop, clock, runs), clock)
+        except Exception as exc:
+            cause = transient_error(exc)
+            if cause is None:
+                if not connected and isinstance(exc, psycopg.Error):
+                    raise BackfillSqlError("cannot connect to the database", exc) from exc
+                raise
+            what = "lost the database connection" if connected else "cannot connect to the database"
+            error = f"{what}: {describe_error(cause)}"
+        if not stop.is_set():
+            if not failures.failed():
+                raise DatabaseUnavailable(
+                    f"{error} ({failures.failures} times in a row)"
+                ) from cause
+            failures.back_off(error, opts.batch_size)
+        if stop.is_set():
+            return runs.stopped(opts, clock)
+
+
+@dataclass
+class _Runs:
+    """What this process did over one or more connections to the same checkpoint.
+
+    The checkpoint is the truth of what committed: a batch whose commit was lost with the
+    connection shows as rows done beyond the last ones seen when the checkpoint is claimed
+    again (or at the end), and counts as this run's.
+    """
+
+    claimed: bool = False  # the checkpoint was claimed once: its finished state is this run's
+    started: float | None = None
+    resumed_from: int | None = None
+    seen: int | None = None  # this worker's rows done as last seen; None: nothing seen yet
+    rows: int = 0
+    batches: int = 0
+    batch_seconds: list[float] = field(default_factory=list)
+    batch_sizes: list[int] = field(default_factory=list)
+
+    def watching(self, emit: Callable[[BackfillEvent], None]) -> Callable[[BackfillEvent], None]:
+        def watch(event: BackfillEvent) -> None:
+            if isinstance(event, CheckpointReset):
+                self.seen = None  # a new plan: its rows done start from 0
+            elif isinstance(event, Started):
+                self.catch_up(event.rows_done_before)
+                if self.resumed_from is None:
+                    self.resumed_from = event.rows_done_before
+            elif isinstance(event, BatchDone):
+                self.rows += event.rows
+                self.batches += 1
+                self.seen = event.rows_done
+                self.batch_seconds.append(event.seconds)
+                self.batch_sizes.append(event.batch_size)
+            emit(event)
+
+        return watch
+
+    def catch_up(self, rows_done: int) -> None:
+        if self.seen is not None and rows_done > self.seen:
+            self.rows += rows_done - self.seen
+            self.batches += 1
+        self.seen = rows_done
+
+    def result(self, last: BackfillResult, clock: Callable[[], float]) -> BackfillResult:
+        self.catch_up(last.rows_total)
+        if (self.rows, self.batches) == (last.rows, last.batches):
+            return last  # all that was done, was done on the last connection
+        return BackfillResult(
+            checkpoint=last.checkpoint,
+            rows=self.rows,
+            rows_total=last.rows_total,
+            batches=self.batches,
+            seconds=clock() - self.started if self.started is not None else last.seconds,
+            stopped=last.stopped,
+            resumed_from=self.resumed_from or 0,
+            batch_seconds=self.batch_seconds,
+            batch_sizes=self.batch_sizes,
+        )
+
+    def stopped(self, opts: BackfillOptions, clock: Callable[[], float]) -> BackfillResult:
+        return BackfillResult(
+            checkpoint=opts.checkpoint_name,
+            rows=self.rows,
+            rows_total=self.seen or 0,
+            batches=self.batches,
+            seconds=clock() - self.started if self.started is not None else 0.0,
+            stopped=True,
+            resumed_from=self.resumed_from or 0,
+            batch_seconds=self.batch_seconds,
+            batch_sizes=self.batch_sizes,
+        )
+
+
+def _run(
+    conn: psycopg.Connection[Any],
+    opts: BackfillOptions,
+    emit: Callable[[BackfillEvent], None],
+    stop: threading.Event,
+    clock: Callable[[], float],
+    runs: _Runs,
+) -> BackfillResult:
+    """One connection's run: the table, the checks, the slice's lock, then the slice."""
+    if runs.started is None:
+        runs.started = clock()
     info = read_table(conn, opts.table)
     previous = conn.execute("SELECT current_setting('lock_timeout')").fetchone()
     # Everything before the batches (EXPLAIN, checkpoint DDL, planning) waits for locks at
@@ -88,7 +244,7 @@ def run_backfill(
                 stopped=True,
             )
         try:
-            return _run_slice(conn, info, opts, emit, stop, clock)
+            return _run_slice(conn, info, opts, emit, stop, clock, runs)
         finally:
             if not conn.closed:
                 with contextlib.suppress(psycopg.Error):
@@ -146,9 +302,18 @@ def _run_slice(
     emit: Callable[[BackfillEvent], None],
     stop: threading.Event,
     clock: Callable[[], float],
+    runs: _Runs,
 ) -> BackfillResult:
-    cp = retrying_locks(lambda: claim_checkpoint(conn, info, opts), opts, emit, stop)
+    cp, reset = retrying_locks(
+        lambda: claim_checkpoint(conn, info, opts, recheck_finished=not runs.claimed),
+        opts,
+        emit,
+        stop,
+    )
+    runs.claimed = True
     name = opts.checkpoint_name
+    if reset is not None:
+        emit(CheckpointReset(checkpoint=name, reason=reset))
     if cp.finished or cp.upper_key is None:
         if not cp.finished:
             finish_empty(conn, opts)
@@ -209,7 +374,7 @@ def _run_slice(
         t0 = clock()
         try:
             end, final, rows = run_batch(
-                conn, statements[lo is not None], settings, opts, lo, hi, size
+                conn, statements[lo is not None], settings, opts, lo, hi, size, table_oid=info.oid
             )
         except RETRYABLE as exc:
             message = describe_error(exc)
@@ -224,7 +389,7 @@ def _run_slice(
             # Back to the top: a stop or strain that came meanwhile is seen before the retry.
             continue
         except psycopg.Error as exc:
-            if conn.closed:
+            if conn.closed or transient_error(exc) is not None:
                 raise BackfillSqlError("lost the database connection", exc) from exc
             record_error(conn, opts, describe_error(exc))
             raise BackfillSqlError(f"the batch {_after(lo)} failed", exc) from exc
@@ -239,6 +404,7 @@ def _run_slice(
             # The last batch runs to the slice end: its key count is unknown and irrelevant.
             sizer = sizer.after_batch(size, seconds)
         lo = end
+        failpoints.hit("backfill.batch-committed")
         emit(
             BatchDone(
                 rows=rows,
