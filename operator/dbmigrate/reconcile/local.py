@@ -23,7 +23,7 @@ from dbmigrate.api.models import ArgoCDRollbackStatus, DatabaseMigrationSpec
 from dbmigrate.core.decide import JobState
 from dbmigrate.core.jobs import LABEL_STEP, backfill_checkpoint_name
 from dbmigrate.core.rollout import UndoPlan
-from dbmigrate.db.backfill import BackfillEvent, BackfillOptions, run_backfill
+from dbmigrate.db.backfill import BackfillEvent, BackfillOptions, run_backfill_reconnecting
 from dbmigrate.reconcile.platform import NotFound
 
 StatusListener = Callable[[dict[str, Any]], None]
@@ -154,10 +154,12 @@ class LocalPlatform:
         ]
 
     def _run_worker(self, step: str, opts: BackfillOptions) -> None:
-        with psycopg.connect(self.dsn, autocommit=True, application_name="dbmigrate") as conn:
-            result = run_backfill(
-                conn, opts, on_event=lambda e: self.on_backfill(step, e), stop=self._stop
-            )
+        result = run_backfill_reconnecting(
+            lambda: psycopg.connect(self.dsn, autocommit=True, application_name="dbmigrate"),
+            opts,
+            on_event=lambda e: self.on_backfill(step, e),
+            stop=self._stop,
+        )
         if result.stopped:
             raise RuntimeError("stopped")
 
