@@ -33,14 +33,20 @@ from dbmigrate.reconcile.runner import MigrationRunner
 from dbmigrate.settings import Settings
 
 SETTINGS = Settings.from_env()
+# kopf's own annotations. Not GROUP itself (see configure), and not starting with "kopf.": kopf
+# marks other prefixes with `<prefix>/kopf-managed` and leaves all of them out of its diffs.
+KOPF_PREFIX = f"operator.{GROUP}"
 
 
 def configure(settings: kopf.OperatorSettings, *, peering: bool) -> None:
-    """kopf's own bookkeeping goes under our group, not kopf.zalando.org."""
+    """kopf's own bookkeeping goes under operator.dbmigrate.io, not kopf.zalando.org."""
     settings.persistence.finalizer = f"{GROUP}/finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    # Not GROUP itself: kopf ignores every annotation under its storage prefix when it compares
+    # an object's versions, so with GROUP the user's `dbmigrate.io/rollback` never reached
+    # `wake_runner` and a rollback request waited out the runner's sleep (up to a minute).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=KOPF_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration"
+        prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING  # our own events are posted by the runner
     settings.peering.name = SETTINGS.peering_name
