@@ -2,9 +2,10 @@
 
 Aspects: start and target revision; step order and history as the truth; rollout gates;
 awaitRollout (image, timeout, ProgressDeadlineExceeded); Jobs (create, running, completed,
-failed); suspend; lint enforcement; config problems; the migration lock; checksum mismatch;
-settle; rollback triggers (annotation, SLO breach, failed step, Manual policy); the rollback
-procedure (undo, wait for it, point of no return, irreversible steps, reverse order).
+failed, a Job of our name owned by another); suspend; lint enforcement; config problems; the
+migration lock; checksum mismatch; settle; rollback triggers (annotation, SLO breach, failed
+step, Manual policy); the rollback procedure (undo, wait for it, point of no return, irreversible
+steps, reverse order).
 """
 
 from __future__ import annotations
@@ -235,6 +236,16 @@ CASES = [
         obs(applied=applied("expand")),
         d.RunStep("backfill"),
         id="job-deleted-is-recreated",
+    ),
+    pytest.param(
+        spec(),
+        status(expand="Succeeded", backfill="Running"),
+        obs(
+            applied=applied("expand"),
+            jobs={"backfill": d.JobState("m-backfill", succeeded=True, foreign_owner="no owner")},
+        ),
+        "Wait:JobNameConflict",
+        id="foreign-job-is-not-adopted",
     ),
     # --- rollout gates ------------------------------------------------------------------------
     pytest.param(

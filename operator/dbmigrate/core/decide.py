@@ -45,11 +45,19 @@ class AppliedStep:
 
 @dataclass(frozen=True)
 class JobState:
+    """The Job named in a step's status (or by `core.jobs.job_name`).
+
+    `foreign_owner` is set (to a description of its owner, or "no owner") when a Job of that
+    name exists but its ownerReference is not this DatabaseMigration's uid: it is somebody
+    else's Job, and nothing about it says anything about this migration's step.
+    """
+
     name: str
     active: int = 0
     succeeded: bool = False
     failed: bool = False
     message: str | None = None
+    foreign_owner: str | None = None
 
 
 @dataclass(frozen=True)
@@ -387,6 +395,19 @@ def _decide_step(
             # Not created yet, or the Job we created is gone (deleted by a person): create it
             # (again); the worker resumes from its checkpoint.
             return RunStep(step.name)
+        if job.foreign_owner is not None:
+            # Our (hashed, uid-bound) name is taken by a Job we did not create: it is not
+            # adopted and its outcome is not ours. Only a person can say what it is; once it is
+            # deleted, the step creates its own Job.
+            return Wait(
+                "Waiting",
+                reasons.JOB_NAME_CONFLICT,
+                f"step {step.name!r}: job {job.name} exists but is not this migration's (owner: "
+                f"{job.foreign_owner}); delete that job to let the step create its own",
+                step=step.name,
+                stalled=True,
+                requeue_after=10.0,
+            )
         if job.succeeded:
             return RecordStep(step.name, write_history=True, message=f"job {job.name} completed")
         if job.failed:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -30,6 +31,20 @@ class NotFound(Exception):
 
 class Forbidden(Exception):
     """RBAC does not allow the call."""
+
+
+class Invalid(Exception):
+    """The API server rejected the object as invalid (422): sending it again cannot help."""
+
+
+def _api_message(exc: ApiException) -> str:
+    """The API server's own message of a failed call (its Status body), else the HTTP reason."""
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message or exc.reason or f"HTTP {exc.status}")
 
 
 @functools.cache
@@ -114,11 +129,15 @@ async def json_patch_deployment(namespace: str, name: str, patch: list[dict[str,
 
 
 async def create_job(job: dict[str, Any]) -> None:
+    """Create the Job; one of that name already there is fine (an earlier attempt created it,
+    or not: the caller checks whose it is). Raises `Invalid` when the API server rejects it."""
     ns = job["metadata"]["namespace"]
     try:
         await _call(client.BatchV1Api(api_client()).create_namespaced_job, ns, job)
     except ApiException as exc:
-        if exc.status != 409:  # already created by an earlier attempt: fine
+        if exc.status == 422:
+            raise Invalid(_api_message(exc)) from None
+        if exc.status != 409:
             raise
 
 

@@ -33,7 +33,7 @@ from dbmigrate.core.steps import ResolvedSql, limits_of, step_checksum
 from dbmigrate.db.errors import redact_dsn
 from dbmigrate.db.executor import StepResult
 from dbmigrate.metrics import registry as metrics
-from dbmigrate.reconcile.platform import Platform
+from dbmigrate.reconcile.platform import Invalid, Platform
 from dbmigrate.settings import Settings
 
 
@@ -205,7 +205,12 @@ async def run_step(p: Pass, action: d.RunStep) -> float:
             job = build_backfill_job(p.body, spec, step, p.settings.image)
         else:
             job = build_tool_job(p.body, step)
-        await p.report.platform.start_job(job)
+        try:
+            await p.report.platform.start_job(job)
+        except Invalid as exc:
+            # The same Job would be rejected every pass: the step fails (its policy applies).
+            message = f"job {job['metadata']['name']} rejected by the API server: {exc}"
+            return await fail_step(p, d.fail_step(spec, step.name, reasons.JOB_INVALID, message))
         st.job = job["metadata"]["name"]
         await p.report.save(
             status, reasons.STEP_RUNNING, f"step {step.name!r}: job {st.job} created"

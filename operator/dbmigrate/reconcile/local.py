@@ -21,7 +21,7 @@ import psycopg
 from dbmigrate.api.durations import parse_duration
 from dbmigrate.api.models import ArgoCDRollbackStatus, DatabaseMigrationSpec
 from dbmigrate.core.decide import JobState
-from dbmigrate.core.jobs import LABEL_STEP, backfill_checkpoint_name
+from dbmigrate.core.jobs import ANNOTATION_STEP, backfill_checkpoint_name
 from dbmigrate.core.rollout import UndoPlan
 from dbmigrate.db.backfill import BackfillEvent, BackfillOptions, run_backfill
 from dbmigrate.reconcile.platform import NotFound
@@ -119,7 +119,7 @@ class LocalPlatform:
         if name in self._jobs:
             return
         spec = DatabaseMigrationSpec.model_validate(self.resource["spec"])
-        step = spec.step(job["metadata"]["labels"][LABEL_STEP])
+        step = spec.step(job["metadata"]["annotations"][ANNOTATION_STEP])
         if step.backfill is None:
             failed: Future[Any] = Future()
             failed.set_exception(
@@ -161,7 +161,7 @@ class LocalPlatform:
         if result.stopped:
             raise RuntimeError("stopped")
 
-    async def job_state(self, name: str) -> JobState | None:
+    async def job_state(self, name: str, owner_uid: str) -> JobState | None:
         futures = self._jobs.get(name)
         if futures is None:
             return None

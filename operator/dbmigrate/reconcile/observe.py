@@ -132,7 +132,8 @@ async def _observe_world(
         problem = d.ConfigProblem(reasons.DATABASE_UNREACHABLE, message)
         return replace(obs, problem=problem), sql, dsn
     obs = replace(obs, lock_held=lock_held, applied=applied, partially_applied=partial)
-    obs = replace(obs, jobs=await observe_jobs(platform, spec, status, dsn))
+    uid = body["metadata"]["uid"]
+    obs = replace(obs, jobs=await observe_jobs(platform, spec, status, dsn, uid))
     return obs, sql, dsn
 
 
@@ -171,8 +172,12 @@ async def observe_jobs(
     spec: DatabaseMigrationSpec,
     status: DatabaseMigrationStatus,
     dsn: str | None,
+    uid: str,
 ) -> dict[str, d.JobState]:
-    """The Jobs of the backfill and job steps under way."""
+    """The Jobs of the backfill and job steps under way, by the name status recorded (or the
+    one `job_name` gives). A Job of that name counts only if its owner is this migration's
+    `uid`; another's comes back with `foreign_owner` set, and decide waits instead of taking
+    its outcome for the step's."""
     jobs: dict[str, d.JobState] = {}
     for step in spec.steps:
         if step.kind not in ("backfill", "job"):
@@ -180,8 +185,8 @@ async def observe_jobs(
         st = status.step(step.name)
         if st is None or st.state not in ("Running", "Waiting"):
             continue
-        name = st.job or job_name(platform.name, step.name)
-        state = await platform.job_state(name)
+        name = st.job or job_name(platform.name, step.name, uid)
+        state = await platform.job_state(name, uid)
         if state is not None:
             message = redact_dsn(state.message, dsn) if state.message else None
             jobs[step.name] = replace(state, message=message)

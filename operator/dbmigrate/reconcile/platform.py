@@ -19,6 +19,7 @@ from dbmigrate.kube import cluster as kube
 
 NotFound = kube.NotFound
 Forbidden = kube.Forbidden
+Invalid = kube.Invalid  # start_job: the Job was rejected as invalid; retrying cannot help
 
 
 class Platform(Protocol):
@@ -46,7 +47,9 @@ class Platform(Protocol):
 
     async def start_job(self, job: dict[str, Any]) -> None: ...
 
-    async def job_state(self, name: str) -> JobState | None: ...
+    async def job_state(self, name: str, owner_uid: str) -> JobState | None:
+        """The Job of that name; `foreign_owner` set when it is not owned by `owner_uid`."""
+        ...
 
     async def confirm_rollout(self, step: str, image: str | None) -> None:
         """Where there are no rollouts to watch: called before an awaitRollout step is recorded."""
@@ -148,11 +151,20 @@ class KubernetesPlatform:
     async def confirm_rollout(self, step: str, image: str | None) -> None:
         return None  # the rollout itself is watched here
 
-    async def job_state(self, name: str) -> JobState | None:
+    async def job_state(self, name: str, owner_uid: str) -> JobState | None:
+        """A Job with the right name is ours only if it names our uid in its ownerReferences:
+        another migration's (or a deleted migration's, or a person's) Job of that name is
+        reported as foreign and never read as the step's outcome."""
         try:
             job = await kube.read_job(self.namespace, name)
         except NotFound:
             return None
+        owners = job["metadata"].get("ownerReferences") or []
+        if not any(o.get("uid") == owner_uid for o in owners):
+            foreign = ", ".join(
+                f"{o.get('kind')} {o.get('name')} uid {o.get('uid')}" for o in owners
+            )
+            return JobState(name=name, foreign_owner=foreign or "no owner")
         jstatus = job.get("status") or {}
         conditions = {c.get("type"): c for c in jstatus.get("conditions") or []}
         complete = conditions.get("Complete", {}).get("status") == "True"
