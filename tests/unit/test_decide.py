@@ -4,8 +4,8 @@ Aspects: start and target revision; step order and history as the truth; rollout
 awaitRollout (image, timeout, ProgressDeadlineExceeded); Jobs (create, running, completed,
 failed, a Job of our name owned by another); suspend; lint enforcement; config problems; the
 migration lock; checksum mismatch; settle; rollback triggers (annotation, SLO breach, failed
-step, Manual policy); the rollback procedure (undo, wait for it, point of no return, irreversible
-steps, reverse order).
+step, Manual policy); the rollback procedure (stop the migration's running Jobs and wait for
+their pods, undo, wait for it, point of no return, irreversible steps, reverse order).
 """
 
 from __future__ import annotations
@@ -113,6 +113,9 @@ def rolled(st: DatabaseMigrationStatus) -> DatabaseMigrationStatus:
     st.rollback = RollbackStatus(started_at=EARLIER, rollout_undone=True, undone_to_revision="1")
     return st
 
+
+RUNNING_JOB = d.ActiveJob("m-backfill-1", uid="j-1", pods=1)
+DELETING_JOB = d.ActiveJob("m-tool-2", uid="j-2", deleting=True, pods=1)
 
 CASES = [
     # --- starting ---------------------------------------------------------------------------
@@ -396,6 +399,41 @@ CASES = [
         id="manual-failed-waits",
     ),
     # --- rollback procedure -------------------------------------------------------------------
+    pytest.param(
+        spec(),
+        status("RollingBack", expand="Succeeded", backfill="Running"),
+        obs(applied=applied("expand"), active_jobs=(RUNNING_JOB,)),
+        d.StopJobs((RUNNING_JOB,)),
+        id="rollback-stops-running-jobs-first",
+    ),
+    pytest.param(
+        spec(),
+        rolled(status("RollingBack", expand="Succeeded", backfill="Running")),
+        obs(applied=applied("expand"), active_jobs=(RUNNING_JOB,)),
+        d.StopJobs((RUNNING_JOB,)),
+        id="rollback-stops-jobs-before-any-down",
+    ),
+    pytest.param(
+        spec(),
+        status("RollingBack", expand="Succeeded", backfill="Running"),
+        obs(applied=applied("expand"), active_jobs=(RUNNING_JOB, DELETING_JOB)),
+        d.StopJobs((RUNNING_JOB,)),
+        id="rollback-stops-only-jobs-not-yet-deleted",
+    ),
+    pytest.param(
+        spec(),
+        status("RollingBack", expand="Succeeded", backfill="Running"),
+        obs(applied=applied("expand"), active_jobs=(DELETING_JOB,)),
+        "Wait:StoppingJobs",
+        id="rollback-waits-for-job-pods",
+    ),
+    pytest.param(
+        spec(),
+        status("RollingBack", expand="Succeeded", backfill="Running"),
+        obs(applied=applied("expand"), active_jobs=(DELETING_JOB,), lock_held=False),
+        "Wait:StoppingJobs",
+        id="rollback-stops-jobs-without-the-lock",
+    ),
     pytest.param(
         spec(),
         status("RollingBack", expand="Succeeded"),

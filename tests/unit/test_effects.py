@@ -56,6 +56,7 @@ class FakePlatform:
     argo: ArgoCDRollbackStatus | None = None
     confirmed: list[str] = field(default_factory=list)
     reject_jobs: str | None = None  # start_job raises Invalid with this message
+    stopped: list[d.ActiveJob] = field(default_factory=list)
 
     async def read_resource(self) -> dict[str, Any]:
         raise AssertionError("effects do not read the resource")
@@ -89,6 +90,12 @@ class FakePlatform:
 
     async def job_state(self, name: str, owner_uid: str) -> d.JobState | None:
         raise AssertionError("effects do not watch jobs")
+
+    async def active_jobs(self, owner_uid: str) -> list[d.ActiveJob]:
+        raise AssertionError("effects do not watch jobs")
+
+    async def stop_job(self, job: d.ActiveJob) -> None:
+        self.stopped.append(job)
 
     async def confirm_rollout(self, step: str, image: str | None) -> None:
         self.confirmed.append(step)
@@ -391,6 +398,34 @@ async def test_start_rollback_records_the_trigger() -> None:
     assert fake.events == [
         ("Warning", reasons.ROLLBACK_STARTED, f"rolling back (SloBreached): {action.message}")
     ]
+
+
+async def test_stop_jobs_deletes_them_and_the_wait_that_follows_posts_nothing_more() -> None:
+    p, fake, db = make_pass(phase="RollingBack", states={"backfill": "Running"})
+    p.status.rollback = RollbackStatus(started_at="2026-11-28T11:59:30Z")
+    step = p.status.step("backfill")
+    assert step is not None
+    step.job = "m-backfill-0123456789"
+    jobs = (d.ActiveJob("m-backfill-0123456789", uid="j-1", pods=1),)
+    assert await effects.carry_out(p, d.StopJobs(jobs)) == 1.0
+    assert fake.stopped == list(jobs)
+    assert fake.status["phase"] == "RollingBack"
+    assert condition(fake, reasons.READY)["reason"] == reasons.STOPPING_JOBS
+    assert (
+        step_of(fake, "backfill")["message"] == "job m-backfill-0123456789 stopped by the rollback"
+    )
+    assert fake.events == [
+        (
+            "Normal",
+            reasons.STOPPING_JOBS,
+            "stopping job(s) m-backfill-0123456789 before rolling back",
+        )
+    ]
+    assert db.calls == []  # nothing reverted yet
+    assert db.lock_held
+    waiting = d.Wait("RollingBack", reasons.STOPPING_JOBS, "waiting for 1 pod(s)")
+    assert await effects.carry_out(p, waiting) == waiting.requeue_after
+    assert len(fake.events) == 1
 
 
 @pytest.mark.parametrize(

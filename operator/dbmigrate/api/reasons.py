@@ -48,6 +48,7 @@ SLO_BREACHED: Final = "SloBreached"
 ANALYSIS_INCONCLUSIVE: Final = "AnalysisInconclusive"
 ROLLBACK_REQUESTED: Final = "RollbackRequested"
 ROLLING_BACK: Final = "RollingBack"
+STOPPING_JOBS: Final = "StoppingJobs"  # the rollback waits for the migration's Jobs to stop
 PAST_POINT_OF_NO_RETURN: Final = "PastPointOfNoReturn"
 IRREVERSIBLE_STEP: Final = "IrreversibleStep"
 ROLLBACK_FAILED: Final = "RollbackFailed"
@@ -111,6 +112,7 @@ ALL_REASONS: Final = (
     ANALYSIS_INCONCLUSIVE,
     ROLLBACK_REQUESTED,
     ROLLING_BACK,
+    STOPPING_JOBS,
     PAST_POINT_OF_NO_RETURN,
     IRREVERSIBLE_STEP,
     ROLLBACK_FAILED,

@@ -61,6 +61,17 @@ class JobState:
 
 
 @dataclass(frozen=True)
+class ActiveJob:
+    """A Job of this migration (its uid in the ownerReference) that has not finished, or whose
+    deletion is under way: its pods may still run a backfill batch or a tool."""
+
+    name: str
+    uid: str
+    deleting: bool = False  # deleted (foreground): waiting for its pods to go
+    pods: int = 0  # pods that still exist
+
+
+@dataclass(frozen=True)
 class ConfigProblem:
     """Something the operator could not read: retried, shown in status until it is fixed."""
 
@@ -81,6 +92,8 @@ class Observation:
     deployment: RolloutState | None = None
     deployment_missing: bool = False
     jobs: dict[str, JobState] = field(default_factory=dict)
+    # While rolling back: the migration's Jobs that still run (or are being deleted).
+    active_jobs: tuple[ActiveJob, ...] = ()
     problem: ConfigProblem | None = None
     lint_errors: int = 0  # error findings (they block the start under safety.lint Enforce)
     lint_findings: tuple[LintFinding, ...] = ()  # all findings, for status.lint
@@ -155,6 +168,14 @@ class StartRollback:
 
 
 @dataclass(frozen=True)
+class StopJobs:
+    """Delete the migration's running Jobs (foreground: their pods go first) before the
+    rollback changes anything, so that no backfill batch races the down SQL."""
+
+    jobs: tuple[ActiveJob, ...]
+
+
+@dataclass(frozen=True)
 class UndoRollout:
     deployment: str
     to_revision: str
@@ -192,6 +213,7 @@ Action = (
     | FailStep
     | AwaitManualRollback
     | StartRollback
+    | StopJobs
     | UndoRollout
     | RevertStep
     | FinishRollback
@@ -536,7 +558,20 @@ def past_point_of_no_return(spec: DatabaseMigrationSpec, obs: Observation) -> St
 def decide_rollback(
     spec: DatabaseMigrationSpec, status: DatabaseMigrationStatus, obs: Observation
 ) -> Action:
-    """RollingBack: undo the rollout to the recorded revision, then revert steps newest first."""
+    """RollingBack: stop the migration's running Jobs and wait until their pods are gone, undo
+    the rollout to the recorded revision, then revert steps newest first."""
+    running = tuple(j for j in obs.active_jobs if not j.deleting)
+    if running:
+        return StopJobs(running)
+    if obs.active_jobs:
+        pods = sum(j.pods for j in obs.active_jobs)
+        names = ", ".join(j.name for j in obs.active_jobs)
+        return Wait(
+            "RollingBack",
+            reasons.STOPPING_JOBS,
+            f"waiting for job(s) {names} to stop ({pods} pod(s) left) before rolling back",
+            requeue_after=1.0,
+        )
     rb = status.rollback
     deployment = spec.target_deployment
     if (

@@ -141,6 +141,33 @@ async def create_job(job: dict[str, Any]) -> None:
             raise
 
 
+async def list_jobs(namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    result = await _call(
+        client.BatchV1Api(api_client()).list_namespaced_job,
+        namespace,
+        label_selector=label_selector,
+    )
+    return [dict(_sanitize(j)) for j in result.items]
+
+
+async def delete_job_foreground(namespace: str, name: str, uid: str) -> None:
+    """Delete the Job with foreground propagation: it stays (with a deletionTimestamp) until
+    the garbage collector has deleted its pods. Only the Job of that uid: one re-created under
+    the name meanwhile is left alone. Gone already: fine."""
+    options = client.V1DeleteOptions(
+        propagation_policy="Foreground", preconditions=client.V1Preconditions(uid=uid)
+    )
+    try:
+        await _call(
+            client.BatchV1Api(api_client()).delete_namespaced_job, name, namespace, body=options
+        )
+    except NotFound:
+        return
+    except ApiException as exc:
+        if exc.status != 409:  # 409: the uid precondition failed, it is another Job now
+            raise
+
+
 async def read_job(namespace: str, name: str) -> dict[str, Any]:
     job = await _call(client.BatchV1Api(api_client()).read_namespaced_job, name, namespace)
     return dict(_sanitize(job))

@@ -3,8 +3,9 @@
 `carry_out(p, action)` dispatches; each function changes the world (the database through the
 runner's session, the cluster through the `Platform`), writes the status that says so and
 posts the events, then returns how long to wait before the next pass (None: the migration is
-over). "What happens on an SLO breach" is `start_rollback`, then `undo_rollout` and
-`revert_step`, then `finish_rollback`, or `await_manual_rollback` under a Manual policy.
+over). "What happens on an SLO breach" is `start_rollback`, then `stop_jobs` (the migration's
+running Jobs), `undo_rollout` and `revert_step`, then `finish_rollback`, or
+`await_manual_rollback` under a Manual policy.
 """
 
 from __future__ import annotations
@@ -351,6 +352,22 @@ async def start_rollback(p: Pass, action: d.StartRollback) -> float:
     return 0.0
 
 
+async def stop_jobs(p: Pass, action: d.StopJobs) -> float:
+    """Delete the migration's running Jobs (foreground) before the rollback touches anything;
+    the next passes wait (`StoppingJobs`) until they and their pods are gone."""
+    names = ", ".join(j.name for j in action.jobs)
+    for job in action.jobs:
+        await p.report.platform.stop_job(job)
+    for st in p.status.steps or []:
+        if st.job is not None and any(j.name == st.job for j in action.jobs):
+            st.message = f"job {st.job} stopped by the rollback"
+    message = f"stopping job(s) {names} before rolling back"
+    await p.report.save(p.status, reasons.STOPPING_JOBS, message)
+    await p.report.event("Normal", reasons.STOPPING_JOBS, message)
+    p.report.memory.last_wait = (reasons.STOPPING_JOBS, "")  # the wait that follows: no event
+    return 1.0
+
+
 async def undo_rollout(p: Pass, action: d.UndoRollout) -> float:
     """`kubectl rollout undo` to the revision recorded at the start (Argo CD paused first)."""
     platform, status = p.report.platform, p.status
@@ -437,6 +454,7 @@ EFFECTS: dict[type, Callable[[Pass, Any], Awaitable[float | None]]] = {
     d.FailStep: fail_step,
     d.AwaitManualRollback: await_manual_rollback,
     d.StartRollback: start_rollback,
+    d.StopJobs: stop_jobs,
     d.UndoRollout: undo_rollout,
     d.RevertStep: revert_step,
     d.FinishRollback: finish_rollback,

@@ -109,6 +109,9 @@ async def _observe_world(
             obs = replace(obs, deployment=rollout_state(dep))
         except NotFound:
             obs = replace(obs, deployment_missing=True)
+    if status.phase == "RollingBack":  # before any problem below can cut the observation short
+        active = await platform.active_jobs(body["metadata"]["uid"])
+        obs = replace(obs, active_jobs=tuple(active))
     sql: dict[str, ResolvedSql] = {}
     try:
         sql = await resolve_sql(platform, spec)
