@@ -2,9 +2,10 @@
 
 Aspects: start and target revision; step order and history as the truth; rollout gates;
 awaitRollout (image, timeout, ProgressDeadlineExceeded); Jobs (create, running, completed,
-failed); suspend; lint enforcement; config problems; the migration lock; checksum mismatch;
-settle; rollback triggers (annotation, SLO breach, failed step, Manual policy); the rollback
-procedure (undo, wait for it, point of no return, irreversible steps, reverse order).
+failed, a Job of our name owned by another); suspend; lint enforcement; config problems; the
+migration lock; checksum mismatch; settle; rollback triggers (annotation, SLO breach, failed
+step, Manual policy); the rollback procedure (stop the migration's running Jobs and wait for
+their pods, undo, wait for it, point of no return, irreversible steps, reverse order).
 """
 
 from __future__ import annotations
@@ -132,6 +133,9 @@ def rolled(st: DatabaseMigrationStatus) -> DatabaseMigrationStatus:
     return st
 
 
+RUNNING_JOB = d.ActiveJob("m-backfill-1", uid="j-1", pods=1)
+DELETING_JOB = d.ActiveJob("m-tool-2", uid="j-2", deleting=True, pods=1)
+
 CASES = [
     # --- starting ---------------------------------------------------------------------------
     pytest.param(spec(), status(None), obs(), d.Start("1"), id="new-records-target-revision"),
@@ -254,6 +258,16 @@ CASES = [
         obs(applied=applied("expand")),
         d.RunStep("backfill"),
         id="job-deleted-is-recreated",
+    ),
+    pytest.param(
+        spec(),
+        status(expand="Succeeded", backfill="Running"),
+        obs(
+            applied=applied("expand"),
+            jobs={"backfill": d.JobState("m-backfill", succeeded=True, foreign_owner="no owner")},
+        ),
+        "Wait:JobNameConflict",
+        id="foreign-job-is-not-adopted",
     ),
     # --- rollout gates ------------------------------------------------------------------------
     pytest.param(
@@ -469,6 +483,41 @@ CASES = [
         id="rollback-with-kept-rollout-skips-the-undo",
     ),
     # --- rollback procedure -------------------------------------------------------------------
+    pytest.param(
+        spec(),
+        status("RollingBack", expand="Succeeded", backfill="Running"),
+        obs(applied=applied("expand"), active_jobs=(RUNNING_JOB,)),
+        d.StopJobs((RUNNING_JOB,)),
+        id="rollback-stops-running-jobs-first",
+    ),
+    pytest.param(
+        spec(),
+        rolled(status("RollingBack", expand="Succeeded", backfill="Running")),
+        obs(applied=applied("expand"), active_jobs=(RUNNING_JOB,)),
+        d.StopJobs((RUNNING_JOB,)),
+        id="rollback-stops-jobs-before-any-down",
+    ),
+    pytest.param(
+        spec(),
+        status("RollingBack", expand="Succeeded", backfill="Running"),
+        obs(applied=applied("expand"), active_jobs=(RUNNING_JOB, DELETING_JOB)),
+        d.StopJobs((RUNNING_JOB,)),
+        id="rollback-stops-only-jobs-not-yet-deleted",
+    ),
+    pytest.param(
+        spec(),
+        status("RollingBack", expand="Succeeded", backfill="Running"),
+        obs(applied=applied("expand"), active_jobs=(DELETING_JOB,)),
+        "Wait:StoppingJobs",
+        id="rollback-waits-for-job-pods",
+    ),
+    pytest.param(
+        spec(),
+        status("RollingBack", expand="Succeeded", backfill="Running"),
+        obs(applied=applied("expand"), active_jobs=(DELETING_JOB,), lock_held=False),
+        "Wait:StoppingJobs",
+        id="rollback-stops-jobs-without-the-lock",
+    ),
     pytest.param(
         spec(),
         status("RollingBack", expand="Succeeded"),

@@ -27,6 +27,7 @@ from dbmigrate.core.rollout import UndoPlan
 from dbmigrate.core.steps import ResolvedSql
 from dbmigrate.db.executor import StepResult
 from dbmigrate.reconcile import effects
+from dbmigrate.reconcile.platform import Invalid
 from dbmigrate.settings import Settings
 
 DSN = "postgresql://app:hunter2-secret@db/app"
@@ -54,6 +55,8 @@ class FakePlatform:
     undo_plan: UndoPlan = field(default_factory=lambda: UndoPlan([], "rolled back to revision 1"))
     argo: ArgoCDRollbackStatus | None = None
     confirmed: list[str] = field(default_factory=list)
+    reject_jobs: str | None = None  # start_job raises Invalid with this message
+    stopped: list[d.ActiveJob] = field(default_factory=list)
 
     async def read_resource(self) -> dict[str, Any]:
         raise AssertionError("effects do not read the resource")
@@ -81,10 +84,18 @@ class FakePlatform:
         return self.argo
 
     async def start_job(self, job: dict[str, Any]) -> None:
+        if self.reject_jobs is not None:
+            raise Invalid(self.reject_jobs)
         self.jobs.append(job)
 
-    async def job_state(self, name: str) -> d.JobState | None:
+    async def job_state(self, name: str, owner_uid: str) -> d.JobState | None:
         raise AssertionError("effects do not watch jobs")
+
+    async def active_jobs(self, owner_uid: str) -> list[d.ActiveJob]:
+        raise AssertionError("effects do not watch jobs")
+
+    async def stop_job(self, job: d.ActiveJob) -> None:
+        self.stopped.append(job)
 
     async def confirm_rollout(self, step: str, image: str | None) -> None:
         self.confirmed.append(step)
@@ -214,6 +225,39 @@ async def test_run_step(kind: str, expected: list[Any]) -> None:
         assert db.calls == []
         (job,) = fake.jobs
         assert step_of(fake, name)["job"] == job["metadata"]["name"]
+
+
+LABEL_422 = (
+    'Job.batch "m-backfill-0123456789" is invalid: metadata.labels: Invalid value: "xxx": '
+    "must be no more than 63 characters"
+)
+
+
+@pytest.mark.parametrize(
+    ("policy", "phase", "lock_held"),
+    [
+        pytest.param("Automatic", "RollingBack", True, id="automatic-rolls-back"),
+        pytest.param("Manual", "Failed", False, id="manual-stops-and-releases-the-lock"),
+    ],
+)
+async def test_a_rejected_job_fails_the_step_instead_of_retrying(
+    policy: str, phase: str, lock_held: bool
+) -> None:
+    p, fake, db = make_pass(policy=policy, platform=FakePlatform(reject_jobs=LABEL_422))
+    assert await effects.carry_out(p, d.RunStep("backfill")) == 0.0
+    assert fake.status["phase"] == phase
+    step = step_of(fake, "backfill")
+    assert (step["state"], step["reason"]) == ("Failed", reasons.JOB_INVALID)
+    assert "rejected by the API server" in step["message"]
+    assert "must be no more than 63 characters" in step["message"]
+    assert "job" not in step  # nothing was created
+    assert reasons.STEP_FAILED in fake.reasons_posted()
+    assert db.lock_held is lock_held
+    if policy == "Manual":
+        assert condition(fake, reasons.READY)["reason"] == reasons.JOB_INVALID
+        assert condition(fake, reasons.STALLED)["status"] == "True"
+    else:
+        assert fake.status["rollback"]["trigger"] == reasons.JOB_INVALID
 
 
 async def test_lock_retries_are_counted_and_shown_while_the_step_runs() -> None:
@@ -355,6 +399,34 @@ async def test_start_rollback_records_the_trigger() -> None:
     assert fake.events == [
         ("Warning", reasons.ROLLBACK_STARTED, f"rolling back (SloBreached): {action.message}")
     ]
+
+
+async def test_stop_jobs_deletes_them_and_the_wait_that_follows_posts_nothing_more() -> None:
+    p, fake, db = make_pass(phase="RollingBack", states={"backfill": "Running"})
+    p.status.rollback = RollbackStatus(started_at="2026-11-28T11:59:30Z")
+    step = p.status.step("backfill")
+    assert step is not None
+    step.job = "m-backfill-0123456789"
+    jobs = (d.ActiveJob("m-backfill-0123456789", uid="j-1", pods=1),)
+    assert await effects.carry_out(p, d.StopJobs(jobs)) == 1.0
+    assert fake.stopped == list(jobs)
+    assert fake.status["phase"] == "RollingBack"
+    assert condition(fake, reasons.READY)["reason"] == reasons.STOPPING_JOBS
+    assert (
+        step_of(fake, "backfill")["message"] == "job m-backfill-0123456789 stopped by the rollback"
+    )
+    assert fake.events == [
+        (
+            "Normal",
+            reasons.STOPPING_JOBS,
+            "stopping job(s) m-backfill-0123456789 before rolling back",
+        )
+    ]
+    assert db.calls == []  # nothing reverted yet
+    assert db.lock_held
+    waiting = d.Wait("RollingBack", reasons.STOPPING_JOBS, "waiting for 1 pod(s)")
+    assert await effects.carry_out(p, waiting) == waiting.requeue_after
+    assert len(fake.events) == 1
 
 
 @pytest.mark.parametrize(

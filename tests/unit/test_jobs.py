@@ -4,13 +4,15 @@ Aspects: the DSN reaches a backfill worker only through secretKeyRef; the worker
 mirror the step; parallel backfills are Indexed Jobs; permanent worker errors fail the Job at
 once while killed pods and a database unavailable for a while (exit 75) are retried, the
 worker's exit codes and the podFailurePolicy agreeing; pods are hardened and owned by the
-DatabaseMigration; tool jobs pass their image, command and env through; names fit
-Kubernetes' limits.
+DatabaseMigration; tool jobs pass their image, command and env through; Job names fit
+Kubernetes' limits, are stable and collision-free (full names and the uid hashed); label values fit for any object name, the
+full names are annotations.
 """
 
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Any
 
 import pytest
@@ -25,6 +27,8 @@ from dbmigrate.core.jobs import (
     build_backfill_job,
     build_tool_job,
     job_name,
+    job_selector,
+    label_value,
 )
 
 BODY = {"metadata": {"name": "add-email-verified", "namespace": "shop", "uid": "u-1"}}
@@ -139,17 +143,65 @@ def test_tool_job_passes_the_step_through() -> None:
 
 
 @pytest.mark.parametrize(
-    ("migration", "step", "expected_len"),
+    ("migration", "step"),
     [
-        pytest.param("m", "s", 3, id="short"),
-        pytest.param("a" * 40, "backfill-users", 52, id="long-is-shortened"),
+        pytest.param("m", "s", id="short"),
+        pytest.param("a" * 40, "backfill-users", id="long"),
+        pytest.param("x" * 253, "s" * 63, id="longest-names"),
+        pytest.param("v1.shop.example", "fill", id="dots-are-no-dns-label"),
     ],
 )
-def test_job_names_fit(migration: str, step: str, expected_len: int) -> None:
-    name = job_name(migration, step)
-    assert len(name) <= 52
-    assert len(name) == expected_len
-    assert job_name(migration, step) == name  # stable: a restarted operator finds its Job
+def test_job_names_fit(migration: str, step: str) -> None:
+    name = job_name(migration, step, "u-1")
+    assert len(name) <= 52  # room for the Job controller's `-<index>-<random>` in pod names
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name), name  # a DNS label
+    assert name.startswith(f"{migration}-{step}"[:20].replace(".", "-"))  # readable
+    assert job_name(migration, step, "u-1") == name  # stable: a restarted operator finds its Job
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        pytest.param(("a-b", "c", "u-1"), ("a", "b-c", "u-2"), id="joined-names-collided"),
+        pytest.param(("m", "fill", "u-1"), ("m", "fill", "u-2"), id="recreated-migration"),
+        pytest.param(
+            ("a" * 60 + "1", "s", "u-1"), ("a" * 60 + "2", "s", "u-1"), id="same-cut-prefix"
+        ),
+    ],
+)
+def test_job_names_do_not_collide(one: tuple[str, str, str], other: tuple[str, str, str]) -> None:
+    assert job_name(*one) != job_name(*other)
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [
+        pytest.param("add-email", True, id="short-kept"),
+        pytest.param("a" * 63, True, id="63-kept"),
+        pytest.param("a" * 64, False, id="64-cut"),
+        pytest.param("backfill-" + "x" * 61, False, id="70-cut"),
+        pytest.param("a" * 51 + "." + "b" * 200, False, id="cut-at-a-dot"),
+    ],
+)
+def test_label_values_fit(value: str, kept: bool) -> None:
+    label = label_value(value)
+    assert len(label) <= 63
+    assert re.fullmatch(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]", label), label
+    assert (label == value) is kept
+    assert label_value(value + "z") != label  # the hash covers the whole value
+
+
+def test_long_names_are_labels_cut_and_annotations_whole() -> None:
+    name = "backfill-" + "x" * 61
+    body = {"metadata": {"name": name, "namespace": "shop", "uid": "u-1"}}
+    s = spec(backfill={"table": "users", "set": "a = 1"})
+    job = build_backfill_job(body, s, s.steps[0], "img:1")
+    for meta in (job["metadata"], job["spec"]["template"]["metadata"]):
+        assert meta["labels"]["dbmigrate.io/migration"] == label_value(name)
+        assert all(len(v) <= 63 for v in meta["labels"].values())
+        assert meta["annotations"] == {"dbmigrate.io/migration": name, "dbmigrate.io/step": "fill"}
+    assert job_selector(name) == f"dbmigrate.io/migration={label_value(name)}"
+    assert job["metadata"]["name"] == job_name(name, "fill", "u-1")
 
 
 def policy_action(policy: dict[str, Any], exit_code: int) -> str:

@@ -30,6 +30,7 @@ LOCK_TIMEOUT: Final = "LockTimeout"
 SQL_ERROR: Final = "SqlError"
 VERIFY_FAILED: Final = "VerifyFailed"
 JOB_FAILED: Final = "JobFailed"
+JOB_INVALID: Final = "JobInvalid"  # the API server rejected the step's Job (422)
 
 # configuration / runtime problems (retried while they last)
 LINT_FAILED: Final = "LintFailed"
@@ -40,12 +41,14 @@ DATABASE_UNREACHABLE: Final = "DatabaseUnreachable"
 CHECKSUM_MISMATCH: Final = "ChecksumMismatch"
 INVALID_SPEC: Final = "InvalidSpec"
 TRANSIENT_ERROR: Final = "TransientError"  # an unexpected error; retried with backoff
+JOB_NAME_CONFLICT: Final = "JobNameConflict"  # a Job not ours holds the step's Job name
 
 # analysis and rollback
 SLO_BREACHED: Final = "SloBreached"
 ANALYSIS_INCONCLUSIVE: Final = "AnalysisInconclusive"
 ROLLBACK_REQUESTED: Final = "RollbackRequested"
 ROLLING_BACK: Final = "RollingBack"
+STOPPING_JOBS: Final = "StoppingJobs"  # the rollback waits for the migration's Jobs to stop
 PAST_POINT_OF_NO_RETURN: Final = "PastPointOfNoReturn"
 IRREVERSIBLE_STEP: Final = "IrreversibleStep"
 ROLLBACK_FAILED: Final = "RollbackFailed"
@@ -95,6 +98,7 @@ ALL_REASONS: Final = (
     SQL_ERROR,
     VERIFY_FAILED,
     JOB_FAILED,
+    JOB_INVALID,
     LINT_FAILED,
     SECRET_NOT_FOUND,
     CONFIG_MAP_NOT_FOUND,
@@ -103,10 +107,12 @@ ALL_REASONS: Final = (
     CHECKSUM_MISMATCH,
     INVALID_SPEC,
     TRANSIENT_ERROR,
+    JOB_NAME_CONFLICT,
     SLO_BREACHED,
     ANALYSIS_INCONCLUSIVE,
     ROLLBACK_REQUESTED,
     ROLLING_BACK,
+    STOPPING_JOBS,
     PAST_POINT_OF_NO_RETURN,
     IRREVERSIBLE_STEP,
     ROLLBACK_FAILED,

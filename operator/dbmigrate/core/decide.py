@@ -45,11 +45,30 @@ class AppliedStep:
 
 @dataclass(frozen=True)
 class JobState:
+    """The Job named in a step's status (or by `core.jobs.job_name`).
+
+    `foreign_owner` is set (to a description of its owner, or "no owner") when a Job of that
+    name exists but its ownerReference is not this DatabaseMigration's uid: it is somebody
+    else's Job, and nothing about it says anything about this migration's step.
+    """
+
     name: str
     active: int = 0
     succeeded: bool = False
     failed: bool = False
     message: str | None = None
+    foreign_owner: str | None = None
+
+
+@dataclass(frozen=True)
+class ActiveJob:
+    """A Job of this migration (its uid in the ownerReference) that has not finished, or whose
+    deletion is under way: its pods may still run a backfill batch or a tool."""
+
+    name: str
+    uid: str
+    deleting: bool = False  # deleted (foreground): waiting for its pods to go
+    pods: int = 0  # pods that still exist
 
 
 @dataclass(frozen=True)
@@ -73,6 +92,8 @@ class Observation:
     deployment: RolloutState | None = None
     deployment_missing: bool = False
     jobs: dict[str, JobState] = field(default_factory=dict)
+    # While rolling back: the migration's Jobs that still run (or are being deleted).
+    active_jobs: tuple[ActiveJob, ...] = ()
     problem: ConfigProblem | None = None
     lint_errors: int = 0  # error findings (they block the start under safety.lint Enforce)
     lint_findings: tuple[LintFinding, ...] = ()  # all findings, for status.lint
@@ -157,6 +178,14 @@ class RefuseRollback:
 
 
 @dataclass(frozen=True)
+class StopJobs:
+    """Delete the migration's running Jobs (foreground: their pods go first) before the
+    rollback changes anything, so that no backfill batch races the down SQL."""
+
+    jobs: tuple[ActiveJob, ...]
+
+
+@dataclass(frozen=True)
 class UndoRollout:
     deployment: str
     to_revision: str
@@ -195,6 +224,7 @@ Action = (
     | AwaitManualRollback
     | StartRollback
     | RefuseRollback
+    | StopJobs
     | UndoRollout
     | RevertStep
     | FinishRollback
@@ -423,6 +453,19 @@ def _decide_step(
             # Not created yet, or the Job we created is gone (deleted by a person): create it
             # (again); the worker resumes from its checkpoint.
             return RunStep(step.name)
+        if job.foreign_owner is not None:
+            # Our (hashed, uid-bound) name is taken by a Job we did not create: it is not
+            # adopted and its outcome is not ours. Only a person can say what it is; once it is
+            # deleted, the step creates its own Job.
+            return Wait(
+                "Waiting",
+                reasons.JOB_NAME_CONFLICT,
+                f"step {step.name!r}: job {job.name} exists but is not this migration's (owner: "
+                f"{job.foreign_owner}); delete that job to let the step create its own",
+                step=step.name,
+                stalled=True,
+                requeue_after=10.0,
+            )
         if job.succeeded:
             return RecordStep(step.name, write_history=True, message=f"job {job.name} completed")
         if job.failed:
@@ -599,7 +642,20 @@ def _rollout_to_keep(spec: DatabaseMigrationSpec, obs: Observation) -> str | Non
 def decide_rollback(
     spec: DatabaseMigrationSpec, status: DatabaseMigrationStatus, obs: Observation
 ) -> Action:
-    """RollingBack: undo the rollout to the recorded revision, then revert steps newest first."""
+    """RollingBack: stop the migration's running Jobs and wait until their pods are gone, undo
+    the rollout to the recorded revision, then revert steps newest first."""
+    running = tuple(j for j in obs.active_jobs if not j.deleting)
+    if running:
+        return StopJobs(running)
+    if obs.active_jobs:
+        pods = sum(j.pods for j in obs.active_jobs)
+        names = ", ".join(j.name for j in obs.active_jobs)
+        return Wait(
+            "RollingBack",
+            reasons.STOPPING_JOBS,
+            f"waiting for job(s) {names} to stop ({pods} pod(s) left) before rolling back",
+            requeue_after=1.0,
+        )
     rb = status.rollback
     deployment = spec.target_deployment
     if (

@@ -3,11 +3,16 @@
 The DSN reaches a backfill worker only through `secretKeyRef` (env `DBMIGRATE_DSN`), never as an
 argument. Pods are hardened (non-root, read-only root filesystem, no privilege escalation, all
 capabilities dropped) and owned by the DatabaseMigration so they are garbage-collected with it.
+Jobs are named by `job_name` (a hash of the full names and the uid) and found by name or by the
+`dbmigrate.io/migration` label, but they are the migration's only if their ownerReference
+carries its uid. Label values are cut to 63 characters (with a hash) for long names; the full
+names are in annotations of the same keys.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 from dbmigrate.api.models import GROUP, KIND, VERSION, DatabaseMigrationSpec, Step
@@ -15,6 +20,9 @@ from dbmigrate.api.models import GROUP, KIND, VERSION, DatabaseMigrationSpec, St
 LABEL_MIGRATION = f"{GROUP}/migration"
 LABEL_STEP = f"{GROUP}/step"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+# The full names, whatever their length (label values are cut to fit; annotations are not).
+ANNOTATION_MIGRATION = f"{GROUP}/migration"
+ANNOTATION_STEP = f"{GROUP}/step"
 BACKFILL_BACKOFF_LIMIT = 6  # a killed worker pod is retried; it resumes from its checkpoint
 
 # The exit codes of `dbmigrate backfill` (commands/backfill.py uses these), and what the Job's
@@ -27,18 +35,51 @@ BACKFILL_EXIT_USAGE = 2  # bad arguments: FailJob
 BACKFILL_EXIT_RETRYABLE = 75
 BACKFILL_EXIT_STOPPED = 143  # SIGTERM (128 + 15): finished its batch and stopped; retried
 
+LABEL_VALUE_MAX = 63
+# A Job's name is the value of its pods' `batch.kubernetes.io/job-name` label (at most 63), and
+# the Job controller appends `-<index>-<5 random>` to it for pod names and hostnames.
+JOB_NAME_MAX = 52
+_HASH_LEN = 10  # hex digits: 40 bits
+
 
 def backfill_checkpoint_name(migration_id: str, step: str) -> str:
     return f"{migration_id}/{step}"
 
 
-def job_name(migration_name: str, step: str) -> str:
-    """`<migration>-<step>`, shortened with a hash suffix to fit the 63-character label limit."""
-    name = f"{migration_name}-{step}"
-    if len(name) <= 52:  # room for the Job controller's pod-name suffix
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return f"{name[:43].rstrip('-')}-{digest}"
+def _digest(*parts: str) -> str:
+    # NUL cannot occur in a name or a uid: ("a-b", "c") and ("a", "b-c") hash apart.
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:_HASH_LEN]
+
+
+def job_name(migration_name: str, step: str, uid: str) -> str:
+    """`<readable prefix>-<hash>`: at most 52 characters, a DNS label, collision-free.
+
+    The hash covers the full migration name, the step name and the DatabaseMigration's uid, so
+    migrations whose names join to the same text (`a-b` + `c`, `a` + `b-c`) get different Jobs,
+    and a migration deleted and created again under the same name (a new uid) does not meet the
+    old one's Job. The name is deterministic: a restarted operator finds its own Job again (and
+    `status.steps[].job` records it). The prefix is `<migration>-<step>`, shortened and cleaned
+    to a DNS label, only for people reading `kubectl get jobs`. A Job that has our name is still
+    ours only if its ownerReference carries our uid (see `reconcile.platform`).
+    """
+    digest = _digest(migration_name, step, uid)
+    readable = re.sub(r"[^a-z0-9-]+", "-", f"{migration_name}-{step}".lower())
+    readable = readable[: JOB_NAME_MAX - _HASH_LEN - 1].strip("-")
+    return f"{readable}-{digest}" if readable else f"job-{digest}"
+
+
+def label_value(value: str) -> str:
+    """`value` as a valid label value: itself when it fits in 63 characters, else a prefix and
+    a hash of the whole value (any valid object name gives a valid, distinct value)."""
+    if len(value) <= LABEL_VALUE_MAX:
+        return value
+    prefix = value[: LABEL_VALUE_MAX - _HASH_LEN - 1].rstrip("-_.")
+    return f"{prefix}-{_digest(value)}"
+
+
+def job_selector(migration_name: str) -> str:
+    """The label selector of a migration's Jobs (of this name: check the owner's uid too)."""
+    return f"{LABEL_MIGRATION}={label_value(migration_name)}"
 
 
 def _owner_reference(body: dict[str, Any]) -> dict[str, Any]:
@@ -65,12 +106,14 @@ def _hardened_security_context() -> dict[str, Any]:
 def _job_skeleton(
     body: dict[str, Any], step: Step, container: dict[str, Any], backoff_limit: int
 ) -> dict[str, Any]:
-    name = job_name(body["metadata"]["name"], step.name)
+    meta = body["metadata"]
+    name = job_name(meta["name"], step.name, meta["uid"])
     labels = {
-        LABEL_MIGRATION: body["metadata"]["name"],
-        LABEL_STEP: step.name,
+        LABEL_MIGRATION: label_value(meta["name"]),
+        LABEL_STEP: label_value(step.name),
         LABEL_MANAGED_BY: "dbmigrate",
     }
+    annotations = {ANNOTATION_MIGRATION: meta["name"], ANNOTATION_STEP: step.name}
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -78,13 +121,14 @@ def _job_skeleton(
             "name": name,
             "namespace": body["metadata"]["namespace"],
             "labels": labels,
+            "annotations": annotations,
             "ownerReferences": [_owner_reference(body)],
         },
         "spec": {
             "backoffLimit": backoff_limit,
             "ttlSecondsAfterFinished": 7 * 24 * 3600,
             "template": {
-                "metadata": {"labels": labels},
+                "metadata": {"labels": labels, "annotations": annotations},
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import json
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -34,6 +35,20 @@ class Forbidden(Exception):
 
 class Conflict(Exception):
     """The object changed since the resourceVersion the write was based on (HTTP 409)."""
+
+
+class Invalid(Exception):
+    """The API server rejected the object as invalid (422): sending it again cannot help."""
+
+
+def _api_message(exc: ApiException) -> str:
+    """The API server's own message of a failed call (its Status body), else the HTTP reason."""
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message or exc.reason or f"HTTP {exc.status}")
 
 
 @functools.cache
@@ -118,11 +133,42 @@ async def json_patch_deployment(namespace: str, name: str, patch: list[dict[str,
 
 
 async def create_job(job: dict[str, Any]) -> None:
+    """Create the Job; one of that name already there is fine (an earlier attempt created it,
+    or not: the caller checks whose it is). Raises `Invalid` when the API server rejects it."""
     ns = job["metadata"]["namespace"]
     try:
         await _call(client.BatchV1Api(api_client()).create_namespaced_job, ns, job)
     except ApiException as exc:
-        if exc.status != 409:  # already created by an earlier attempt: fine
+        if exc.status == 422:
+            raise Invalid(_api_message(exc)) from None
+        if exc.status != 409:
+            raise
+
+
+async def list_jobs(namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    result = await _call(
+        client.BatchV1Api(api_client()).list_namespaced_job,
+        namespace,
+        label_selector=label_selector,
+    )
+    return [dict(_sanitize(j)) for j in result.items]
+
+
+async def delete_job_foreground(namespace: str, name: str, uid: str) -> None:
+    """Delete the Job with foreground propagation: it stays (with a deletionTimestamp) until
+    the garbage collector has deleted its pods. Only the Job of that uid: one re-created under
+    the name meanwhile is left alone. Gone already: fine."""
+    options = client.V1DeleteOptions(
+        propagation_policy="Foreground", preconditions=client.V1Preconditions(uid=uid)
+    )
+    try:
+        await _call(
+            client.BatchV1Api(api_client()).delete_namespaced_job, name, namespace, body=options
+        )
+    except NotFound:
+        return
+    except ApiException as exc:
+        if exc.status != 409:  # 409: the uid precondition failed, it is another Job now
             raise
 
 

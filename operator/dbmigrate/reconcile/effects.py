@@ -3,8 +3,9 @@
 `carry_out(p, action)` dispatches; each function changes the world (the database through the
 runner's session, the cluster through the `Platform`), writes the status that says so and
 posts the events, then returns how long to wait before the next pass (None: the migration is
-over). "What happens on an SLO breach" is `start_rollback`, then `undo_rollout` and
-`revert_step`, then `finish_rollback`, or `await_manual_rollback` under a Manual policy.
+over). "What happens on an SLO breach" is `start_rollback`, then `stop_jobs` (the migration's
+running Jobs), `undo_rollout` and `revert_step`, then `finish_rollback`, or
+`await_manual_rollback` under a Manual policy.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from dbmigrate.core.steps import ResolvedSql, limits_of, step_checksum
 from dbmigrate.db.errors import redact_dsn
 from dbmigrate.db.executor import StepResult
 from dbmigrate.metrics import registry as metrics
-from dbmigrate.reconcile.platform import Platform
+from dbmigrate.reconcile.platform import Invalid, Platform
 from dbmigrate.settings import Settings
 
 
@@ -208,7 +209,12 @@ async def run_step(p: Pass, action: d.RunStep) -> float:
             job = build_backfill_job(p.body, spec, step, p.settings.image)
         else:
             job = build_tool_job(p.body, step)
-        await p.report.platform.start_job(job)
+        try:
+            await p.report.platform.start_job(job)
+        except Invalid as exc:
+            # The same Job would be rejected every pass: the step fails (its policy applies).
+            message = f"job {job['metadata']['name']} rejected by the API server: {exc}"
+            return await fail_step(p, d.fail_step(spec, step.name, reasons.JOB_INVALID, message))
         failpoints.hit("runner.job-created")
         st.job = job["metadata"]["name"]
         await p.report.save(
@@ -372,6 +378,22 @@ async def refuse_rollback(p: Pass, action: d.RefuseRollback) -> float | None:
     return None
 
 
+async def stop_jobs(p: Pass, action: d.StopJobs) -> float:
+    """Delete the migration's running Jobs (foreground) before the rollback touches anything;
+    the next passes wait (`StoppingJobs`) until they and their pods are gone."""
+    names = ", ".join(j.name for j in action.jobs)
+    for job in action.jobs:
+        await p.report.platform.stop_job(job)
+    for st in p.status.steps or []:
+        if st.job is not None and any(j.name == st.job for j in action.jobs):
+            st.message = f"job {st.job} stopped by the rollback"
+    message = f"stopping job(s) {names} before rolling back"
+    await p.report.save(p.status, reasons.STOPPING_JOBS, message)
+    await p.report.event("Normal", reasons.STOPPING_JOBS, message)
+    p.report.memory.last_wait = (reasons.STOPPING_JOBS, "")  # the wait that follows: no event
+    return 1.0
+
+
 async def undo_rollout(p: Pass, action: d.UndoRollout) -> float:
     """`kubectl rollout undo` to the revision recorded at the start (Argo CD paused first)."""
     platform, status = p.report.platform, p.status
@@ -462,6 +484,7 @@ EFFECTS: dict[type, Callable[[Pass, Any], Awaitable[float | None]]] = {
     d.AwaitManualRollback: await_manual_rollback,
     d.StartRollback: start_rollback,
     d.RefuseRollback: refuse_rollback,
+    d.StopJobs: stop_jobs,
     d.UndoRollout: undo_rollout,
     d.RevertStep: revert_step,
     d.FinishRollback: finish_rollback,

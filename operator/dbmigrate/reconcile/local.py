@@ -20,8 +20,8 @@ import psycopg
 
 from dbmigrate.api.durations import parse_duration
 from dbmigrate.api.models import ArgoCDRollbackStatus, DatabaseMigrationSpec
-from dbmigrate.core.decide import JobState
-from dbmigrate.core.jobs import LABEL_STEP, backfill_checkpoint_name
+from dbmigrate.core.decide import ActiveJob, JobState
+from dbmigrate.core.jobs import ANNOTATION_STEP, backfill_checkpoint_name
 from dbmigrate.core.rollout import UndoPlan
 from dbmigrate.db.backfill import BackfillEvent, BackfillOptions, run_backfill_reconnecting
 from dbmigrate.reconcile.platform import NotFound
@@ -70,7 +70,7 @@ class LocalPlatform:
         self.on_backfill = on_backfill or (lambda _s, _e: None)
         self.confirm = confirm
         self._jobs: dict[str, list[Future[Any]]] = {}
-        self._stop = threading.Event()
+        self._stop: dict[str, threading.Event] = {}  # per Job: its workers stop after a batch
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="backfill")
 
     # --- the resource ------------------------------------------------------------------------
@@ -119,7 +119,7 @@ class LocalPlatform:
         if name in self._jobs:
             return
         spec = DatabaseMigrationSpec.model_validate(self.resource["spec"])
-        step = spec.step(job["metadata"]["labels"][LABEL_STEP])
+        step = spec.step(job["metadata"]["annotations"][ANNOTATION_STEP])
         if step.backfill is None:
             failed: Future[Any] = Future()
             failed.set_exception(
@@ -132,10 +132,12 @@ class LocalPlatform:
             return
         bf = step.backfill
         workers = bf.parallelism
+        stop = self._stop[name] = threading.Event()
         self._jobs[name] = [
             self._pool.submit(
                 self._run_worker,
                 step.name,
+                stop,
                 BackfillOptions(
                     table=bf.table,
                     set=bf.set,
@@ -153,17 +155,17 @@ class LocalPlatform:
             for index in range(workers)
         ]
 
-    def _run_worker(self, step: str, opts: BackfillOptions) -> None:
+    def _run_worker(self, step: str, stop: threading.Event, opts: BackfillOptions) -> None:
         result = run_backfill_reconnecting(
             lambda: psycopg.connect(self.dsn, autocommit=True, application_name="dbmigrate"),
             opts,
             on_event=lambda e: self.on_backfill(step, e),
-            stop=self._stop,
+            stop=stop,
         )
         if result.stopped:
             raise RuntimeError("stopped")
 
-    async def job_state(self, name: str) -> JobState | None:
+    async def job_state(self, name: str, owner_uid: str) -> JobState | None:
         futures = self._jobs.get(name)
         if futures is None:
             return None
@@ -173,7 +175,23 @@ class LocalPlatform:
             return JobState(name, active=active, failed=True, message=str(errors[0]))
         return JobState(name, active=active, succeeded=active == 0)
 
+    async def active_jobs(self, owner_uid: str) -> list[ActiveJob]:
+        """The in-process backfills whose workers still run (all of them are this migration's)."""
+        out = []
+        for name, futures in self._jobs.items():
+            running = sum(1 for f in futures if not f.done())
+            if running:
+                deleting = name in self._stop and self._stop[name].is_set()
+                out.append(ActiveJob(name, uid=name, deleting=deleting, pods=running))
+        return out
+
+    async def stop_job(self, job: ActiveJob) -> None:
+        """The workers stop after their current batch (the next passes see them finish)."""
+        if job.name in self._stop:
+            self._stop[job.name].set()
+
     def close(self) -> None:
         """Stop running backfill workers after their current batch."""
-        self._stop.set()
+        for stop in self._stop.values():
+            stop.set()
         self._pool.shutdown(wait=True, cancel_futures=True)

@@ -111,6 +111,9 @@ async def _observe_world(
             obs = replace(obs, deployment=rollout_state(dep))
         except NotFound:
             obs = replace(obs, deployment_missing=True)
+    if status.phase == "RollingBack":  # before any problem below can cut the observation short
+        active = await platform.active_jobs(body["metadata"]["uid"])
+        obs = replace(obs, active_jobs=tuple(active))
     sql: dict[str, ResolvedSql] = {}
     try:
         sql = await resolve_sql(platform, spec)
@@ -134,7 +137,8 @@ async def _observe_world(
         problem = d.ConfigProblem(reasons.DATABASE_UNREACHABLE, message)
         return replace(obs, problem=problem), sql, dsn
     obs = replace(obs, lock_held=lock_held, applied=applied, partially_applied=partial)
-    obs = replace(obs, jobs=await observe_jobs(platform, spec, status, dsn))
+    uid = body["metadata"]["uid"]
+    obs = replace(obs, jobs=await observe_jobs(platform, spec, status, dsn, uid))
     return obs, sql, dsn
 
 
@@ -179,8 +183,12 @@ async def observe_jobs(
     spec: DatabaseMigrationSpec,
     status: DatabaseMigrationStatus,
     dsn: str | None,
+    uid: str,
 ) -> dict[str, d.JobState]:
-    """The Jobs of the backfill and job steps under way."""
+    """The Jobs of the backfill and job steps under way, by the name status recorded (or the
+    one `job_name` gives). A Job of that name counts only if its owner is this migration's
+    `uid`; another's comes back with `foreign_owner` set, and decide waits instead of taking
+    its outcome for the step's."""
     jobs: dict[str, d.JobState] = {}
     for step in spec.steps:
         if step.kind not in ("backfill", "job"):
@@ -188,8 +196,8 @@ async def observe_jobs(
         st = status.step(step.name)
         if st is None or st.state not in ("Running", "Waiting"):
             continue
-        name = st.job or job_name(platform.name, step.name)
-        state = await platform.job_state(name)
+        name = st.job or job_name(platform.name, step.name, uid)
+        state = await platform.job_state(name, uid)
         if state is not None:
             message = redact_dsn(state.message, dsn) if state.message else None
             jobs[step.name] = replace(state, message=message)

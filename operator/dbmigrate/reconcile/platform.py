@@ -13,12 +13,14 @@ from typing import Any, Protocol
 
 from dbmigrate.api import reasons
 from dbmigrate.api.models import ArgoCDRollbackStatus
-from dbmigrate.core.decide import JobState
+from dbmigrate.core.decide import ActiveJob, JobState
+from dbmigrate.core.jobs import job_selector
 from dbmigrate.core.rollout import UndoPlan, plan_rollout_undo
 from dbmigrate.kube import cluster as kube
 
 NotFound = kube.NotFound
 Forbidden = kube.Forbidden
+Invalid = kube.Invalid  # start_job: the Job was rejected as invalid; retrying cannot help
 
 
 class StatusConflict(Exception):
@@ -50,7 +52,17 @@ class Platform(Protocol):
 
     async def start_job(self, job: dict[str, Any]) -> None: ...
 
-    async def job_state(self, name: str) -> JobState | None: ...
+    async def job_state(self, name: str, owner_uid: str) -> JobState | None:
+        """The Job of that name; `foreign_owner` set when it is not owned by `owner_uid`."""
+        ...
+
+    async def active_jobs(self, owner_uid: str) -> list[ActiveJob]:
+        """The migration's Jobs (owned by `owner_uid`) still running or being deleted."""
+        ...
+
+    async def stop_job(self, job: ActiveJob) -> None:
+        """Stop the Job and its pods (deleting them); idempotent, does not wait."""
+        ...
 
     async def confirm_rollout(self, step: str, image: str | None) -> None:
         """Where there are no rollouts to watch: called before an awaitRollout step is recorded."""
@@ -177,11 +189,20 @@ class KubernetesPlatform:
     async def confirm_rollout(self, step: str, image: str | None) -> None:
         return None  # the rollout itself is watched here
 
-    async def job_state(self, name: str) -> JobState | None:
+    async def job_state(self, name: str, owner_uid: str) -> JobState | None:
+        """A Job with the right name is ours only if it names our uid in its ownerReferences:
+        another migration's (or a deleted migration's, or a person's) Job of that name is
+        reported as foreign and never read as the step's outcome."""
         try:
             job = await kube.read_job(self.namespace, name)
         except NotFound:
             return None
+        owners = job["metadata"].get("ownerReferences") or []
+        if not any(o.get("uid") == owner_uid for o in owners):
+            foreign = ", ".join(
+                f"{o.get('kind')} {o.get('name')} uid {o.get('uid')}" for o in owners
+            )
+            return JobState(name=name, foreign_owner=foreign or "no owner")
         jstatus = job.get("status") or {}
         conditions = {c.get("type"): c for c in jstatus.get("conditions") or []}
         complete = conditions.get("Complete", {}).get("status") == "True"
@@ -198,6 +219,31 @@ class KubernetesPlatform:
             failed=failed,
             message=message,
         )
+
+    async def active_jobs(self, owner_uid: str) -> list[ActiveJob]:
+        """By the migration's label, then by owner uid: not finished, or being deleted."""
+        out: list[ActiveJob] = []
+        for job in await kube.list_jobs(self.namespace, job_selector(self.name)):
+            meta = job["metadata"]
+            if not any(o.get("uid") == owner_uid for o in meta.get("ownerReferences") or []):
+                continue
+            jstatus = job.get("status") or {}
+            finished = any(
+                c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+                for c in jstatus.get("conditions") or []
+            )
+            deleting = meta.get("deletionTimestamp") is not None
+            active = int(jstatus.get("active") or 0)
+            if finished and not deleting and active == 0:
+                continue
+            pods = (
+                len(await kube.list_job_pods(self.namespace, meta["name"])) if deleting else active
+            )
+            out.append(ActiveJob(name=meta["name"], uid=meta["uid"], deleting=deleting, pods=pods))
+        return out
+
+    async def stop_job(self, job: ActiveJob) -> None:
+        await kube.delete_job_foreground(self.namespace, job.name, job.uid)
 
     async def _last_termination_message(self, name: str) -> str | None:
         pods = await kube.list_job_pods(self.namespace, name)
