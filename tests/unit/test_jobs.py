@@ -5,8 +5,8 @@ mirror the step; parallel backfills are Indexed Jobs; permanent worker errors fa
 once while killed pods and a database unavailable for a while (exit 75) are retried, the
 worker's exit codes and the podFailurePolicy agreeing; pods are hardened and owned by the
 DatabaseMigration; tool jobs pass their image, command and env through; Job names fit
-Kubernetes' limits, are stable and collision-free (full names and the uid hashed); label values fit for any object name, the
-full names are annotations.
+Kubernetes' limits, are stable and collision-free (full names and the uid hashed); label
+values fit for any object name, the full names are annotations.
 """
 
 from __future__ import annotations
