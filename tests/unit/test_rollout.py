@@ -104,6 +104,13 @@ def replica_set(revision: str, image: str, owner: str = "dep-uid") -> dict[str, 
     }
 
 
+def undone_again(rs: dict[str, Any], *earlier: str) -> dict[str, Any]:
+    """A ReplicaSet the controller used again for an undo: newest revision, the old ones in
+    its revision history."""
+    rs["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"] = ",".join(earlier)
+    return rs
+
+
 def test_undo_patches_template_and_annotations_like_kubectl() -> None:
     plan = plan_rollout_undo(
         deployment(), [replica_set("1", "app:v1"), replica_set("2", "app:v2")], "1"
@@ -130,6 +137,14 @@ def test_undo_patches_template_and_annotations_like_kubectl() -> None:
             False,
             "already has the template",
             id="already-there-is-noop",
+        ),
+        pytest.param(
+            deployment(image="app:v1"),
+            [undone_again(replica_set("3", "app:v1"), "1"), replica_set("2", "app:v2")],
+            "1",
+            False,
+            "already has the template",
+            id="undone-before-a-crash-is-noop",
         ),
         pytest.param(
             deployment(paused=True),

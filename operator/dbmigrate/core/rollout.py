@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 REVISION_ANNOTATION = "deployment.kubernetes.io/revision"
+REVISION_HISTORY_ANNOTATION = "deployment.kubernetes.io/revision-history"
 # Annotations the deployment controller owns; `kubectl rollout undo` keeps them as they are.
 CONTROLLER_ANNOTATIONS = frozenset(
     {
@@ -127,6 +128,17 @@ class UndoPlan:
     error: bool = False
 
 
+def _revisions_of(replica_set: dict[str, Any]) -> set[str]:
+    """The revisions a ReplicaSet stands for: its own, and those it had before it was used
+    again. Undoing to revision 1 makes revision 1's ReplicaSet the newest revision (3, say)
+    and records "1" in its revision history: a second undo (after a crash) must find it."""
+    annotations = _get(replica_set, "metadata", "annotations", default={}) or {}
+    history = str(annotations.get(REVISION_HISTORY_ANNOTATION, ""))
+    revisions = {r.strip() for r in history.split(",") if r.strip()}
+    revisions.add(str(annotations.get(REVISION_ANNOTATION, "")))
+    return revisions
+
+
 def plan_rollout_undo(
     deployment: dict[str, Any], replica_sets: list[dict[str, Any]], to_revision: str
 ) -> UndoPlan:
@@ -145,9 +157,7 @@ def plan_rollout_undo(
         owners = _get(rs, "metadata", "ownerReferences", default=[]) or []
         if uid is not None and not any(o.get("uid") == uid for o in owners):
             continue
-        if str(_get(rs, "metadata", "annotations", REVISION_ANNOTATION, default="")) == str(
-            to_revision
-        ):
+        if str(to_revision) in _revisions_of(rs):
             source = rs
             break
     if source is None:
