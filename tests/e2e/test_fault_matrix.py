@@ -307,5 +307,37 @@ def write_reliability(results: list[dict[str, Any]], path: Path) -> None:
         "",
         f"{len(results)} cells, all recovered; median recovery {median:.1f} s.",
         "",
+        "## Other faults, tested outside the matrix",
+        "",
+        "| fault | test | outcome |",
+        "|---|---|---|",
+        "| a status write refused with 500 between two steps | "
+        "`tests/integration/test_runner_faults.py` | the migration lock stays held; the pass "
+        "is retried; Succeeded |",
+        "| a status written by someone else (409) | `tests/e2e/test_status_writes.py` | not "
+        "overwritten; the pass starts over |",
+        "| a ConfigMap holding step SQL edited mid-run | "
+        "`tests/integration/test_runner_faults.py` | ChecksumMismatch before the edited step |",
+        "| the worker's connection terminated, 53300, the database away past the reconnects | "
+        "`tests/integration/test_backfill_faults.py` | reconnected, every row once; exit 75 "
+        "(retried by the Job) |",
+        "| a table dropped and re-created, a step reverted and applied again | "
+        "`tests/integration/test_backfill_faults.py` | the checkpoint starts over |",
+        "| a Job's pod deleted | `tests/e2e/test_backfill_job.py` | resumed from the checkpoint |",
+        "| Job names colliding, a re-created migration, a 70-character name, a rollback during "
+        "a backfill | `tests/e2e/test_job_identity.py` | own Jobs only; the Job stopped before "
+        "the downs |",
+        "| a crash right after CREATE INDEX CONCURRENTLY committed | "
+        "`tests/integration/test_sql_executor.py` and the matrix | found done |",
+        "",
+        "## Not yet in the matrix",
+        "",
+        "Each of these against each step type (sql, CONCURRENTLY, backfill, awaitRollout, job) "
+        "and the rollback path: the operator's own database connection terminated; PostgreSQL "
+        "restarted; kube-apiserver stopped for 20 s; a Job deleted by someone else (decided "
+        "on, unit-tested only); Prometheus stopped during analysis; the DatabaseMigration "
+        "deleted mid-step; a second DatabaseMigration on the same database in e2e; and SIGKILL "
+        "cells for awaitRollout and job steps.",
+        "",
     ]
     path.write_text("\n".join(lines))
