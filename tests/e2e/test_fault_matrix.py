@@ -162,6 +162,18 @@ CELLS = [
     ),
     pytest.param(
         Cell(
+            "runner.history-written",
+            "awaitRollout",
+            [{"name": "release", "awaitRollout": {"image": "app:v2"}}],
+            "Succeeded",
+            lambda conn: has(conn, "SELECT count(*) FROM dbmigrate.history", 1),
+            spec={"target": {"deployment": "app"}},
+            rollout=True,
+        ),
+        id="history-written-await-rollout",
+    ),
+    pytest.param(
+        Cell(
             "rollback.rollout-undone",
             "rollback, awaitRollout",
             [ADD_FLAG, {"name": "release", "awaitRollout": {"image": "app:v2"}}, BROKEN],
@@ -198,6 +210,35 @@ def reliability_report() -> Iterator[None]:
     yield
     if os.environ.get("DBMIGRATE_WRITE_RELIABILITY") == "1" and RESULTS:
         write_reliability(RESULTS, RELIABILITY)
+
+
+def verify_recovered(
+    cluster: Cluster, namespace: str, dsn: str, steps: list[dict[str, Any]], phase: str
+) -> None:
+    """The verdict from the database and the cluster: every history row once, every step applied
+    (Succeeded) or every applied one reverted, no advisory lock left, no Job running."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT step, direction, count(*) FROM dbmigrate.history GROUP BY step, direction"
+        ).fetchall()
+        assert rows, "no history written"
+        assert all(n == 1 for _, _, n in rows), rows  # nothing applied or reverted twice
+        directions = {(step, d) for step, d, _ in rows}
+        applied = {s["name"] for s in steps if (s["name"], "up") in directions}
+        if phase == "Succeeded":
+            assert applied == {s["name"] for s in steps}
+        else:  # every applied step reverted
+            assert all((name, "down") in directions for name in applied), directions
+        wait_for(
+            lambda: (
+                conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()
+                == (0,)
+            ),
+            30,
+            "the migration lock to be released",
+        )
+    jobs = cluster.get("jobs", "-n", namespace).get("items", [])
+    assert not [j for j in jobs if (j.get("status") or {}).get("active")], "a Job still runs"
 
 
 def crash_at(operator: OperatorProcess, point: str) -> None:
@@ -243,33 +284,13 @@ def test_a_crash_at_every_point_is_recovered(
     st = wait_phase(cluster, namespace, cell.phase, timeout=120)
     recovery = time.monotonic() - crashed
 
-    with psycopg.connect(app_db, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT step, direction, count(*) FROM dbmigrate.history GROUP BY step, direction"
-        ).fetchall()
-        assert rows, "no history written"
-        assert all(n == 1 for _, _, n in rows), rows  # nothing applied or reverted twice
-        directions = {(step, d) for step, d, _ in rows}
-        applied = {s["name"] for s in cell.steps if (s["name"], "up") in directions}
-        if cell.phase == "Succeeded":
-            assert applied == {s["name"] for s in cell.steps}
-        else:  # every applied step reverted
-            assert all((name, "down") in directions for name in applied), directions
+    verify_recovered(cluster, namespace, app_db, cell.steps, cell.phase)
+    with psycopg.connect(app_db) as conn:
         cell.check(conn)
-        wait_for(
-            lambda: (
-                conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()
-                == (0,)
-            ),
-            30,
-            "the migration lock to be released",
-        )
-    jobs = cluster.get("jobs", "-n", namespace).get("items", [])
-    assert not [j for j in jobs if (j.get("status") or {}).get("active")], "a Job still runs"
     ready = condition(st, "Ready")
     assert ready["reason"] == ("Succeeded" if cell.phase == "Succeeded" else "RolledBack")
-    if cell.rollout:
-        assert image(cluster, namespace) == "app:v1"
+    if cell.rollout:  # undone by a rollback, kept by a migration that finished
+        assert image(cluster, namespace) == ("app:v1" if cell.phase == "RolledBack" else "app:v2")
     RESULTS.append(
         {
             "point": cell.point,
@@ -281,7 +302,8 @@ def test_a_crash_at_every_point_is_recovered(
 
 
 def write_reliability(results: list[dict[str, Any]], path: Path) -> None:
-    median = statistics.median(r["recovery"] for r in results)
+    recoveries = [r["recovery"] for r in results if r.get("recovers", True)]
+    median = statistics.median(recoveries)
     lines = [
         "# Reliability: the fault matrix",
         "",
@@ -292,20 +314,22 @@ def write_reliability(results: list[dict[str, Any]], path: Path) -> None:
         "the cluster: one history row per step and direction, the schema fully migrated or "
         "fully reverted, no advisory lock held, no Job running, phase and reason.",
         "",
-        "Recovery time: from the crash to the final phase, including the fresh operator's "
-        "start (about 2-3 s of kopf and the Kubernetes client) on 2 cores.",
+        "Time: from the crash (or the cut connection) to the final phase, including a fresh "
+        "operator's start (about 2-3 s of kopf and the Kubernetes client) on 2 cores.",
         "",
-        "| failpoint | where | step type | outcome | recovery |",
+        "| fault | where | step type | outcome | time |",
         "|---|---|---|---|---|",
     ]
     for r in results:
         lines.append(
-            f"| `{r['point']}` | {POINTS[r['point']]} | {r['step_type']} | {r['outcome']} | "
+            f"| `{r['point']}` | {POINTS.get(r['point']) or r['where']} | {r['step_type']} | "
+            f"{r['outcome']} | "
             f"{r['recovery']:.1f} s |"
         )
     lines += [
         "",
-        f"{len(results)} cells, all recovered; median recovery {median:.1f} s.",
+        f"{len(results)} cells, all recovered; median recovery {median:.1f} s "
+        f"(over the {len(recoveries)} cells that crash or cut the operator off).",
         "",
         "## Other faults, tested outside the matrix",
         "",
@@ -333,11 +357,108 @@ def write_reliability(results: list[dict[str, Any]], path: Path) -> None:
         "## Not yet in the matrix",
         "",
         "Each of these against each step type (sql, CONCURRENTLY, backfill, awaitRollout, job) "
-        "and the rollback path: the operator's own database connection terminated; PostgreSQL "
-        "restarted; kube-apiserver stopped for 20 s; a Job deleted by someone else (decided "
-        "on, unit-tested only); Prometheus stopped during analysis; the DatabaseMigration "
-        "deleted mid-step; a second DatabaseMigration on the same database in e2e; and SIGKILL "
-        "cells for awaitRollout and job steps.",
+        "and the rollback path: PostgreSQL restarted; kube-apiserver stopped for 20 s; a Job "
+        "deleted by someone else (decided on, unit-tested only); Prometheus stopped during "
+        "analysis; the DatabaseMigration deleted mid-step; the operator's connection terminated "
+        "during other step types than sql; SIGKILL cells for job steps and in the backfill "
+        "worker (`backfill.batch-committed`, which needs the failpoint switch in the Job's pod)."
         "",
     ]
     path.write_text("\n".join(lines))
+
+
+def test_the_operators_connection_terminated_mid_step(
+    cluster: Cluster, namespace: str, app_db: str, operator: OperatorProcess
+) -> None:
+    """pg_terminate_backend of the operator's session while a step's statement runs: the step's
+    transaction is rolled back with the session (and the lock with it); the operator reconnects,
+    takes the lock again and applies the step once."""
+    steps = [
+        {
+            "name": "slow",
+            "sql": {
+                "up": "ALTER TABLE users ADD COLUMN flag boolean; SELECT pg_sleep(3)",
+                "down": "ALTER TABLE users DROP COLUMN IF EXISTS flag",
+            },
+        },
+        {"name": "after", "sql": {"up": "CREATE TABLE after (id int)", "down": "DROP TABLE after"}},
+    ]
+    cluster.apply(migration(namespace, steps))
+    with psycopg.connect(app_db, autocommit=True) as conn:
+        wait_for(
+            lambda: (
+                conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dbmigrate' "
+                    "AND query LIKE %s",
+                    ("%pg_sleep%",),
+                ).fetchone()
+                == (1,)
+            ),
+            60,
+            "the slow step to run",
+            interval=0.05,
+        )
+        killed = time.monotonic()
+        conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'dbmigrate'"
+        )
+    st = wait_phase(cluster, namespace, "Succeeded", timeout=120)
+    recovery = time.monotonic() - killed
+    verify_recovered(cluster, namespace, app_db, steps, "Succeeded")
+    with psycopg.connect(app_db) as conn:
+        column_exists("flag")(conn)
+    assert condition(st, "Ready")["reason"] == "Succeeded"
+    RESULTS.append(
+        {
+            "point": "pg_terminate_backend",
+            "where": "the operator's session terminated while a step's statement runs",
+            "step_type": "sql (mid-statement)",
+            "outcome": "Succeeded (Succeeded)",
+            "recovery": recovery,
+        }
+    )
+
+
+def test_a_second_migration_of_the_same_database_waits(
+    cluster: Cluster, namespace: str, app_db: str, operator: OperatorProcess
+) -> None:
+    """Two DatabaseMigrations on one database: one holds the lock, the other waits
+    (AnotherMigrationRunning) and runs after; each step applied once, in that order."""
+    first = [{"name": "a", "sql": {"up": "SELECT pg_sleep(3)", "down": "SELECT 1"}}]
+    second = [{"name": "b", "sql": {"up": "CREATE TABLE b (id int)", "down": "DROP TABLE b"}}]
+    cluster.apply(migration(namespace, first, name="first", migration_id="20261201000001_first"))
+    wait_for(
+        lambda: status(cluster, namespace, "first").get("currentStep") == "a",
+        60,
+        "the first migration to run",
+    )
+    started = time.monotonic()
+    cluster.apply(migration(namespace, second, name="second", migration_id="20261201000002_second"))
+    waiting = wait_for(
+        lambda: (s := status(cluster, namespace, "second")).get("conditions") and s,
+        60,
+        "the second migration's status",
+    )
+    assert condition(waiting, "Ready")["reason"] == "AnotherMigrationRunning"
+    wait_phase(cluster, namespace, "Succeeded", timeout=90, name="first")
+    wait_phase(cluster, namespace, "Succeeded", timeout=90, name="second")
+    with psycopg.connect(app_db) as conn:
+        rows = conn.execute(
+            "SELECT migration_id, step, direction FROM dbmigrate.history ORDER BY id"
+        ).fetchall()
+    assert rows == [
+        ("20261201000001_first", "a", "up"),
+        ("20261201000002_second", "b", "up"),
+    ]
+    RESULTS.append(
+        {
+            "recovers": False,
+            "point": "a second migration",
+            "where": "another DatabaseMigration of the same database applied meanwhile "
+            "(time: until both Succeeded)",
+            "step_type": "sql, same database",
+            "outcome": "both Succeeded, in turn",
+            "recovery": time.monotonic() - started,
+        }
+    )

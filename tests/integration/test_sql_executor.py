@@ -264,6 +264,30 @@ async def test_an_object_that_was_there_before_is_still_an_error(
     assert partial == frozenset()
 
 
+async def test_a_terminated_session_is_not_a_failed_step(
+    aconn: psycopg.AsyncConnection, pg_dsn: str
+) -> None:
+    """pg_terminate_backend (57P01) mid-statement: the step's SQL did not fail, its session
+    went away; the executor raises for the runner to reconnect instead of failing the step
+    (which would roll the whole migration back)."""
+    cur = await aconn.execute("SELECT pg_backend_pid()")
+    row = await cur.fetchone()
+    assert row is not None
+
+    def terminate() -> None:
+        time.sleep(0.5)
+        with psycopg.connect(pg_dsn, autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", (row[0],))
+
+    killer = asyncio.create_task(asyncio.to_thread(terminate))
+    with pytest.raises(psycopg.OperationalError):
+        await apply(aconn, "ALTER TABLE users ADD COLUMN flag boolean; SELECT pg_sleep(5)")
+    await killer
+    async with await psycopg.AsyncConnection.connect(pg_dsn, autocommit=True) as fresh:
+        assert "flag" not in await columns(fresh)  # rolled back with the session
+        assert await history.read_history(fresh, "20240101000000_test") == []
+
+
 def _hold_table(dsn: str, seconds: float, started: threading.Event) -> None:
     with psycopg.connect(dsn) as conn:
         conn.execute("SELECT * FROM users WHERE id = 1 FOR UPDATE")

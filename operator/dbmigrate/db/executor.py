@@ -27,7 +27,7 @@ from psycopg import sql as pgsql
 
 from dbmigrate import failpoints
 from dbmigrate.api import reasons
-from dbmigrate.core.batching import backoff_delay
+from dbmigrate.core.batching import backoff_delay, is_transient_sqlstate
 from dbmigrate.core.statements import (
     SqlSyntaxError,
     Statement,
@@ -62,6 +62,13 @@ class StepResult:
 
 class _VerifyFailed(Exception):
     pass
+
+
+def _connection_lost(conn: psycopg.AsyncConnection, exc: psycopg.Error) -> bool:
+    """The session is gone or going (no SQLSTATE, class 08, 57P01 admin_shutdown after
+    pg_terminate_backend, ...): not a failure of the step's SQL, which rolled back with the
+    session. The runner reconnects, takes the migration lock again and retries the step."""
+    return exc.sqlstate is None or is_transient_sqlstate(exc.sqlstate) or conn.broken
 
 
 def _ms(seconds: float) -> str:
@@ -116,7 +123,7 @@ async def _run_verify(conn: psycopg.AsyncConnection, verify: str) -> None:
         cur = await conn.execute(pgsql.SQL(verify))  # type: ignore[arg-type]
         row = await cur.fetchone()
     except psycopg.Error as exc:
-        if exc.sqlstate is None:
+        if _connection_lost(conn, exc):
             raise
         raise _VerifyFailed(f"verify failed: SQLSTATE {describe_error(exc)}") from exc
     if row is None or len(row) != 1 or not isinstance(row[0], bool):
@@ -216,8 +223,8 @@ async def apply_sql(
                 try:
                     await conn.execute(pgsql.SQL(current.text))  # type: ignore[arg-type]
                 except psycopg.Error as exc:
-                    if exc.sqlstate is None:
-                        raise  # the connection failed: whether it ran is not known
+                    if _connection_lost(conn, exc):
+                        raise  # whether it ran is not known: the runner reconnects
                     if not (resuming and exc.sqlstate in ALREADY_DONE):
                         # It did not run: a later attempt is a first attempt again.
                         await history.write_groups_done(
@@ -252,8 +259,8 @@ async def apply_sql(
                 duration_ms=round((time.monotonic() - started) * 1000),
             )
         except psycopg.OperationalError as exc:
-            if exc.sqlstate is None:
-                raise  # the connection itself failed
+            if _connection_lost(conn, exc):
+                raise  # the session is gone: the runner reconnects and tries the step again
             if current is not None and not transactional:
                 await _drop_invalid_index(conn, current)
             if exc.sqlstate == LOCK_NOT_AVAILABLE:
@@ -278,7 +285,7 @@ async def apply_sql(
                 continue
             return _sql_failure(exc, current, retries, started)
         except psycopg.Error as exc:
-            if exc.sqlstate is None:
+            if _connection_lost(conn, exc):
                 raise
             if current is not None and not transactional:
                 await _drop_invalid_index(conn, current)
