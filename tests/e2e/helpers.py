@@ -94,6 +94,23 @@ def deploy_app(cluster: Cluster, namespace: str, labels: dict[str, str] | None =
     cluster.kubectl("rollout", "status", "deploy/app", "-n", namespace, "--timeout=60s")
 
 
+def step_state(cluster: Cluster, namespace: str, step: str) -> str | None:
+    for st in status(cluster, namespace).get("steps", []):
+        if st["name"] == step:
+            return str(st["state"])
+    return None
+
+
+def roll_out_when_release_waits(cluster: Cluster, namespace: str) -> None:
+    """Once the `release` awaitRollout step waits, roll the app's Deployment out to app:v2."""
+    wait_for(
+        lambda: step_state(cluster, namespace, "release") == "Waiting",
+        60,
+        "the release step to wait for v2",
+    )
+    cluster.kubectl("set", "image", "deploy/app", "app=app:v2", "-n", namespace)
+
+
 def image(cluster: Cluster, namespace: str) -> str:
     dep = cluster.get("deploy", "app", "-n", namespace)
     return dep["spec"]["template"]["spec"]["containers"][0]["image"]  # type: ignore[no-any-return]

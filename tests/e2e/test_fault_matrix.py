@@ -28,7 +28,16 @@ import pytest
 
 from dbmigrate.failpoints import ENV, POINTS
 from dbmigrate_dev.cluster_client import Cluster, wait_for
-from tests.e2e.helpers import ROOT, condition, deploy_app, image, migration, status, wait_phase
+from tests.e2e.helpers import (
+    ROOT,
+    condition,
+    deploy_app,
+    image,
+    migration,
+    roll_out_when_release_waits,
+    status,
+    wait_phase,
+)
 from tests.fixtures.operator import OperatorProcess
 
 RELIABILITY = ROOT / "docs" / "reliability.md"
@@ -264,15 +273,7 @@ def test_a_crash_at_every_point_is_recovered(
     crash_at(operator, cell.point)
     cluster.apply(migration(namespace, cell.steps, **cell.spec))
     if cell.rollout:
-        wait_for(
-            lambda: any(
-                s["name"] == "release" and s["state"] == "Waiting"
-                for s in status(cluster, namespace).get("steps", [])
-            ),
-            60,
-            "the release step to wait for v2",
-        )
-        cluster.kubectl("set", "image", "deploy/app", "app=app:v2", "-n", namespace)
+        roll_out_when_release_waits(cluster, namespace)
     assert operator.proc is not None
     code = operator.proc.wait(120)
     crashed = time.monotonic()

@@ -27,7 +27,9 @@ from tests.e2e.helpers import (
     history,
     image,
     migration,
+    roll_out_when_release_waits,
     status,
+    step_state,
     wait_phase,
 )
 from tests.fixtures.operator import OperatorProcess
@@ -64,24 +66,12 @@ def steps(*, pnr: bool = False) -> list[dict[str, Any]]:
 
 
 def roll_to_v2_and_wait_for_release(cluster: Cluster, namespace: str) -> None:
+    roll_out_when_release_waits(cluster, namespace)
     wait_for(
-        lambda: any(
-            s["name"] == "release" and s["state"] == "Waiting"
-            for s in status(cluster, namespace).get("steps", [])
-        ),
-        60,
-        "the release step to wait for v2",
-    )
-    cluster.kubectl("set", "image", "deploy/app", "app=app:v2", "-n", namespace)
-    wait_for(
-        lambda: any(
-            s["name"] == "release" and s["state"] == "Succeeded"
-            for s in status(cluster, namespace).get("steps", [])
-        ),
+        lambda: step_state(cluster, namespace, "release") == "Succeeded",
         60,
         "the release step to succeed",
     )
-    assert image(cluster, namespace) == "app:v2"
 
 
 def request_rollback(cluster: Cluster, namespace: str) -> None:

@@ -3,243 +3,95 @@
 Pure. The reconciler observes the world (history table, Deployment, Jobs, analysis verdicts,
 annotations), calls `decide`, carries out the one Action it returns, records the outcome in
 status and calls `decide` again. The database's history table is the truth about which steps are
-applied; status is the operator's report. Every branch is covered by the tables of cases in
-tests/unit/test_decide.py.
+applied; status is the operator's report. This module decides the way forward; the Observation
+and the Actions are in `core.actions`, the rollback phases in `core.rollback`. Every branch is
+covered by the tables of cases in tests/unit/test_decide.py.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
 
 from dbmigrate.api import reasons
 from dbmigrate.api.durations import parse_duration
 from dbmigrate.api.models import (
-    ROLLBACK_ANNOTATION,
-    ROLLBACK_REQUESTED,
     TERMINAL_PHASES,
     DatabaseMigrationSpec,
     DatabaseMigrationStatus,
-    LintFinding,
-    Phase,
     Step,
 )
-from dbmigrate.core.rollout import RolloutState, image_matches
-
-Direction = Literal["up", "down"]
-ANNOTATE_TO_ROLL_BACK = f"annotate {ROLLBACK_ANNOTATION}={ROLLBACK_REQUESTED} to roll back"
-ROLLBACK_BY_ANNOTATION = f"rollback requested with the {ROLLBACK_ANNOTATION} annotation"
-
-# ------------------------------------------------------------------------------------------------
-# observation
-
-
-@dataclass(frozen=True)
-class AppliedStep:
-    """The latest history row of a step."""
-
-    direction: Direction
-    checksum: str
-
-
-@dataclass(frozen=True)
-class JobState:
-    """The Job named in a step's status (or by `core.jobs.job_name`).
-
-    `foreign_owner` is set (to a description of its owner, or "no owner") when a Job of that
-    name exists but its ownerReference is not this DatabaseMigration's uid: it is somebody
-    else's Job, and nothing about it says anything about this migration's step.
-    """
-
-    name: str
-    active: int = 0
-    succeeded: bool = False
-    failed: bool = False
-    message: str | None = None
-    foreign_owner: str | None = None
-
-
-@dataclass(frozen=True)
-class ActiveJob:
-    """A Job of this migration (its uid in the ownerReference) that has not finished, or whose
-    deletion is under way: its pods may still run a backfill batch or a tool."""
-
-    name: str
-    uid: str
-    deleting: bool = False  # deleted (foreground): waiting for its pods to go
-    pods: int = 0  # pods that still exist
-
-
-@dataclass(frozen=True)
-class ConfigProblem:
-    """Something the operator could not read: retried, shown in status until it is fixed."""
-
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Observation:
-    now: datetime
-    generation: int = 1
-    # history table: step name -> latest row; steps with statements committed but not finished
-    applied: dict[str, AppliedStep] = field(default_factory=dict)
-    partially_applied: frozenset[str] = frozenset()
-    # checksum of each step as the spec defines it now (ConfigMap SQL resolved)
-    checksums: dict[str, str] = field(default_factory=dict)
-    lock_held: bool = True
-    deployment: RolloutState | None = None
-    deployment_missing: bool = False
-    jobs: dict[str, JobState] = field(default_factory=dict)
-    # While rolling back: the migration's Jobs that still run (or are being deleted).
-    active_jobs: tuple[ActiveJob, ...] = ()
-    problem: ConfigProblem | None = None
-    lint_errors: int = 0  # error findings (they block the start under safety.lint Enforce)
-    lint_findings: tuple[LintFinding, ...] = ()  # all findings, for status.lint
-    rollback_requested: bool = False
-    # False where there is no cluster (`dbmigrate apply`): no gates, awaitRollout is skipped
-    rollout_gates: bool = True
-    slo_breach: str | None = None  # reason text when analysis says roll back
-    analysis_pause: str | None = None  # reason text when analysis says pause
-
-
-# ------------------------------------------------------------------------------------------------
-# actions
-
-
-@dataclass(frozen=True)
-class Wait:
-    """Nothing to do now; show why and look again later."""
-
-    phase: Phase
-    reason: str
-    message: str
-    step: str | None = None
-    stalled: bool = False
-    requeue_after: float = 5.0
-    step_waiting: bool = False  # the step itself is under way and waiting (awaitRollout)
-
-
-@dataclass(frozen=True)
-class Start:
-    """First pass: record startedAt and the target's revision (rollback goes back to it)."""
-
-    target_revision: str | None
-
-
-@dataclass(frozen=True)
-class RunStep:
-    """Apply a step (sql: run it now; backfill/job: create its Job; awaitRollout: done)."""
-
-    step: str
-
-
-@dataclass(frozen=True)
-class RecordStep:
-    """The step is done (history shows it, a Job completed, a rollout arrived): write history
-    if it is not there yet and mark the step Succeeded."""
-
-    step: str
-    write_history: bool
-    message: str = ""
-
-
-@dataclass(frozen=True)
-class FailStep:
-    step: str
-    reason: str
-    message: str
-    rollback: bool  # the rollback policy is Automatic
-
-
-@dataclass(frozen=True)
-class AwaitManualRollback:
-    """The rollback policy is Manual: stop in Failed until a person asks for the rollback."""
-
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class StartRollback:
-    reason: str  # condition reason: SloBreached, RollbackRequested, a step failure reason
-    message: str
-    keep_rollout: str | None = None  # why the rollout is not to be undone (a finished migration)
-
-
-@dataclass(frozen=True)
-class RefuseRollback:
-    """A finished migration past its point of no return: the requested rollback is refused and
-    the migration stays Succeeded."""
-
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class StopJobs:
-    """Delete the migration's running Jobs (foreground: their pods go first) before the
-    rollback changes anything, so that no backfill batch races the down SQL."""
-
-    jobs: tuple[ActiveJob, ...]
-
-
-@dataclass(frozen=True)
-class UndoRollout:
-    deployment: str
-    to_revision: str
-
-
-@dataclass(frozen=True)
-class RevertStep:
-    """Run the step's down SQL (none for backfill/awaitRollout) and record a `down` row."""
-
-    step: str
-
-
-@dataclass(frozen=True)
-class FinishRollback:
-    phase: Literal["RolledBack", "Failed"]
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
-class Succeed:
-    message: str
-
-
-@dataclass(frozen=True)
-class Done:
-    """Terminal: nothing more will happen to this migration."""
-
-
-Action = (
-    Wait
-    | Start
-    | RunStep
-    | RecordStep
-    | FailStep
-    | AwaitManualRollback
-    | StartRollback
-    | RefuseRollback
-    | StopJobs
-    | UndoRollout
-    | RevertStep
-    | FinishRollback
-    | Succeed
-    | Done
+from dbmigrate.core.actions import (
+    ANNOTATE_TO_ROLL_BACK,
+    ROLLBACK_BY_ANNOTATION,
+    Action,
+    ActiveJob,
+    AppliedStep,
+    AwaitManualRollback,
+    ConfigProblem,
+    Direction,
+    Done,
+    FailStep,
+    FinishRollback,
+    JobState,
+    Observation,
+    RecordStep,
+    RefuseRollback,
+    RevertStep,
+    RunStep,
+    Start,
+    StartRollback,
+    StopJobs,
+    Succeed,
+    UndoRollout,
+    Wait,
+    fail_step,
+    is_active,
+    is_applied,
 )
+from dbmigrate.core.rollback import (
+    decide_failed,
+    decide_finished_rollback,
+    decide_rollback,
+    past_point_of_no_return,
+    steps_to_revert,
+)
+from dbmigrate.core.rollout import image_matches
 
+__all__ = [
+    "ANNOTATE_TO_ROLL_BACK",
+    "ROLLBACK_BY_ANNOTATION",
+    "Action",
+    "ActiveJob",
+    "AppliedStep",
+    "AwaitManualRollback",
+    "ConfigProblem",
+    "Direction",
+    "Done",
+    "FailStep",
+    "FinishRollback",
+    "JobState",
+    "Observation",
+    "RecordStep",
+    "RefuseRollback",
+    "RevertStep",
+    "RunStep",
+    "Start",
+    "StartRollback",
+    "StopJobs",
+    "Succeed",
+    "UndoRollout",
+    "Wait",
+    "decide",
+    "decide_rollback",
+    "fail_step",
+    "is_active",
+    "is_applied",
+    "past_point_of_no_return",
+    "steps_to_revert",
+]
 
 # ------------------------------------------------------------------------------------------------
 # helpers
-
-
-def is_applied(obs: Observation, step: str) -> bool:
-    row = obs.applied.get(step)
-    return row is not None and row.direction == "up"
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -282,20 +134,6 @@ def _rollout_gate(spec: DatabaseMigrationSpec, obs: Observation, step: Step) -> 
     return None
 
 
-def is_active(status: DatabaseMigrationStatus, rollback_requested: bool) -> bool:
-    """Whether anything more will happen to the migration: not in a terminal phase, or
-    Succeeded with a rollback requested that has not been answered yet."""
-    phase = status.phase or "Pending"
-    if phase not in TERMINAL_PHASES:
-        return True
-    return phase == "Succeeded" and rollback_requested and status.rollback is None
-
-
-def fail_step(spec: DatabaseMigrationSpec, step: str, reason: str, message: str) -> FailStep:
-    """A step failure; the rollback policy says whether the rollback starts by itself."""
-    return FailStep(step, reason, message, rollback=spec.rollback.policy == "Automatic")
-
-
 # ------------------------------------------------------------------------------------------------
 # decide
 
@@ -306,13 +144,13 @@ def decide(
     """The next thing to do for this migration."""
     phase = status.phase or "Pending"
     if phase == "Succeeded" and is_active(status, obs.rollback_requested):
-        return _decide_finished_rollback(spec, status, obs)
+        return decide_finished_rollback(spec, status, obs)
     if phase in TERMINAL_PHASES:
         return Done()
     if phase == "RollingBack":
         return decide_rollback(spec, status, obs)
     if phase == "Failed" and status.started_at is not None:
-        return _decide_failed(spec, status, obs)
+        return decide_failed(spec, status, obs)
 
     if obs.rollback_requested:
         return StartRollback(reasons.ROLLBACK_REQUESTED, ROLLBACK_BY_ANNOTATION)
@@ -552,166 +390,3 @@ def _decide_finish(
                     requeue_after=min(remaining, 5.0),
                 )
     return Succeed(f"all {len(spec.steps)} steps applied")
-
-
-def _decide_failed(
-    spec: DatabaseMigrationSpec, status: DatabaseMigrationStatus, obs: Observation
-) -> Action:
-    """Failed: a Manual policy waits for the annotation; anything else stays failed."""
-    rolled = status.rollback is not None and status.rollback.started_at is not None
-    if obs.rollback_requested and not rolled:
-        return StartRollback(reasons.ROLLBACK_REQUESTED, ROLLBACK_BY_ANNOTATION)
-    ready = status.condition(reasons.READY)
-    return Wait(
-        "Failed",
-        (ready.reason if ready and ready.reason else reasons.ROLLBACK_FAILED),
-        (ready.message if ready and ready.message else "migration failed"),
-        stalled=True,
-        requeue_after=60.0,
-    )
-
-
-# ------------------------------------------------------------------------------------------------
-# rollback
-
-
-def steps_to_revert(spec: DatabaseMigrationSpec, obs: Observation) -> list[Step]:
-    """Applied (or partly applied) steps, newest first."""
-    return [
-        s
-        for s in reversed(spec.steps)
-        if is_applied(obs, s.name) or s.name in obs.partially_applied
-    ]
-
-
-def past_point_of_no_return(spec: DatabaseMigrationSpec, obs: Observation) -> Step | None:
-    for s in spec.steps:
-        if s.point_of_no_return and is_applied(obs, s.name):
-            return s
-    return None
-
-
-def _decide_finished_rollback(
-    spec: DatabaseMigrationSpec, status: DatabaseMigrationStatus, obs: Observation
-) -> Action:
-    """A rollback requested after the migration finished (the seed's Phase 5: the watch after
-    the deployment found a problem): refused past the point of no return, else like any other
-    rollback, but the rollout is undone only while the target still runs this migration's
-    version (a later release is not ours to undo)."""
-    if obs.problem is not None:
-        return Wait("Succeeded", obs.problem.reason, obs.problem.message, requeue_after=10.0)
-    if not obs.lock_held:
-        return Wait(
-            "Succeeded",
-            reasons.ANOTHER_MIGRATION_RUNNING,
-            "waiting for the database's migration lock to roll back",
-            requeue_after=5.0,
-        )
-    pnr = past_point_of_no_return(spec, obs)
-    if pnr is not None:
-        return RefuseRollback(
-            reasons.PAST_POINT_OF_NO_RETURN,
-            f"rollback refused: step {pnr.name!r} is the point of no return and has been "
-            "applied; roll forward or restore from backup",
-        )
-    return StartRollback(
-        reasons.ROLLBACK_REQUESTED,
-        f"{ROLLBACK_BY_ANNOTATION} after the migration finished",
-        keep_rollout=_rollout_to_keep(spec, obs),
-    )
-
-
-def _rollout_to_keep(spec: DatabaseMigrationSpec, obs: Observation) -> str | None:
-    """Why a finished migration's rollback leaves the rollout alone (None: undo it)."""
-    if not obs.rollout_gates or not spec.undo_rollout_enabled:
-        return None  # nothing would be undone anyway
-    releases = [s.await_rollout.image for s in spec.steps if s.await_rollout is not None]
-    version = releases[-1] if releases else None
-    if version is None:
-        return "the migration waited for no version of its own: the rollout is kept"
-    if obs.deployment is None or obs.deployment_missing:
-        return f"target deployment {spec.target_deployment!r} not found: the rollout is kept"
-    if not image_matches(obs.deployment.images, version):
-        return (
-            f"the target runs {', '.join(obs.deployment.images) or 'no image'}, not the "
-            f"migration's version {version}: the rollout is kept"
-        )
-    return None
-
-
-def decide_rollback(
-    spec: DatabaseMigrationSpec, status: DatabaseMigrationStatus, obs: Observation
-) -> Action:
-    """RollingBack: stop the migration's running Jobs and wait until their pods are gone, undo
-    the rollout to the recorded revision, then revert steps newest first."""
-    running = tuple(j for j in obs.active_jobs if not j.deleting)
-    if running:
-        return StopJobs(running)
-    if obs.active_jobs:
-        pods = sum(j.pods for j in obs.active_jobs)
-        names = ", ".join(j.name for j in obs.active_jobs)
-        return Wait(
-            "RollingBack",
-            reasons.STOPPING_JOBS,
-            f"waiting for job(s) {names} to stop ({pods} pod(s) left) before rolling back",
-            requeue_after=1.0,
-        )
-    rb = status.rollback
-    deployment = spec.target_deployment
-    if (
-        obs.rollout_gates
-        and spec.undo_rollout_enabled
-        and deployment is not None
-        and status.target_revision is not None
-        and not (rb is not None and (rb.rollout_undone or rb.rollout_kept))
-    ):
-        if obs.deployment_missing:
-            return FinishRollback(
-                "Failed",
-                reasons.ROLLBACK_FAILED,
-                f"cannot undo the rollout: deployment {deployment!r} not found",
-            )
-        return UndoRollout(deployment, status.target_revision)
-    if rb is not None and rb.rollout_undone and obs.deployment is not None:
-        if obs.deployment.failed:
-            return FinishRollback(
-                "Failed",
-                reasons.ROLLBACK_FAILED,
-                f"rollout undo did not complete: {obs.deployment.message}",
-            )
-        if not obs.deployment.complete:
-            return Wait(
-                "RollingBack",
-                reasons.WAITING_FOR_ROLLOUT,
-                f"rollout undone to revision {status.target_revision}; {obs.deployment.message}",
-                requeue_after=2.0,
-            )
-
-    pnr = past_point_of_no_return(spec, obs)
-    if pnr is not None:
-        undone = " (the rollout was undone)" if rb is not None and rb.rollout_undone else ""
-        return FinishRollback(
-            "Failed",
-            reasons.PAST_POINT_OF_NO_RETURN,
-            f"database rollback refused: step {pnr.name!r} is the point of no return and has "
-            f"been applied{undone}; roll forward or restore from backup",
-        )
-    if obs.problem is not None:
-        return Wait("RollingBack", obs.problem.reason, obs.problem.message, requeue_after=10.0)
-    if not obs.lock_held:
-        return Wait(
-            "RollingBack",
-            reasons.ANOTHER_MIGRATION_RUNNING,
-            "waiting for the database's migration lock to revert steps",
-            requeue_after=5.0,
-        )
-    for step in steps_to_revert(spec, obs):
-        if not step.reversible:
-            return FinishRollback(
-                "Failed",
-                reasons.IRREVERSIBLE_STEP,
-                f"step {step.name!r} has no down migration; the rollback stopped before it "
-                "(steps after it were reverted)",
-            )
-        return RevertStep(step.name)
-    return FinishRollback("RolledBack", reasons.ROLLED_BACK, "rollback complete")

@@ -1,0 +1,250 @@
+"""What `core.decide` sees and what it answers: the Observation and the Actions.
+
+Pure data, and the small rules every part of the state machine shares (is a step applied, is
+the migration still active, what a step failure is under the rollback policy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+from dbmigrate.api.models import (
+    ROLLBACK_ANNOTATION,
+    ROLLBACK_REQUESTED,
+    TERMINAL_PHASES,
+    DatabaseMigrationSpec,
+    DatabaseMigrationStatus,
+    LintFinding,
+    Phase,
+)
+from dbmigrate.core.rollout import RolloutState
+
+Direction = Literal["up", "down"]
+ANNOTATE_TO_ROLL_BACK = f"annotate {ROLLBACK_ANNOTATION}={ROLLBACK_REQUESTED} to roll back"
+ROLLBACK_BY_ANNOTATION = f"rollback requested with the {ROLLBACK_ANNOTATION} annotation"
+
+# ------------------------------------------------------------------------------------------------
+# observation
+
+
+@dataclass(frozen=True)
+class AppliedStep:
+    """The latest history row of a step."""
+
+    direction: Direction
+    checksum: str
+
+
+@dataclass(frozen=True)
+class JobState:
+    """The Job named in a step's status (or by `core.jobs.job_name`).
+
+    `foreign_owner` is set (to a description of its owner, or "no owner") when a Job of that
+    name exists but its ownerReference is not this DatabaseMigration's uid: it is somebody
+    else's Job, and nothing about it says anything about this migration's step.
+    """
+
+    name: str
+    active: int = 0
+    succeeded: bool = False
+    failed: bool = False
+    message: str | None = None
+    foreign_owner: str | None = None
+
+
+@dataclass(frozen=True)
+class ActiveJob:
+    """A Job of this migration (its uid in the ownerReference) that has not finished, or whose
+    deletion is under way: its pods may still run a backfill batch or a tool."""
+
+    name: str
+    uid: str
+    deleting: bool = False  # deleted (foreground): waiting for its pods to go
+    pods: int = 0  # pods that still exist
+
+
+@dataclass(frozen=True)
+class ConfigProblem:
+    """Something the operator could not read: retried, shown in status until it is fixed."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Observation:
+    now: datetime
+    generation: int = 1
+    # history table: step name -> latest row; steps with statements committed but not finished
+    applied: dict[str, AppliedStep] = field(default_factory=dict)
+    partially_applied: frozenset[str] = frozenset()
+    # checksum of each step as the spec defines it now (ConfigMap SQL resolved)
+    checksums: dict[str, str] = field(default_factory=dict)
+    lock_held: bool = True
+    deployment: RolloutState | None = None
+    deployment_missing: bool = False
+    jobs: dict[str, JobState] = field(default_factory=dict)
+    # While rolling back: the migration's Jobs that still run (or are being deleted).
+    active_jobs: tuple[ActiveJob, ...] = ()
+    problem: ConfigProblem | None = None
+    lint_errors: int = 0  # error findings (they block the start under safety.lint Enforce)
+    lint_findings: tuple[LintFinding, ...] = ()  # all findings, for status.lint
+    rollback_requested: bool = False
+    # False where there is no cluster (`dbmigrate apply`): no gates, awaitRollout is skipped
+    rollout_gates: bool = True
+    slo_breach: str | None = None  # reason text when analysis says roll back
+    analysis_pause: str | None = None  # reason text when analysis says pause
+
+
+# ------------------------------------------------------------------------------------------------
+# actions
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Nothing to do now; show why and look again later."""
+
+    phase: Phase
+    reason: str
+    message: str
+    step: str | None = None
+    stalled: bool = False
+    requeue_after: float = 5.0
+    step_waiting: bool = False  # the step itself is under way and waiting (awaitRollout)
+
+
+@dataclass(frozen=True)
+class Start:
+    """First pass: record startedAt and the target's revision (rollback goes back to it)."""
+
+    target_revision: str | None
+
+
+@dataclass(frozen=True)
+class RunStep:
+    """Apply a step (sql: run it now; backfill/job: create its Job; awaitRollout: done)."""
+
+    step: str
+
+
+@dataclass(frozen=True)
+class RecordStep:
+    """The step is done (history shows it, a Job completed, a rollout arrived): write history
+    if it is not there yet and mark the step Succeeded."""
+
+    step: str
+    write_history: bool
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class FailStep:
+    step: str
+    reason: str
+    message: str
+    rollback: bool  # the rollback policy is Automatic
+
+
+@dataclass(frozen=True)
+class AwaitManualRollback:
+    """The rollback policy is Manual: stop in Failed until a person asks for the rollback."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class StartRollback:
+    reason: str  # condition reason: SloBreached, RollbackRequested, a step failure reason
+    message: str
+    keep_rollout: str | None = None  # why the rollout is not to be undone (a finished migration)
+
+
+@dataclass(frozen=True)
+class RefuseRollback:
+    """A finished migration past its point of no return: the requested rollback is refused and
+    the migration stays Succeeded."""
+
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class StopJobs:
+    """Delete the migration's running Jobs (foreground: their pods go first) before the
+    rollback changes anything, so that no backfill batch races the down SQL."""
+
+    jobs: tuple[ActiveJob, ...]
+
+
+@dataclass(frozen=True)
+class UndoRollout:
+    deployment: str
+    to_revision: str
+
+
+@dataclass(frozen=True)
+class RevertStep:
+    """Run the step's down SQL (none for backfill/awaitRollout) and record a `down` row."""
+
+    step: str
+
+
+@dataclass(frozen=True)
+class FinishRollback:
+    phase: Literal["RolledBack", "Failed"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Succeed:
+    message: str
+
+
+@dataclass(frozen=True)
+class Done:
+    """Terminal: nothing more will happen to this migration."""
+
+
+Action = (
+    Wait
+    | Start
+    | RunStep
+    | RecordStep
+    | FailStep
+    | AwaitManualRollback
+    | StartRollback
+    | RefuseRollback
+    | StopJobs
+    | UndoRollout
+    | RevertStep
+    | FinishRollback
+    | Succeed
+    | Done
+)
+
+
+# ------------------------------------------------------------------------------------------------
+# shared rules
+
+
+def is_applied(obs: Observation, step: str) -> bool:
+    row = obs.applied.get(step)
+    return row is not None and row.direction == "up"
+
+
+def is_active(status: DatabaseMigrationStatus, rollback_requested: bool) -> bool:
+    """Whether anything more will happen to the migration: not in a terminal phase, or
+    Succeeded with a rollback requested that has not been answered yet."""
+    phase = status.phase or "Pending"
+    if phase not in TERMINAL_PHASES:
+        return True
+    return phase == "Succeeded" and rollback_requested and status.rollback is None
+
+
+def fail_step(spec: DatabaseMigrationSpec, step: str, reason: str, message: str) -> FailStep:
+    """A step failure; the rollback policy says whether the rollback starts by itself."""
+    return FailStep(step, reason, message, rollback=spec.rollback.policy == "Automatic")
