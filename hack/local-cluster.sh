@@ -7,6 +7,8 @@
 #   hack/local-cluster.sh down     stop everything and forget the cluster's data (certs are kept)
 #   hack/local-cluster.sh status   exit 0 iff the API server answers
 #   hack/local-cluster.sh env      print `export KUBECONFIG=...` and a PATH with our kubectl first
+#   hack/local-cluster.sh stop C   stop one component (an outage, for the fault matrix); `up`
+#                                  starts it again
 #
 # The binaries come from hack/lib/build-control-plane.sh (built once, cached). State (certs, etcd
 # data, logs, pids, kubeconfigs) lives in $DBMIGRATE_CLUSTER_DIR (default
@@ -363,13 +365,25 @@ cmd_env() {
   return 0
 }
 
+cmd_stop_one() {
+  local c
+  for c in "${COMPONENTS[@]}"; do
+    if [ "$c" = "${1:-}" ]; then
+      stop "$c"
+      return 0
+    fi
+  done
+  die "no component ${1:-} (one of: ${COMPONENTS[*]})"
+}
+
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
+  stop) cmd_stop_one "${2:-}" ;;
   status) cmd_status ;;
   env) cmd_env ;;
   *)
-    echo "usage: $0 up|down|status|env" >&2
+    echo "usage: $0 up|down|status|env|stop COMPONENT" >&2
     exit 2
     ;;
 esac

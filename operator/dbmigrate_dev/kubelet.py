@@ -26,6 +26,11 @@ Images:
 - more from `DBMIGRATE_EXECUTOR_IMAGES` (or `--image`), `IMAGE=host|dbmigrate|docker`
   comma-separated.
 
+Failpoints (`dbmigrate.failpoints`) reach a pod's processes the way a chaos tool reaches a
+cluster: a namespace annotated `dev.dbmigrate.io/failpoints: "name=action,..."` gets them in
+the environment of the first pod of each Job (so a crash happens once, and the Job's next pod
+shows the recovery).
+
 Run as `python -m dbmigrate_dev.kubelet --kubeconfig FILE --state-dir DIR`;
 `hack/local-cluster.sh up` starts it. `--list-images` prints the image names (one per line),
 which is how `up` renders kwok's stage selectors from the same map.
@@ -52,9 +57,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
+from dbmigrate.failpoints import ENV as FAILPOINTS_ENV
 from dbmigrate_dev.cluster_client import parse_exports
 from dbmigrate_dev.kubelet_podspec import (
     ConfigError,
@@ -83,6 +90,7 @@ BUILTIN_IMAGES: dict[str, str] = {
 FIELD_MANAGER = "dbmigrate-local-executor"
 # The first `docker stop`-like signal, then SIGKILL: a pod's own grace period, capped so that a
 # test deleting a pod does not wait half a minute.
+FAILPOINTS_ANNOTATION = "dev.dbmigrate.io/failpoints"
 MAX_GRACE_SECONDS = float(os.environ.get("DBMIGRATE_EXECUTOR_MAX_GRACE", "10"))
 # Kubernetes caps a termination message at 4096 bytes; keep well under it.
 MESSAGE_TAIL_BYTES = 2048
@@ -589,6 +597,7 @@ class Executor:
         self.python = sys.executable
         self.runs: dict[str, PodRun] = {}
         self.finished: set[str] = set()
+        self.failpoints_given: set[str] = set()  # uids of Jobs whose first pod got failpoints
         self.lock = threading.Lock()
         self.stopping = threading.Event()
 
@@ -651,7 +660,29 @@ class Executor:
         kubeconfig = self._service_account_kubeconfig(pod, workdir.parent)
         if kubeconfig is not None:
             env["KUBECONFIG"] = str(kubeconfig)
+        failpoints = self.failpoints_for(pod)
+        if failpoints:
+            env[FAILPOINTS_ENV] = failpoints
         return env
+
+    def failpoints_for(self, pod: Obj) -> str | None:
+        """The failpoints of the pod's namespace (its annotation), for the first pod of a Job."""
+        meta = pod["metadata"]
+        owner = next(
+            (o["uid"] for o in meta.get("ownerReferences") or [] if o.get("kind") == "Job"), None
+        )
+        if owner is None:
+            return None
+        namespace = self._get(self.core.read_namespace, meta["namespace"]) or {}
+        spec = ((namespace.get("metadata") or {}).get("annotations") or {}).get(
+            FAILPOINTS_ANNOTATION
+        )
+        with self.lock:
+            if not spec or owner in self.failpoints_given:
+                return None
+            self.failpoints_given.add(owner)
+        log.info("pod %s/%s: failpoints %s", meta["namespace"], meta["name"], spec)
+        return str(spec)
 
     def service_account_token(self, pod: Obj) -> str | None:
         """A token of the pod's ServiceAccount, bound to the pod (the kubelet's TokenRequest)."""
@@ -733,7 +764,10 @@ class Executor:
         return list(current.values())
 
     def patch_status(self, ns: str, name: str, status: Obj) -> None:
-        for attempt in range(5):
+        """Write the pod's status; like the kubelet's status manager, keep trying while the API
+        server is away (a pod whose exit is never reported would hold its Job forever)."""
+        attempt = 0
+        while True:
             try:
                 resp = self.core.patch_namespaced_pod_status(
                     name,
@@ -747,13 +781,16 @@ class Executor:
             except ApiException as e:
                 if e.status == 404:
                     return
-                if (e.status < 500 and e.status != 429) or attempt == 4:
+                if e.status < 500 and e.status != 429:
                     raise
-            except OSError:
-                # The API server restarting: the kubelet retries too.
-                if attempt == 4:
-                    raise
-            time.sleep(0.5 * (attempt + 1))
+            except (OSError, urllib3.exceptions.HTTPError) as e:
+                # The API server away or restarting.
+                if attempt % 10 == 0:
+                    log.warning("pod %s/%s: status not written yet (%s); retrying", ns, name, e)
+            if self.stopping.is_set():
+                return
+            attempt += 1
+            time.sleep(min(2.0, 0.25 * attempt))
         with self.lock:
             run = next((r for r in self.runs.values() if r.ns == ns and r.pod_name == name), None)
         if run is not None:
