@@ -68,7 +68,17 @@ def migration_is_active(status: kopf.Status, annotations: kopf.Annotations, **_:
         return True  # a status that is not ours to read: the runner says what is wrong
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, when=migration_is_active, cancellation_timeout=10.0)
+# When kopf stops a runner it first only says so (`stopped`, for `cancellation_backoff`), then
+# cancels its task: without the graceful period a deletion cut a CREATE INDEX CONCURRENTLY off
+# by task cancellation and left its INVALID index behind (the fault matrix found it).
+@kopf.daemon(
+    GROUP,
+    VERSION,
+    PLURAL,
+    when=migration_is_active,
+    cancellation_backoff=10.0,
+    cancellation_timeout=10.0,
+)
 async def run_migration(
     namespace: str | None,
     name: str | None,
@@ -81,7 +91,12 @@ async def run_migration(
     platform = KubernetesPlatform(namespace, name, SETTINGS.argocd_namespaces)
     runner = MigrationRunner(platform, SETTINGS)
     memo["runner"] = runner
-    await runner.run(stopped)
+    await runner.run(
+        stopped,
+        deleted=lambda: bool(
+            stopped.reason and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED
+        ),
+    )
     # Exit only when kopf stops the daemon (the filter no longer matches once the final status
     # arrives): kopf never spawns again a daemon that returned on its own, and a finished
     # migration must get a runner again when a rollback is requested of it.

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from dbmigrate.reconcile.runner import MigrationRunner
+from dbmigrate.reconcile.runner import MigrationRunner, retry_delay
 from dbmigrate.settings import Settings
 
 
@@ -69,3 +69,17 @@ async def test_wakeup_during_a_pass(passes: list[Any], prompt: bool) -> None:
         assert len(started) == 1
         stopped.set()
         await asyncio.wait_for(task, 5)
+
+
+@pytest.mark.parametrize(
+    ("failures", "delay"),
+    [
+        pytest.param(1, 2.0, id="first"),
+        pytest.param(3, 8.0, id="doubles"),
+        pytest.param(4, 16.0, id="cap"),
+        # after a 20 s outage (passes at 0, 2, 6, 14, 30 s) the next is at most 16 s away
+        pytest.param(9, 16.0, id="stays-at-the-cap"),
+    ],
+)
+def test_retry_delay_after_failed_passes(failures: int, delay: float) -> None:
+    assert retry_delay(failures) == delay

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -42,6 +43,15 @@ from dbmigrate.settings import Settings
 
 log = logging.getLogger(__name__)
 IDLE = TransactionStatus.IDLE
+# The longest wait between two failed passes. Short, because a pass is cheap (one GET, one
+# query) and an outage's end should be noticed soon: with a minute, a kube-apiserver away for
+# 20 s kept migrations idle for another 30 s after it was back (the fault matrix measured it).
+MAX_RETRY_DELAY = 16.0
+
+
+def retry_delay(failures: int) -> float:
+    """Seconds before the next pass after `failures` failed passes in a row: 2, 4, 8, 16, 16..."""
+    return min(MAX_RETRY_DELAY, 2.0 ** max(1, failures))
 
 
 class MigrationRunner:
@@ -62,7 +72,11 @@ class MigrationRunner:
 
     # --- the loop ------------------------------------------------------------------------------
 
-    async def run(self, stopped: asyncio.Event | Any) -> None:
+    async def run(
+        self, stopped: asyncio.Event | Any, deleted: Callable[[], bool] = lambda: False
+    ) -> None:
+        """Passes until the migration is done or kopf stops the runner. `deleted` tells whether
+        the stop is the resource's deletion: then a statement under way is cancelled."""
         failures = 0
         try:
             while not _is_stopped(stopped):
@@ -71,13 +85,13 @@ class MigrationRunner:
                 # Failed) must cut the next sleep short, not be forgotten.
                 self.wakeup.clear()
                 try:
-                    delay = await self.reconcile_once()
+                    delay = await self._one_pass(stopped, deleted)
                     failures = 0
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:  # never give up silently: show it, back off, retry
                     failures += 1
-                    delay = min(60.0, 2.0**failures)
+                    delay = retry_delay(failures)
                     await self._report_transient_error(exc, delay)
                 if delay is None:
                     return
@@ -90,6 +104,37 @@ class MigrationRunner:
             )
         finally:
             await self.close()
+
+    async def _one_pass(self, stopped: Any, deleted: Callable[[], bool]) -> float | None:
+        """One pass; if the migration is deleted meanwhile, the statement it runs is cancelled.
+
+        A deleted migration is abandoned, as a deleted Job is: its statement is cancelled on the
+        server (its transaction rolls back; a CREATE INDEX CONCURRENTLY's INVALID index is
+        dropped by the executor's error path) instead of running on for kopf's cancellation
+        timeout and being cut off half-way. Kopf's shutdown is not a deletion: then the pass
+        runs on (a new operator finds committed work done).
+        """
+        the_pass = asyncio.ensure_future(self.reconcile_once())
+        if stopped is None or not hasattr(stopped, "wait"):
+            return await the_pass
+        stop = asyncio.ensure_future(stopped.wait())
+        try:
+            await asyncio.wait([the_pass, stop], return_when=asyncio.FIRST_COMPLETED)
+            if not the_pass.done() and deleted():
+                log.info("%s/%s: deleted: cancelling its statement", self.namespace, self.name)
+                await self.cancel_statement()
+            return await the_pass
+        except asyncio.CancelledError:
+            the_pass.cancel()
+            raise
+        finally:
+            stop.cancel()
+
+    async def cancel_statement(self) -> None:
+        """Ask the server to cancel what the migration's session runs (pg_cancel_backend)."""
+        if self.conn is not None and not self.conn.closed:
+            with contextlib.suppress(psycopg.Error):
+                await self.conn.cancel_safe(timeout=5.0)
 
     async def close(self) -> None:
         if self.conn is not None:
