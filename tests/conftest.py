@@ -3,6 +3,7 @@ local Kubernetes control plane), each started once per session and torn down at 
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import uuid
@@ -61,12 +62,27 @@ def pg_conn(pg_dsn: str) -> Iterator[psycopg.Connection]:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    exhaustive = os.environ.get("DBMIGRATE_EXHAUSTIVE") == "1"
     for item in items:
         path = Path(str(item.fspath))
         if "integration" in path.parts:
             item.add_marker(pytest.mark.integration)
         elif "e2e" in path.parts:
             item.add_marker(pytest.mark.e2e)
+        if item.get_closest_marker("exhaustive") and not exhaustive:
+            item.add_marker(
+                pytest.mark.skip(reason="the exhaustive fault matrix: DBMIGRATE_EXHAUSTIVE=1")
+            )
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """With DBMIGRATE_WRITE_RELIABILITY=1, docs/reliability.md from the fault matrix's cells."""
+    if os.environ.get("DBMIGRATE_WRITE_RELIABILITY") != "1":
+        return
+    from tests.e2e.fault_matrix import RESULTS, write_reliability
+
+    if RESULTS:
+        write_reliability(RESULTS)
 
 
 @pytest.hookimpl(wrapper=True)

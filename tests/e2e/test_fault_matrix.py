@@ -1,35 +1,45 @@
-"""The fault matrix: the operator SIGKILLed (a `crash` failpoint) at every point of a step and of
-the rollback path, on the real API server with a real PostgreSQL; a fresh operator finishes.
+"""The fault matrix, part one: the operator SIGKILLed (a `crash` failpoint) at every point of a
+step and of the rollback path, and a backfill worker killed between two batches, on the real API
+server with a real PostgreSQL; a fresh operator (a fresh pod) finishes.
 
 Each cell starts the operator with one failpoint set to `crash` (dbmigrate.failpoints), applies
 a migration whose shape reaches that point, waits for the process to die there (exit 137, the
 failpoint named in its log), starts a fresh operator without failpoints and waits for the final
-phase. The verdict is read from the database and the cluster, not from status alone: every
-history row exists once per step and direction, the schema is fully migrated or fully reverted,
-no session holds an advisory lock, no Job of the migration is left running, and the phase and
-reason say what happened. One cell: `pytest tests/e2e/test_fault_matrix.py -k <cell id>`.
-
-With DBMIGRATE_WRITE_RELIABILITY=1 the module writes docs/reliability.md from its results
-(cells, outcomes, recovery times).
+phase. The verdict is read from the database and the cluster, not from status alone (see
+tests/e2e/fault_matrix.py). One cell: `pytest tests/e2e/test_fault_matrix.py -k <cell id>`.
+With DBMIGRATE_WRITE_RELIABILITY=1 the session writes docs/reliability.md from the results.
 """
 
 from __future__ import annotations
 
-import os
-import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from dbmigrate.failpoints import ENV, POINTS
+from dbmigrate.failpoints import ENV
 from dbmigrate_dev.cluster_client import Cluster, wait_for
+from dbmigrate_dev.kubelet import FAILPOINTS_ANNOTATION
+from tests.e2e.fault_matrix import (
+    ADD_FLAG,
+    BROKEN,
+    RESULTS,
+    SHAPES,
+    Result,
+    World,
+    all_of,
+    backfill_rows,
+    column_exists,
+    every_row_backfilled,
+    has,
+    index_exists,
+    table_exists,
+    verify_recovered,
+)
 from tests.e2e.helpers import (
-    ROOT,
     condition,
     deploy_app,
     image,
@@ -39,8 +49,6 @@ from tests.e2e.helpers import (
     wait_phase,
 )
 from tests.fixtures.operator import OperatorProcess
-
-RELIABILITY = ROOT / "docs" / "reliability.md"
 
 
 @dataclass(frozen=True)
@@ -56,46 +64,6 @@ class Cell:
     rollout: bool = False  # the target Deployment rolls out to app:v2 during the migration
 
 
-def has(conn: psycopg.Connection, sql: str, expected: object) -> None:
-    row = conn.execute(sql).fetchone()  # type: ignore[arg-type]
-    assert row is not None, sql
-    assert row[0] == expected, (sql, row, expected)
-
-
-def index_exists(name: str, valid: bool = True) -> Callable[[psycopg.Connection], None]:
-    return lambda conn: has(
-        conn,
-        f"SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-        f"WHERE c.relname = '{name}' AND i.indisvalid",
-        1 if valid else 0,
-    )
-
-
-def column_exists(name: str, exists: bool = True) -> Callable[[psycopg.Connection], None]:
-    return lambda conn: has(
-        conn,
-        "SELECT count(*) FROM information_schema.columns "
-        f"WHERE table_name = 'users' AND column_name = '{name}'",
-        1 if exists else 0,
-    )
-
-
-def all_of(*checks: Callable[[psycopg.Connection], None]) -> Callable[[psycopg.Connection], None]:
-    def check(conn: psycopg.Connection) -> None:
-        for c in checks:
-            c(conn)
-
-    return check
-
-
-ADD_FLAG = {
-    "name": "expand",
-    "sql": {
-        "up": "ALTER TABLE users ADD COLUMN flag boolean",
-        "down": "ALTER TABLE users DROP COLUMN IF EXISTS flag",
-    },
-}
-BROKEN = {"name": "broken", "sql": {"up": "SELECT 1/0", "down": "SELECT 1"}}
 TABLES = [
     {
         "name": f"t{i}",
@@ -106,7 +74,8 @@ TABLES = [
 
 
 def tables_gone(conn: psycopg.Connection) -> None:
-    has(conn, "SELECT count(*) FROM pg_tables WHERE tablename IN ('t1', 't2')", 0)
+    table_exists("t1", exists=False)(conn)
+    table_exists("t2", exists=False)(conn)
 
 
 CELLS = [
@@ -164,10 +133,32 @@ CELLS = [
                 },
             ],
             "Succeeded",
-            lambda conn: has(conn, "SELECT count(*) FROM users WHERE flag IS NOT TRUE", 0),
+            every_row_backfilled,
             needs_pods=True,
         ),
         id="job-created-backfill",
+    ),
+    pytest.param(
+        Cell(
+            "runner.job-created",
+            "job",
+            SHAPES["job"].steps,
+            "Succeeded",
+            SHAPES["job"].done,
+            needs_pods=True,
+        ),
+        id="job-created-job",
+    ),
+    pytest.param(
+        Cell(
+            "runner.history-written",
+            "job",
+            SHAPES["job"].steps,
+            "Succeeded",
+            SHAPES["job"].done,
+            needs_pods=True,
+        ),
+        id="history-written-job",
     ),
     pytest.param(
         Cell(
@@ -210,44 +201,6 @@ CELLS = [
         id="before-final-status",
     ),
 ]
-
-RESULTS: list[dict[str, Any]] = []
-
-
-@pytest.fixture(scope="module", autouse=True)
-def reliability_report() -> Iterator[None]:
-    yield
-    if os.environ.get("DBMIGRATE_WRITE_RELIABILITY") == "1" and RESULTS:
-        write_reliability(RESULTS, RELIABILITY)
-
-
-def verify_recovered(
-    cluster: Cluster, namespace: str, dsn: str, steps: list[dict[str, Any]], phase: str
-) -> None:
-    """The verdict from the database and the cluster: every history row once, every step applied
-    (Succeeded) or every applied one reverted, no advisory lock left, no Job running."""
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT step, direction, count(*) FROM dbmigrate.history GROUP BY step, direction"
-        ).fetchall()
-        assert rows, "no history written"
-        assert all(n == 1 for _, _, n in rows), rows  # nothing applied or reverted twice
-        directions = {(step, d) for step, d, _ in rows}
-        applied = {s["name"] for s in steps if (s["name"], "up") in directions}
-        if phase == "Succeeded":
-            assert applied == {s["name"] for s in steps}
-        else:  # every applied step reverted
-            assert all((name, "down") in directions for name in applied), directions
-        wait_for(
-            lambda: (
-                conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'").fetchone()
-                == (0,)
-            ),
-            30,
-            "the migration lock to be released",
-        )
-    jobs = cluster.get("jobs", "-n", namespace).get("items", [])
-    assert not [j for j in jobs if (j.get("status") or {}).get("active")], "a Job still runs"
 
 
 def crash_at(operator: OperatorProcess, point: str) -> None:
@@ -293,131 +246,61 @@ def test_a_crash_at_every_point_is_recovered(
     if cell.rollout:  # undone by a rollback, kept by a migration that finished
         assert image(cluster, namespace) == ("app:v1" if cell.phase == "RolledBack" else "app:v2")
     RESULTS.append(
-        {
-            "point": cell.point,
-            "step_type": cell.step_type,
-            "outcome": f"{cell.phase} ({ready['reason']})",
-            "recovery": recovery,
-        }
+        Result(
+            "crash", cell.point, "", cell.step_type, f"{cell.phase} ({ready['reason']})", recovery
+        )
     )
 
 
-def write_reliability(results: list[dict[str, Any]], path: Path) -> None:
-    recoveries = [r["recovery"] for r in results if r.get("recovers", True)]
-    median = statistics.median(recoveries)
-    lines = [
-        "# Reliability: the fault matrix",
-        "",
-        "Generated by `tests/e2e/test_fault_matrix.py` "
-        "(`DBMIGRATE_WRITE_RELIABILITY=1 .venv/bin/pytest tests/e2e/test_fault_matrix.py`; "
-        "one cell: `-k <id>`). Each cell SIGKILLs the operator (a `crash` failpoint, "
-        "`os._exit(137)`) at one point, starts a fresh operator and checks the database and "
-        "the cluster: one history row per step and direction, the schema fully migrated or "
-        "fully reverted, no advisory lock held, no Job running, phase and reason.",
-        "",
-        "Time: from the crash (or the cut connection) to the final phase, including a fresh "
-        "operator's start (about 2-3 s of kopf and the Kubernetes client) on 2 cores.",
-        "",
-        "| fault | where | step type | outcome | time |",
-        "|---|---|---|---|---|",
-    ]
-    for r in results:
-        lines.append(
-            f"| `{r['point']}` | {POINTS.get(r['point']) or r['where']} | {r['step_type']} | "
-            f"{r['outcome']} | "
-            f"{r['recovery']:.1f} s |"
-        )
-    lines += [
-        "",
-        f"{len(results)} cells, all recovered; median recovery {median:.1f} s "
-        f"(over the {len(recoveries)} cells that crash or cut the operator off).",
-        "",
-        "## Other faults, tested outside the matrix",
-        "",
-        "| fault | test | outcome |",
-        "|---|---|---|",
-        "| a status write refused with 500 between two steps | "
-        "`tests/integration/test_runner_faults.py` | the migration lock stays held; the pass "
-        "is retried; Succeeded |",
-        "| a status written by someone else (409) | `tests/e2e/test_status_writes.py` | not "
-        "overwritten; the pass starts over |",
-        "| a ConfigMap holding step SQL edited mid-run | "
-        "`tests/integration/test_runner_faults.py` | ChecksumMismatch before the edited step |",
-        "| the worker's connection terminated, 53300, the database away past the reconnects | "
-        "`tests/integration/test_backfill_faults.py` | reconnected, every row once; exit 75 "
-        "(retried by the Job) |",
-        "| a table dropped and re-created, a step reverted and applied again | "
-        "`tests/integration/test_backfill_faults.py` | the checkpoint starts over |",
-        "| a Job's pod deleted | `tests/e2e/test_backfill_job.py` | resumed from the checkpoint |",
-        "| Job names colliding, a re-created migration, a 70-character name, a rollback during "
-        "a backfill | `tests/e2e/test_job_identity.py` | own Jobs only; the Job stopped before "
-        "the downs |",
-        "| a crash right after CREATE INDEX CONCURRENTLY committed | "
-        "`tests/integration/test_sql_executor.py` and the matrix | found done |",
-        "",
-        "## Not yet in the matrix",
-        "",
-        "Each of these against each step type (sql, CONCURRENTLY, backfill, awaitRollout, job) "
-        "and the rollback path: PostgreSQL restarted; kube-apiserver stopped for 20 s; a Job "
-        "deleted by someone else (decided on, unit-tested only); Prometheus stopped during "
-        "analysis; the DatabaseMigration deleted mid-step; the operator's connection terminated "
-        "during other step types than sql; SIGKILL cells for job steps and in the backfill "
-        "worker (`backfill.batch-committed`, which needs the failpoint switch in the Job's pod)."
-        "",
-    ]
-    path.write_text("\n".join(lines))
-
-
-def test_the_operators_connection_terminated_mid_step(
-    cluster: Cluster, namespace: str, app_db: str, operator: OperatorProcess
+def test_a_backfill_worker_killed_between_two_batches(
+    cluster: Cluster,
+    namespace: str,
+    app_db: str,
+    operator: OperatorProcess,
+    local_executor: Cluster,
 ) -> None:
-    """pg_terminate_backend of the operator's session while a step's statement runs: the step's
-    transaction is rolled back with the session (and the lock with it); the operator reconnects,
-    takes the lock again and applies the step once."""
-    steps = [
-        {
-            "name": "slow",
-            "sql": {
-                "up": "ALTER TABLE users ADD COLUMN flag boolean; SELECT pg_sleep(3)",
-                "down": "ALTER TABLE users DROP COLUMN IF EXISTS flag",
-            },
-        },
-        {"name": "after", "sql": {"up": "CREATE TABLE after (id int)", "down": "DROP TABLE after"}},
-    ]
-    cluster.apply(migration(namespace, steps))
-    with psycopg.connect(app_db, autocommit=True) as conn:
-        wait_for(
-            lambda: (
-                conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'dbmigrate' "
-                    "AND query LIKE %s",
-                    ("%pg_sleep%",),
-                ).fetchone()
-                == (1,)
-            ),
-            60,
-            "the slow step to run",
-            interval=0.05,
-        )
-        killed = time.monotonic()
-        conn.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            "WHERE application_name = 'dbmigrate'"
-        )
+    """The worker's first pod exits at `backfill.batch-committed` (137, as after SIGKILL): the
+    Job's next pod resumes from the checkpoint; every row is updated, and counted, once."""
+    cluster.kubectl(
+        "annotate",
+        "namespace",
+        namespace,
+        f"{FAILPOINTS_ANNOTATION}=backfill.batch-committed=crash",
+    )
+    shape = SHAPES["backfill"]
+    cluster.apply(migration(namespace, shape.steps))
+    world = World(cluster, namespace, app_db, operator, None)
+
+    def crashed() -> dict[str, Any] | None:
+        for pod in world.pods():
+            for cs in (pod.get("status") or {}).get("containerStatuses") or []:
+                terminated = (cs.get("state") or {}).get("terminated") or {}
+                if terminated.get("exitCode") == 137:
+                    return terminated
+        return None
+
+    terminated = wait_for(crashed, 120, "the worker's first pod to crash at the failpoint")
+    hit = time.monotonic()
+    assert "failpoint backfill.batch-committed: crash" in terminated.get("message", "")
     st = wait_phase(cluster, namespace, "Succeeded", timeout=120)
-    recovery = time.monotonic() - killed
-    verify_recovered(cluster, namespace, app_db, steps, "Succeeded")
+    recovery = time.monotonic() - hit
+    verify_recovered(cluster, namespace, app_db, shape.steps, "Succeeded")
     with psycopg.connect(app_db) as conn:
-        column_exists("flag")(conn)
+        every_row_backfilled(conn)
+        # the batches before the crash were not done again: one checkpoint, every row counted once
+        has(conn, "SELECT sum(rows_done) FROM dbmigrate.backfill_checkpoints", 100)
+    assert backfill_rows(world, "backfill") == 100
+    assert len(world.pods()) == 2  # the crashed pod and the one that finished
     assert condition(st, "Ready")["reason"] == "Succeeded"
     RESULTS.append(
-        {
-            "point": "pg_terminate_backend",
-            "where": "the operator's session terminated while a step's statement runs",
-            "step_type": "sql (mid-statement)",
-            "outcome": "Succeeded (Succeeded)",
-            "recovery": recovery,
-        }
+        Result(
+            "crash",
+            "backfill.batch-committed",
+            "",
+            "backfill (the worker's pod)",
+            "Succeeded (Succeeded)",
+            recovery,
+        )
     )
 
 
@@ -453,13 +336,14 @@ def test_a_second_migration_of_the_same_database_waits(
         ("20261201000002_second", "b", "up"),
     ]
     RESULTS.append(
-        {
-            "recovers": False,
-            "point": "a second migration",
-            "where": "another DatabaseMigration of the same database applied meanwhile "
-            "(time: until both Succeeded)",
-            "step_type": "sql, same database",
-            "outcome": "both Succeeded, in turn",
-            "recovery": time.monotonic() - started,
-        }
+        Result(
+            "other",
+            "a second migration",
+            "another DatabaseMigration of the same database applied meanwhile (time: until both "
+            "Succeeded)",
+            "sql, same database",
+            "both Succeeded, in turn",
+            time.monotonic() - started,
+            recovers=False,
+        )
     )
