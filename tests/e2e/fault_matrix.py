@@ -583,7 +583,10 @@ def write_reliability(results: list[Result], path: Path = RELIABILITY) -> None:
             "",
             "Each fault hits the step while it is under way (a statement running, a backfill "
             "half-way, a Job's pod running, a rollout awaited, a down statement running). "
-            "Empty: the fault does not apply to that step type, or the cell did not run.",
+            "Empty: the fault does not apply to that step type, or the cell did not run. A "
+            "deleted migration is abandoned, not reverted: the verdict is that it is gone with "
+            "its Jobs, the lock is released, and the step's work is there exactly when its "
+            "history row is (a cancelled CREATE INDEX CONCURRENTLY leaves no INVALID index).",
             "",
             "| fault | " + " | ".join(s.label for s in shapes) + " |",
             "|---|" + "---|" * len(shapes),
