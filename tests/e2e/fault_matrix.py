@@ -388,6 +388,14 @@ def _stop_apiserver(world: World) -> None:
     start_components()
 
 
+def controllers_recovered(cluster: Cluster) -> None:
+    """After an API server outage, wait until the controllers work again (a new namespace gets
+    its default ServiceAccount): the controller manager's watches back off after the restarted
+    server's first seconds, and the next test must not pay for this cell's outage."""
+    name = cluster.create_namespace("after-outage", timeout=240)
+    cluster.delete_namespace(name)
+
+
 def _delete_job(world: World) -> None:
     (job,) = world.jobs()
     world.cluster.kubectl("delete", "job", job["metadata"]["name"], "-n", world.namespace)

@@ -24,10 +24,13 @@ from tests.e2e.fault_matrix import (
     RESULTS,
     SHAPES,
     SLEEP,
+    Fault,
     Result,
+    Shape,
     World,
     backfill_rows,
     column_exists,
+    controllers_recovered,
     history_rows,
     roll_out,
     verify_abandoned,
@@ -88,26 +91,33 @@ def test_a_fault_while_a_step_runs(
 
     shape.under_way(world)
     hit = time.monotonic()
-    fault.inject(world)
+    try:
+        fault.inject(world)
+        outcome = verdict(world, fault, shape)
+        took = time.monotonic() - hit
+    finally:
+        if fault.local_only:
+            controllers_recovered(cluster)
+    RESULTS.append(Result("matrix", fault.id, fault.label, shape.label, outcome, took))
 
+
+def verdict(world: World, fault: Fault, shape: Shape) -> str:
+    """The outcome, once checked against the database and the cluster."""
+    cluster, namespace, app_db = world.cluster, world.namespace, world.dsn
     if fault.deletes:
-        outcome = verify_abandoned(world, shape)
-    else:
-        if shape.rollout:
-            roll_out(world)
-        st = wait_phase(cluster, namespace, shape.final, timeout=180)
-        verify_recovered(cluster, namespace, app_db, shape.steps, shape.final)
-        with psycopg.connect(app_db) as conn:
-            shape.done(conn)
-        assert condition(st, "Ready")["reason"] == shape.final
-        if shape.rows is not None:
-            assert backfill_rows(world, shape.key) == shape.rows
-        if shape.rollout:
-            assert image(cluster, namespace) == "app:v2"
-        outcome = shape.final
-    RESULTS.append(
-        Result("matrix", fault.id, fault.label, shape.label, outcome, time.monotonic() - hit)
-    )
+        return verify_abandoned(world, shape)
+    if shape.rollout:
+        roll_out(world)
+    st = wait_phase(cluster, namespace, shape.final, timeout=180)
+    verify_recovered(cluster, namespace, app_db, shape.steps, shape.final)
+    with psycopg.connect(app_db) as conn:
+        shape.done(conn)
+    assert condition(st, "Ready")["reason"] == shape.final
+    if shape.rows is not None:
+        assert backfill_rows(world, shape.key) == shape.rows
+    if shape.rollout:
+        assert image(cluster, namespace) == "app:v2"
+    return shape.final
 
 
 def test_prometheus_stopped_during_analysis(
