@@ -1,4 +1,6 @@
-"""Every migration in examples/ applied on the local cluster, as a user would, to Succeeded.
+"""Every migration in examples/ applied on the local cluster, as a user would, to Succeeded, in
+a namespace that enforces the restricted Pod Security Standard (the API server's PodSecurity
+admission refuses any pod of a backfill or tool Job that does not meet it).
 
 Only what cannot be the same here is adapted: the namespace; the Prometheus address and the
 app's job label (the test app stands in for shop-api); `settle` shortened; the alembic image
@@ -98,6 +100,38 @@ def adapt(doc: dict[str, Any], namespace: str, prometheus: Any, app: Any) -> dic
     return doc
 
 
+def restricted_deployment(namespace: str, image: str) -> dict[str, Any]:
+    """The app the examples target, as a restricted namespace admits it."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "shop-api", "namespace": namespace},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "shop-api"}},
+            "template": {
+                "metadata": {"labels": {"app": "shop-api"}},
+                "spec": {
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [
+                        {
+                            "name": "shop-api",
+                            "image": image,
+                            "securityContext": {
+                                "allowPrivilegeEscalation": False,
+                                "capabilities": {"drop": ["ALL"]},
+                            },
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
 @pytest.mark.parametrize("example", sorted(SCHEMAS), ids=lambda name: name.removesuffix(".yaml"))
 def test_example_applies(
     example: str,
@@ -109,6 +143,9 @@ def test_example_applies(
     prometheus: Any,
     start_test_app: Callable[..., Any],
 ) -> None:
+    cluster.kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
+    )
     with psycopg.connect(pg_dsn, autocommit=True) as conn:
         for statement in SCHEMAS[example]:
             conn.execute(statement)
@@ -123,15 +160,7 @@ def test_example_applies(
     )
     (doc,) = [d for d in yaml.safe_load_all((EXAMPLES / example).read_text()) if d]
     if doc["spec"].get("target"):
-        cluster.kubectl(
-            "create",
-            "deployment",
-            "shop-api",
-            "-n",
-            namespace,
-            "--replicas=2",
-            "--image=registry.example.com/shop-api:v1",
-        )
+        cluster.apply(restricted_deployment(namespace, "registry.example.com/shop-api:v1"))
         cluster.kubectl("rollout", "status", "deploy/shop-api", "-n", namespace, "--timeout=60s")
     app = start_test_app(error_ratio=0.0) if doc["spec"].get("analysis") else None
     name = doc["metadata"]["name"]

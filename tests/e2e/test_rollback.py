@@ -131,13 +131,28 @@ def test_point_of_no_return_keeps_the_database(
     assert st["rollback"]["database"] == "Refused"
 
 
+@pytest.mark.parametrize(
+    ("destination", "paused"),
+    [
+        pytest.param("own", True, id="the-application-deploying-the-target"),
+        # Another team's Application that the target's tracking label happens to name: a tenant
+        # who can label a Deployment must not switch off someone else's auto-sync.
+        pytest.param("team-b", False, id="another-teams-application"),
+    ],
+)
 def test_argo_cd_auto_sync_is_switched_off_before_the_undo(
-    cluster: Cluster, namespace: str, app_db: str, operator: OperatorProcess
+    cluster: Cluster,
+    namespace: str,
+    app_db: str,
+    operator: OperatorProcess,
+    destination: str,
+    paused: bool,
 ) -> None:
     cluster.kubectl("apply", "--server-side", "-f", str(DATA / "argocd-application-crd.yaml"))
     cluster.kubectl(
         "wait", "--for=condition=Established", "crd/applications.argoproj.io", "--timeout=60s"
     )
+    deploys_to = namespace if destination == "own" else destination
     cluster.apply(
         {
             "apiVersion": "argoproj.io/v1alpha1",
@@ -146,8 +161,13 @@ def test_argo_cd_auto_sync_is_switched_off_before_the_undo(
             "spec": {
                 "project": "default",
                 "source": {"repoURL": "https://git.example/shop.git", "path": "deploy"},
-                "destination": {"namespace": namespace},
+                "destination": {"namespace": deploys_to},
                 "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
+            },
+            "status": {
+                "resources": [
+                    {"group": "apps", "kind": "Deployment", "namespace": deploys_to, "name": "app"}
+                ]
             },
         }
     )
@@ -157,12 +177,15 @@ def test_argo_cd_auto_sync_is_switched_off_before_the_undo(
     request_rollback(cluster, namespace)
     st = wait_phase(cluster, namespace, "RolledBack", timeout=90)
     app = cluster.get("application", "shop", "-n", namespace)
-    assert "automated" not in app["spec"]["syncPolicy"]
+    assert ("automated" not in app["spec"]["syncPolicy"]) is paused
     argo = st["rollback"]["argoCD"]
     assert argo["application"] == "shop"
-    assert argo["autoSyncPaused"] is True
+    assert argo["autoSyncPaused"] is paused
     events = cluster.kubectl("get", "events", "-n", namespace).stdout
-    assert "ArgoCDAutoSyncPaused" in events
+    assert ("ArgoCDAutoSyncPaused" if paused else "ArgoCDNotPaused") in events
+    if not paused:
+        assert "deploys to namespace 'team-b'" in argo["message"]
+    assert image(cluster, namespace) == "app:v1"  # the rollout is undone either way
 
 
 @pytest.mark.parametrize(

@@ -230,6 +230,26 @@ CASES = [
         id="lock-timeout-not-duration",
     ),
     pytest.param(
+        set_path("spec.safety", {"lockTimeout": "0s"}),
+        "safety.lockTimeout must be between 10ms and 10m",
+        id="lock-timeout-off",
+    ),
+    pytest.param(
+        set_path("spec.safety", {"lockTimeout": "11m"}),
+        "safety.lockTimeout must be between 10ms and 10m",
+        id="lock-timeout-too-long",
+    ),
+    pytest.param(
+        set_path("spec.safety", {"statementTimeout": "48h"}),
+        "safety.statementTimeout must be 0s (none) or between 100ms and 24h",
+        id="statement-timeout-too-long",
+    ),
+    pytest.param(
+        set_path("spec.safety", {"statementTimeout": "1ms"}),
+        "safety.statementTimeout must be 0s (none) or between 100ms and 24h",
+        id="statement-timeout-too-short",
+    ),
+    pytest.param(
         set_path("spec.safety", {"lockRetries": -1}),
         "spec.safety.lockRetries",
         id="negative-lock-retries",

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from dbmigrate.api.crd import build_crd, render_crd_yaml
-from dbmigrate.api.models import DatabaseMigration
+from dbmigrate.api.models import DatabaseMigration, Safety
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "dbmigrate.io_databasemigrations.yaml"
@@ -106,3 +107,27 @@ def test_examples_are_valid_migrations(example: Path) -> None:
     assert migrations, f"{example.name} has no DatabaseMigration"
     for doc in migrations:
         DatabaseMigration.model_validate(doc)
+
+
+@pytest.mark.parametrize(
+    ("safety", "ok"),
+    [
+        pytest.param({"lockTimeout": "10ms"}, True, id="lock-timeout-lowest"),
+        pytest.param({"lockTimeout": "10m"}, True, id="lock-timeout-highest"),
+        pytest.param({"lockTimeout": "0s"}, False, id="lock-timeout-off"),
+        pytest.param({"lockTimeout": "1h"}, False, id="lock-timeout-an-hour"),
+        pytest.param({"statementTimeout": "0s"}, True, id="statement-timeout-none"),
+        pytest.param({"statementTimeout": "24h"}, True, id="statement-timeout-a-day"),
+        pytest.param({"statementTimeout": "25h"}, False, id="statement-timeout-over-a-day"),
+        pytest.param({"statementTimeout": "50ms"}, False, id="statement-timeout-too-short"),
+    ],
+)
+def test_safety_timeouts_are_bounded_without_the_api_server_too(
+    safety: dict[str, str], ok: bool
+) -> None:
+    """`dbmigrate apply` validates with the models alone: the same bounds as the CRD's CEL."""
+    if ok:
+        Safety.model_validate(safety)
+    else:
+        with pytest.raises(ValidationError, match="must be between"):
+            Safety.model_validate(safety)

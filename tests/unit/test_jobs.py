@@ -35,7 +35,9 @@ BODY = {"metadata": {"name": "add-email-verified", "namespace": "shop", "uid": "
 
 
 def spec(
-    backfill: dict[str, Any] | None = None, job: dict[str, Any] | None = None
+    backfill: dict[str, Any] | None = None,
+    job: dict[str, Any] | None = None,
+    **extra: Any,
 ) -> DatabaseMigrationSpec:
     step: dict[str, Any] = {"name": "fill"}
     if backfill is not None:
@@ -47,6 +49,7 @@ def spec(
             "migrationId": "20240115120000_add_email_verified_column",
             "database": {"dsnSecretRef": {"name": "shop-db", "key": "dsn"}},
             "steps": [step],
+            **extra,
         }
     )
 
@@ -129,7 +132,7 @@ def test_tool_job_passes_the_step_through() -> None:
             "backoffLimit": 0,
         }
     )
-    job = build_tool_job(BODY, s.steps[0])
+    job = build_tool_job(BODY, s, s.steps[0])
     (container,) = job["spec"]["template"]["spec"]["containers"]
     assert (container["image"], container["command"], container["args"]) == (
         "alembic:1",
@@ -245,3 +248,86 @@ def test_worker_exit_codes_are_the_jobs() -> None:
         BACKFILL_EXIT_STOPPED,
     )
     assert EXIT_RETRYABLE == 75  # EX_TEMPFAIL; not 1, 2 or a signal's 128 + n
+
+
+def restricted_violations(job: dict[str, Any]) -> list[str]:
+    """What the restricted Pod Security Standard would refuse in the Job's pod (the checks of
+    `pod-security.kubernetes.io/enforce: restricted` that apply to what we build)."""
+    pod = job["spec"]["template"]["spec"]
+    pod_sc = pod.get("securityContext") or {}
+    out = []
+    for c in pod["containers"]:
+        sc = c.get("securityContext") or {}
+        if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is not True:
+            out.append(f"{c['name']}: runAsNonRoot")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            out.append(f"{c['name']}: allowPrivilegeEscalation")
+        if "ALL" not in (sc.get("capabilities") or {}).get("drop", []):
+            out.append(f"{c['name']}: capabilities.drop ALL")
+        if (sc.get("capabilities") or {}).get("add"):
+            out.append(f"{c['name']}: capabilities.add")
+        seccomp = (sc.get("seccompProfile") or pod_sc.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            out.append(f"{c['name']}: seccompProfile")
+        if sc.get("runAsUser", pod_sc.get("runAsUser")) == 0:
+            out.append(f"{c['name']}: runAsUser 0")
+    for v in pod.get("volumes") or []:
+        if set(v) - {"name", "emptyDir", "configMap", "secret", "projected"}:
+            out.append(f"volume {v['name']}")
+    return out
+
+
+TEMPLATE = {
+    "serviceAccountName": "migrator",
+    "runAsUser": 1000,
+    "resources": {"requests": {"cpu": 1, "memory": "1Gi"}},
+    "nodeSelector": {"pool": "batch"},
+    "tolerations": [{"key": "batch", "operator": "Exists", "effect": "NoSchedule"}],
+    "affinity": {"nodeAffinity": {}},
+    "priorityClassName": "low",
+    "labels": {"team": "shop", "dbmigrate.io/step": "not-yours"},
+    "annotations": {"cost-center": "42"},
+}
+TOOL = {"image": "flyway:10", "args": ["migrate"], "timeout": "20m"}
+BACKFILL = {"table": "users", "set": "a = 1"}
+
+
+@pytest.mark.parametrize(
+    ("step", "template"),
+    [
+        pytest.param({"job": TOOL}, None, id="tool"),
+        pytest.param({"job": TOOL}, TEMPLATE, id="tool-with-template"),
+        pytest.param({"backfill": BACKFILL}, None, id="backfill"),
+        pytest.param({"backfill": BACKFILL}, TEMPLATE, id="backfill-with-template"),
+    ],
+)
+def test_every_job_meets_the_restricted_pod_security_standard(
+    step: dict[str, Any], template: dict[str, Any] | None
+) -> None:
+    s = spec(**step, **({"podTemplate": template} if template else {}))
+    if "job" in step:
+        job = build_tool_job(BODY, s, s.steps[0])
+    else:
+        job = build_backfill_job(BODY, s, s.steps[0], "dbmigrate:1")
+    assert restricted_violations(job) == []
+    pod = job["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False  # no token unless asked
+    if template is None:
+        return
+    assert pod["serviceAccountName"] == "migrator"
+    assert pod["securityContext"]["runAsUser"] == 1000
+    assert pod["containers"][0]["resources"] == TEMPLATE["resources"]
+    assert (pod["nodeSelector"], pod["priorityClassName"]) == ({"pool": "batch"}, "low")
+    assert pod["tolerations"] == TEMPLATE["tolerations"]
+    assert pod["affinity"] == {"nodeAffinity": {}}
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert labels["team"] == "shop"
+    assert labels["dbmigrate.io/step"] == s.steps[0].name  # ours win
+    assert job["spec"]["template"]["metadata"]["annotations"]["cost-center"] == "42"
+
+
+def test_a_tool_job_has_a_deadline() -> None:
+    s = spec(job=TOOL)
+    assert build_tool_job(BODY, s, s.steps[0])["spec"]["activeDeadlineSeconds"] == 1200
+    s = spec(job={"image": "flyway:10"})
+    assert build_tool_job(BODY, s, s.steps[0])["spec"]["activeDeadlineSeconds"] == 3600

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dbmigrate.core.rollout import plan_rollout_undo, rollout_state
+from dbmigrate.core.rollout import argo_application_refusal, plan_rollout_undo, rollout_state
 
 
 def deployment(
@@ -181,3 +181,45 @@ def test_undo_edge_cases(
     assert plan.error == error
     assert words in plan.message
     assert dep == before
+
+
+def argo_app(destination: str | None, resources: list[dict[str, str]]) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "shop", "namespace": "argocd"},
+        "spec": {"destination": {"namespace": destination} if destination else {}},
+        "status": {"resources": resources},
+    }
+
+
+DEPLOYMENT = {"group": "apps", "kind": "Deployment", "namespace": "shop", "name": "api"}
+
+
+@pytest.mark.parametrize(
+    ("app", "refused"),
+    [
+        pytest.param(argo_app("shop", [DEPLOYMENT]), None, id="its-own-app"),
+        pytest.param(
+            argo_app("shop", [{**DEPLOYMENT, "namespace": "team-b"}]),
+            "does not manage",
+            id="resource-in-another-namespace",
+        ),
+        pytest.param(argo_app("team-b", [DEPLOYMENT]), "deploys to namespace 'team-b'", id="b"),
+        pytest.param(argo_app(None, [DEPLOYMENT]), "deploys to namespace '(none)'", id="none"),
+        pytest.param(argo_app("shop", []), "does not manage", id="not-managing-it"),
+        pytest.param(
+            argo_app("shop", [{**DEPLOYMENT, "name": "worker"}]), "does not manage", id="other"
+        ),
+        pytest.param(
+            argo_app("shop", [{**DEPLOYMENT, "kind": "StatefulSet"}]), "does not manage", id="kind"
+        ),
+    ],
+)
+def test_only_the_application_managing_the_target_may_be_paused(
+    app: dict[str, Any], refused: str | None
+) -> None:
+    why = argo_application_refusal(app, "shop", "api")
+    if refused is None:
+        assert why is None
+    else:
+        assert why is not None
+        assert refused in why

@@ -81,7 +81,10 @@ def _structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         out["items"] = _structural(out["items"], defs)
     if isinstance(out.get("additionalProperties"), dict):
         out["additionalProperties"] = _structural(out["additionalProperties"], defs)
-    elif out.get("additionalProperties") is False:
+    elif out.get("additionalProperties") is False or (
+        out.get("additionalProperties") is True and out.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        # A structural schema says "anything" with x-kubernetes-preserve-unknown-fields only.
         del out["additionalProperties"]
     if "default" in out:
         if out["default"] is None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
-from dbmigrate.api.durations import Duration
+from dbmigrate.api.durations import Duration, parse_duration
 
 GROUP = "dbmigrate.io"
 VERSION = "v1alpha1"
@@ -248,6 +248,67 @@ class ToolJob(_Model):
     backoff_limit: Annotated[
         int, Field(default=1, ge=0, le=10, description="Retries of a failed pod.")
     ]
+    timeout: Annotated[
+        Duration,
+        Field(
+            default="1h",
+            description="The Job's activeDeadlineSeconds: past it, its pod is stopped and the "
+            "step fails.",
+        ),
+    ]
+
+
+_OPEN_OBJECT: dict[str, Any] = {"x-kubernetes-preserve-unknown-fields": True}
+
+
+class PodTemplate(_Model):
+    """What may be set on the pods of the migration's Jobs (backfill and tool steps).
+
+    Everything else stays the operator's: the pods meet the restricted Pod Security Standard
+    (non-root, RuntimeDefault seccomp, no privilege escalation, every capability dropped) and
+    get no ServiceAccount token unless `automountServiceAccountToken` asks for one. Labels and
+    annotations are added to the operator's own, never replace them.
+    """
+
+    service_account_name: Annotated[
+        str | None,
+        Field(
+            default=None,
+            max_length=253,
+            pattern=DNS_SUBDOMAIN,
+            description="The pods' ServiceAccount (workload identity).",
+        ),
+    ]
+    automount_service_account_token: Annotated[
+        bool, Field(default=False, description="Mount the ServiceAccount's token in the pods.")
+    ]
+    run_as_user: Annotated[
+        int | None,
+        Field(
+            default=None,
+            ge=1,
+            description="The user a tool image runs as, when the image itself says root.",
+        ),
+    ]
+    resources: Annotated[
+        dict[str, Any] | None,
+        Field(
+            default=None,
+            description="The container's resources (requests, limits).",
+            json_schema_extra=_OPEN_OBJECT,
+        ),
+    ]
+    node_selector: dict[str, str] | None = None
+    tolerations: Annotated[
+        list[dict[str, Any]] | None,
+        Field(default=None, json_schema_extra={"items": {"type": "object", **_OPEN_OBJECT}}),
+    ]
+    affinity: Annotated[dict[str, Any] | None, Field(default=None, json_schema_extra=_OPEN_OBJECT)]
+    priority_class_name: Annotated[
+        str | None, Field(default=None, max_length=253, pattern=DNS_SUBDOMAIN)
+    ]
+    labels: dict[str, str] | None = None
+    annotations: dict[str, str] | None = None
 
 
 class Step(_Model):
@@ -412,9 +473,41 @@ class Rollback(_Model):
     argo_cd: Annotated[ArgoCD, Field(default_factory=ArgoCD, alias="argoCD")]
 
 
+LOCK_TIMEOUT_BOUNDS = ("10ms", "10m")
+STATEMENT_TIMEOUT_BOUNDS = ("100ms", "24h")
+
+
 class Safety(_Model):
+    """Bounded: a lock_timeout of 0 would switch the lock safety off, and a spec must not be
+    able to ask for a statement that may run for days."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_rules(
+            {
+                "rule": "!has(self.lockTimeout) || "
+                f"(duration(self.lockTimeout) >= duration('{LOCK_TIMEOUT_BOUNDS[0]}') && "
+                f"duration(self.lockTimeout) <= duration('{LOCK_TIMEOUT_BOUNDS[1]}'))",
+                "message": f"safety.lockTimeout must be between {LOCK_TIMEOUT_BOUNDS[0]} and "
+                f"{LOCK_TIMEOUT_BOUNDS[1]}",
+            },
+            {
+                "rule": "!has(self.statementTimeout) || "
+                "duration(self.statementTimeout) == duration('0s') || "
+                f"(duration(self.statementTimeout) >= duration('{STATEMENT_TIMEOUT_BOUNDS[0]}') "
+                f"&& duration(self.statementTimeout) <= "
+                f"duration('{STATEMENT_TIMEOUT_BOUNDS[1]}'))",
+                "message": "safety.statementTimeout must be 0s (none) or between "
+                f"{STATEMENT_TIMEOUT_BOUNDS[0]} and {STATEMENT_TIMEOUT_BOUNDS[1]}",
+            },
+        )
+    )
+
     lock_timeout: Annotated[
-        Duration, Field(default="1s", description="SET lock_timeout for every DDL attempt.")
+        Duration,
+        Field(
+            default="1s",
+            description="SET lock_timeout for every DDL attempt (10ms to 10m).",
+        ),
     ]
     lock_retries: Annotated[
         int,
@@ -425,11 +518,32 @@ class Safety(_Model):
             description="Retries of SQLSTATE 55P03 with exponential backoff and jitter (cap 30s).",
         ),
     ]
-    statement_timeout: Annotated[Duration, Field(default="0s", description="0s means none.")]
+    statement_timeout: Annotated[
+        Duration, Field(default="0s", description="0s means none; else 100ms to 24h.")
+    ]
     lint: Annotated[
         Literal["Enforce", "Warn", "Off"],
         Field(default="Enforce", description="Enforce: error findings block the migration."),
     ]
+
+    @field_validator("lock_timeout")
+    @classmethod
+    def _lock_timeout_bounded(cls, value: str) -> str:
+        _within(value, LOCK_TIMEOUT_BOUNDS, "safety.lockTimeout")
+        return value
+
+    @field_validator("statement_timeout")
+    @classmethod
+    def _statement_timeout_bounded(cls, value: str) -> str:
+        if parse_duration(value) != 0:
+            _within(value, STATEMENT_TIMEOUT_BOUNDS, "safety.statementTimeout (or 0s: none)")
+        return value
+
+
+def _within(value: str, bounds: tuple[str, str], what: str) -> None:
+    low, high = bounds
+    if not parse_duration(low) <= parse_duration(value) <= parse_duration(high):
+        raise ValueError(f"{what} must be between {low} and {high}, not {value}")
 
 
 class DatabaseMigrationSpec(_Model):
@@ -484,6 +598,13 @@ class DatabaseMigrationSpec(_Model):
     analysis: Analysis | None = None
     rollback: Annotated[Rollback, Field(default_factory=Rollback)]
     safety: Annotated[Safety, Field(default_factory=Safety)]
+    pod_template: Annotated[
+        PodTemplate | None,
+        Field(
+            default=None,
+            description="What may be set on the pods of backfill and tool Jobs.",
+        ),
+    ]
     suspend: Annotated[
         bool, Field(default=False, description="Finish the running step, then wait.")
     ]

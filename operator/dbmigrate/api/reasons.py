@@ -35,9 +35,12 @@ JOB_INVALID: Final = "JobInvalid"  # the API server rejected the step's Job (422
 # configuration / runtime problems (retried while they last)
 LINT_FAILED: Final = "LintFailed"
 SECRET_NOT_FOUND: Final = "SecretNotFound"  # noqa: S105 - a reason, not a secret
+INVALID_DSN: Final = "InvalidDsn"  # the Secret's DSN does not parse (nothing of it is shown)
 CONFIG_MAP_NOT_FOUND: Final = "ConfigMapNotFound"
 DEPLOYMENT_NOT_FOUND: Final = "DeploymentNotFound"
 DATABASE_UNREACHABLE: Final = "DatabaseUnreachable"
+# the session lost the migration lock (a step's unlock, a transaction-pooling pooler)
+MIGRATION_LOCK_LOST: Final = "MigrationLockLost"
 CHECKSUM_MISMATCH: Final = "ChecksumMismatch"
 INVALID_SPEC: Final = "InvalidSpec"
 TRANSIENT_ERROR: Final = "TransientError"  # an unexpected error; retried with backoff
@@ -101,9 +104,11 @@ ALL_REASONS: Final = (
     JOB_INVALID,
     LINT_FAILED,
     SECRET_NOT_FOUND,
+    INVALID_DSN,
     CONFIG_MAP_NOT_FOUND,
     DEPLOYMENT_NOT_FOUND,
     DATABASE_UNREACHABLE,
+    MIGRATION_LOCK_LOST,
     CHECKSUM_MISMATCH,
     INVALID_SPEC,
     TRANSIENT_ERROR,

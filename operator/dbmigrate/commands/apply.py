@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from dbmigrate.core.batching import format_count
 from dbmigrate.core.lint.documents import ManifestError, parse_manifests
 from dbmigrate.db.backfill import BackfillEvent, BatchDone, Started, Throttled
+from dbmigrate.db.errors import MalformedDsn, check_dsn
 from dbmigrate.reconcile.local import LocalPlatform
 from dbmigrate.reconcile.runner import MigrationRunner
 from dbmigrate.settings import Settings
@@ -67,6 +69,11 @@ def _handle(args: argparse.Namespace) -> int:
     dsn = args.dsn or os.environ.get("DBMIGRATE_DSN")
     if not dsn:
         console.print("[red]error:[/] no database: pass --dsn or set DBMIGRATE_DSN")
+        return USAGE
+    try:
+        check_dsn(dsn, "--dsn" if args.dsn else "DBMIGRATE_DSN")
+    except MalformedDsn as exc:
+        console.print(f"[red]error:[/] {escape(str(exc))}")
         return USAGE
     try:
         migrations, config_maps = parse_manifests(args.filename.read_text())

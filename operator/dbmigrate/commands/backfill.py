@@ -58,7 +58,7 @@ from dbmigrate.db.backfill import (
     run_backfill_reconnecting,
     transient_error,
 )
-from dbmigrate.db.errors import describe_error, redact_dsn
+from dbmigrate.db.errors import MalformedDsn, check_dsn, describe_error, redact_dsn
 
 if TYPE_CHECKING:
     from prometheus_client import Counter, Gauge, Histogram
@@ -218,6 +218,10 @@ def _handle(args: argparse.Namespace) -> int:
     dsn = os.environ.get(DSN_ENV)
     if not dsn:
         return _fail(f"set {DSN_ENV} to the database's DSN (it is never read from arguments)")
+    try:
+        check_dsn(dsn, DSN_ENV)
+    except MalformedDsn as exc:
+        return _fail(str(exc), EXIT_USAGE)
     try:
         worker, workers = parse_worker(args.worker, os.environ.get("JOB_COMPLETION_INDEX"))
     except ValueError as exc:

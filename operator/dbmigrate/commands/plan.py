@@ -19,6 +19,7 @@ from dbmigrate.core.lint import DEFAULT_SERVER_VERSION
 from dbmigrate.core.lint.documents import ManifestError, parse_manifests, resolve_sql
 from dbmigrate.core.plan import TableEstimate, build_plan, render_plan, tables_touched
 from dbmigrate.db import catalog
+from dbmigrate.db.errors import MalformedDsn, check_dsn
 
 DSN_ENV = "DBMIGRATE_DSN"
 # Rows per second assumed for backfill estimates when none is given: deliberately below what
@@ -79,6 +80,12 @@ def _handle(args: argparse.Namespace) -> int:
         return 2
 
     dsn = args.dsn or os.environ.get(DSN_ENV) or None
+    if dsn:
+        try:
+            check_dsn(dsn, "--dsn" if args.dsn else DSN_ENV)
+        except MalformedDsn as exc:
+            print(f"dbmigrate plan: {exc}", file=sys.stderr)
+            return 2
     rate = args.backfill_rate or ASSUMED_BACKFILL_RATE
     rate_source = "given" if args.backfill_rate else "assumed; pass --backfill-rate"
     outputs: list[str] = []

@@ -15,7 +15,8 @@ import hashlib
 import re
 from typing import Any
 
-from dbmigrate.api.models import GROUP, KIND, VERSION, DatabaseMigrationSpec, Step
+from dbmigrate.api.durations import parse_duration
+from dbmigrate.api.models import GROUP, KIND, VERSION, DatabaseMigrationSpec, PodTemplate, Step
 
 LABEL_MIGRATION = f"{GROUP}/migration"
 LABEL_STEP = f"{GROUP}/step"
@@ -104,7 +105,11 @@ def _hardened_security_context() -> dict[str, Any]:
 
 
 def _job_skeleton(
-    body: dict[str, Any], step: Step, container: dict[str, Any], backoff_limit: int
+    body: dict[str, Any],
+    step: Step,
+    container: dict[str, Any],
+    backoff_limit: int,
+    template: PodTemplate | None = None,
 ) -> dict[str, Any]:
     meta = body["metadata"]
     name = job_name(meta["name"], step.name, meta["uid"])
@@ -114,7 +119,7 @@ def _job_skeleton(
         LABEL_MANAGED_BY: "dbmigrate",
     }
     annotations = {ANNOTATION_MIGRATION: meta["name"], ANNOTATION_STEP: step.name}
-    return {
+    job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
         "metadata": {
@@ -143,6 +148,36 @@ def _job_skeleton(
             },
         },
     }
+    if template is not None:
+        _apply_pod_template(job, template)
+    return job
+
+
+def _apply_pod_template(job: dict[str, Any], template: PodTemplate) -> None:
+    """The user's narrow part of the pod: scheduling, identity, resources, extra metadata.
+
+    The operator's labels and annotations win over the user's (they identify the Job), and the
+    security context stays restricted whatever is asked.
+    """
+    meta = job["spec"]["template"]["metadata"]
+    meta["labels"] = {**(template.labels or {}), **meta["labels"]}
+    meta["annotations"] = {**(template.annotations or {}), **meta["annotations"]}
+    pod = job["spec"]["template"]["spec"]
+    if template.service_account_name:
+        pod["serviceAccountName"] = template.service_account_name
+    pod["automountServiceAccountToken"] = template.automount_service_account_token
+    if template.node_selector:
+        pod["nodeSelector"] = dict(template.node_selector)
+    if template.tolerations:
+        pod["tolerations"] = [dict(t) for t in template.tolerations]
+    if template.affinity:
+        pod["affinity"] = dict(template.affinity)
+    if template.priority_class_name:
+        pod["priorityClassName"] = template.priority_class_name
+    if template.run_as_user is not None:
+        pod["securityContext"]["runAsUser"] = template.run_as_user
+    if template.resources:
+        pod["containers"][0]["resources"] = dict(template.resources)
 
 
 def build_backfill_job(
@@ -196,7 +231,7 @@ def build_backfill_job(
         "securityContext": _hardened_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    job = _job_skeleton(body, step, container, BACKFILL_BACKOFF_LIMIT)
+    job = _job_skeleton(body, step, container, BACKFILL_BACKOFF_LIMIT, spec.pod_template)
     job["spec"]["completionMode"] = "Indexed"
     job["spec"]["completions"] = workers
     job["spec"]["parallelism"] = workers
@@ -242,7 +277,7 @@ def backfill_pod_failure_policy() -> dict[str, Any]:
     }
 
 
-def build_tool_job(body: dict[str, Any], step: Step) -> dict[str, Any]:
+def build_tool_job(body: dict[str, Any], spec: DatabaseMigrationSpec, step: Step) -> dict[str, Any]:
     """The Job of a `job` step: any image and command (alembic, prisma, flyway, ...)."""
     tool = step.job
     if tool is None:
@@ -251,9 +286,12 @@ def build_tool_job(body: dict[str, Any], step: Step) -> dict[str, Any]:
         "name": "migrate",
         "image": tool.image,
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        # The restricted Pod Security Standard; not readOnlyRootFilesystem: tools write files.
         "securityContext": {
+            "runAsNonRoot": True,
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
         },
         "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}},
     }
@@ -263,7 +301,14 @@ def build_tool_job(body: dict[str, Any], step: Step) -> dict[str, Any]:
         container["args"] = list(tool.args)
     if tool.env:
         container["env"] = [e.to_k8s() for e in tool.env]
-    job = _job_skeleton(body, step, container, tool.backoff_limit)
-    # Tools run as whatever user their image expects; the pod-level non-root default is ours.
-    del job["spec"]["template"]["spec"]["securityContext"]
+    template = spec.pod_template
+    job = _job_skeleton(body, step, container, tool.backoff_limit, template)
+    # Tools run as the (non-root) user their image names, or podTemplate.runAsUser.
+    run_as = template.run_as_user if template is not None else None
+    job["spec"]["template"]["spec"]["securityContext"] = {
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+        **({"runAsUser": run_as} if run_as is not None else {}),
+    }
+    job["spec"]["activeDeadlineSeconds"] = max(1, round(parse_duration(tool.timeout)))
     return job

@@ -181,3 +181,32 @@ def plan_rollout_undo(
         {"op": "replace", "path": "/metadata/annotations", "value": kept},
     ]
     return UndoPlan(patch, f"rolled deployment {name!r} back to revision {to_revision}")
+
+
+def argo_application_refusal(app: dict[str, Any], namespace: str, deployment: str) -> str | None:
+    """Why the Argo CD Application must not be paused for this migration, or None.
+
+    The Application is found by a label (or annotation) that anyone who can edit the
+    Deployment, and Helm, can set: on its own it would let a tenant of one namespace switch off
+    auto-sync of another team's app. So the Application must deploy into the migration's own
+    namespace and list the target Deployment among the resources it manages.
+    """
+    name = _get(app, "metadata", "name", default="?")
+    destination = _get(app, "spec", "destination", "namespace")
+    if destination != namespace:
+        return (
+            f"Argo CD application {name!r} deploys to namespace {destination or '(none)'!r}, "
+            f"not {namespace!r}: not paused"
+        )
+    for resource in _get(app, "status", "resources", default=[]) or []:
+        if (
+            resource.get("group") == "apps"
+            and resource.get("kind") == "Deployment"
+            and resource.get("namespace", destination) == namespace
+            and resource.get("name") == deployment
+        ):
+            return None
+    return (
+        f"Argo CD application {name!r} does not manage deployment {namespace}/{deployment}: "
+        "not paused"
+    )

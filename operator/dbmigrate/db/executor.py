@@ -91,6 +91,14 @@ async def _set_timeouts(
     )
 
 
+async def _reset_session(conn: psycopg.AsyncConnection) -> None:
+    """Undo what a step's SQL set for the session (SET ROLE, search_path, any setting): the
+    operator's own bookkeeping and the next step run as the operator's user with its settings.
+    """
+    await conn.execute("RESET ALL")
+    await conn.execute("RESET SESSION AUTHORIZATION")  # also resets the role
+
+
 async def _drop_invalid_index(conn: psycopg.AsyncConnection, stmt: Statement) -> None:
     """Remove the INVALID index a failed CREATE INDEX CONCURRENTLY leaves behind."""
     node = stmt.node
@@ -171,7 +179,8 @@ async def apply_sql(
 
     async def finish_in_current_transaction() -> None:
         if verify:
-            await _run_verify(conn, verify)
+            await _run_verify(conn, verify)  # under the step's own settings (search_path, ...)
+        await _reset_session(conn)
         await history.insert_history(
             conn,
             migration_id=migration_id,
@@ -290,6 +299,7 @@ async def apply_sql(
             if current is not None and not transactional:
                 await _drop_invalid_index(conn, current)
             return _sql_failure(exc, current, retries, started)
+        await history.keep_migration_lock(conn)
         index += 1
     return StepResult(
         True, lock_retries=retries, duration_ms=round((time.monotonic() - started) * 1000)

@@ -1,5 +1,10 @@
 """The `dbmigrate` schema in the target database: history, step progress and the migration lock.
 
+The migration lock is a session-level advisory lock of the operator's session, and the step's
+SQL runs on that session: `keep_migration_lock` checks after each statement group that the SQL
+did not release it, and `session_state` lets the runner notice a pooler that hands the session
+to another server process.
+
 `dbmigrate.history` has one row per applied step and direction and is the source of truth for
 "already applied". `dbmigrate.step_progress` remembers how many statement groups of a step have
 been committed, so a step with non-transactional statements (CREATE INDEX CONCURRENTLY) resumes
@@ -15,6 +20,7 @@ that the same migration applied again backfills again instead of finding "nothin
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -24,6 +30,8 @@ from dbmigrate import __version__
 from dbmigrate.core.decide import AppliedStep
 from dbmigrate.core.jobs import backfill_checkpoint_name
 from dbmigrate.db.backfill import CHECKPOINT_TABLE, FORGET_CHECKPOINTS
+
+log = logging.getLogger(__name__)
 
 # "dbmigrat" as a 64-bit integer: one session-level advisory lock per database.
 MIGRATION_LOCK_KEY = 0x64626D6967726174
@@ -62,6 +70,49 @@ async def try_migration_lock(conn: psycopg.AsyncConnection) -> bool:
     cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
     row = await cur.fetchone()
     return bool(row and row[0])
+
+
+class MigrationLockLost(RuntimeError):
+    """The session no longer holds the migration lock it took (see `session_state`)."""
+
+
+async def session_state(conn: psycopg.AsyncConnection) -> tuple[int, bool]:
+    """(the server process behind the session, whether it holds the migration lock).
+
+    Behind a transaction-pooling PgBouncer the process changes between transactions, and with
+    it go session-level advisory locks: comparing the pid with the one that took the lock is
+    how the runner notices.
+    """
+    cur = await conn.execute(
+        """
+        SELECT pg_backend_pid(), EXISTS (
+            SELECT 1 FROM pg_locks
+            WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted
+              AND classid = %s AND objid = %s AND objsubid = 1)
+        """,
+        (MIGRATION_LOCK_KEY >> 32, MIGRATION_LOCK_KEY & 0xFFFFFFFF),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0]), bool(row[1])
+
+
+async def keep_migration_lock(conn: psycopg.AsyncConnection) -> None:
+    """After a step's statements: the migration lock is still this session's, or taken again.
+
+    A step's SQL can release it (`pg_advisory_unlock_all()`); taken again at once, the gap was
+    inside this migration's own step. If another session took it meanwhile, MigrationLockLost.
+    """
+    _, held = await session_state(conn)
+    if held:
+        return
+    if await try_migration_lock(conn):
+        log.warning("a step's SQL released the migration lock; it is taken again")
+        return
+    raise MigrationLockLost(
+        "a step's SQL released the migration lock (pg_advisory_unlock_all?) and another "
+        "session took it: stopping until it is free again"
+    )
 
 
 async def release_migration_lock(conn: psycopg.AsyncConnection) -> None:

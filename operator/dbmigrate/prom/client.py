@@ -148,14 +148,25 @@ class PrometheusClient:
             body = response.json()
         except ValueError:
             body = None
+        # Nothing of the answer's body goes into the message (status and Events, which the
+        # migration's namespace reads): the address may point at any service the operator can
+        # reach. The body goes to the operator's own log.
         if isinstance(body, dict) and body.get("status") == "error":
-            kind = body.get("errorType") or "error"
-            return self._failed(f"Prometheus rejected the query ({kind}): {body.get('error')}")
+            kind = str(body.get("errorType") or "error")
+            log.info("Prometheus at %s rejected a query: %s", self.address, body.get("error"))
+            kind = kind if kind.isidentifier() and len(kind) <= 32 else "error"
+            return self._failed(
+                f"Prometheus rejected the query ({kind}); try it in Prometheus's own UI"
+            )
         if response.status_code >= 400:
-            snippet = response.text[:_BODY_SNIPPET].strip()
+            log.info(
+                "Prometheus at %s answered HTTP %s: %s",
+                self.address,
+                response.status_code,
+                response.text[:_BODY_SNIPPET].strip(),
+            )
             return self._failed(
                 f"Prometheus at {self.address} answered HTTP {response.status_code}"
-                + (f": {snippet}" if snippet else "")
             )
         if not isinstance(body, dict) or body.get("status") != "success":
             return self._failed(f"Prometheus at {self.address} sent an answer that is not its API")

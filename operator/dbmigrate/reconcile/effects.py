@@ -208,7 +208,7 @@ async def run_step(p: Pass, action: d.RunStep) -> float:
         if step.kind == "backfill":
             job = build_backfill_job(p.body, spec, step, p.settings.image)
         else:
-            job = build_tool_job(p.body, step)
+            job = build_tool_job(p.body, spec, step)
         try:
             await p.report.platform.start_job(job)
         except Invalid as exc:

@@ -35,7 +35,8 @@ from dbmigrate.core.plan import render_plan_summary
 from dbmigrate.core.rollout import rollout_state
 from dbmigrate.core.steps import ResolvedSql, step_checksum
 from dbmigrate.db import history
-from dbmigrate.db.errors import first_line, redact_dsn
+from dbmigrate.db.errors import MalformedDsn, check_dsn, first_line, redact_dsn
+from dbmigrate.db.history import MigrationLockLost
 from dbmigrate.metrics import registry as metrics
 from dbmigrate.reconcile.platform import NotFound, Platform
 from dbmigrate.reconcile.slo import measure_round
@@ -60,8 +61,9 @@ class DatabaseSession(Protocol):
 
     async def close(self) -> None: ...
 
-    def read_progress(self, checkpoint: str) -> BackfillProgress:
-        """A running backfill's progress from its checkpoint (blocking; run in a thread)."""
+    def read_progress(self, checkpoint: str, table: str, where: str | None) -> BackfillProgress:
+        """A running backfill's progress from its checkpoint, estimated with the step's own
+        table and predicate (blocking; run in a thread)."""
         ...
 
 
@@ -126,8 +128,11 @@ async def _observe_world(
     try:
         ref = spec.database.dsn_secret_ref
         dsn = await platform.read_secret(ref.name, ref.key)
+        check_dsn(dsn, f"Secret {ref.name} key {ref.key}")
     except NotFound as exc:
         return replace(obs, problem=d.ConfigProblem(reasons.SECRET_NOT_FOUND, str(exc))), sql, None
+    except MalformedDsn as exc:
+        return replace(obs, problem=d.ConfigProblem(reasons.INVALID_DSN, str(exc))), sql, None
     try:
         conn, lock_held = await session.connect(dsn, want_lock=wants_lock(spec, status, obs))
         applied, partial = await _read_applied_if_schema(conn, spec.migration_id)
@@ -135,6 +140,10 @@ async def _observe_world(
         await session.close()
         message = redact_dsn(f"cannot reach the database: {first_line(exc)}", dsn)
         problem = d.ConfigProblem(reasons.DATABASE_UNREACHABLE, message)
+        return replace(obs, problem=problem), sql, dsn
+    except MigrationLockLost as exc:
+        await session.close()  # the next pass takes the lock again, or waits for it
+        problem = d.ConfigProblem(reasons.MIGRATION_LOCK_LOST, str(exc))
         return replace(obs, problem=problem), sql, dsn
     obs = replace(obs, lock_held=lock_held, applied=applied, partially_applied=partial)
     uid = body["metadata"]["uid"]
@@ -285,7 +294,11 @@ async def _record_backfill_progress(
     for step in running:
         checkpoint = backfill_checkpoint_name(spec.migration_id, step.name)
         try:
-            progress = await asyncio.to_thread(session.read_progress, checkpoint)
+            backfill = step.backfill
+            assert backfill is not None
+            progress = await asyncio.to_thread(
+                session.read_progress, checkpoint, backfill.table, backfill.where
+            )
         except (psycopg.Error, OSError) as exc:
             log.info("backfill progress of %s not readable yet: %s", step.name, first_line(exc))
             continue

@@ -15,7 +15,7 @@ from dbmigrate.api import reasons
 from dbmigrate.api.models import ArgoCDRollbackStatus
 from dbmigrate.core.decide import ActiveJob, JobState
 from dbmigrate.core.jobs import job_selector
-from dbmigrate.core.rollout import UndoPlan, plan_rollout_undo
+from dbmigrate.core.rollout import UndoPlan, argo_application_refusal, plan_rollout_undo
 from dbmigrate.kube import cluster as kube
 
 NotFound = kube.NotFound
@@ -154,6 +154,14 @@ class KubernetesPlatform:
         if app is None:  # not found: no such Application, or no Argo CD in this cluster
             return None
         ns = app["metadata"]["namespace"]
+        refusal = argo_application_refusal(
+            app, self.namespace, str((deployment.get("metadata") or {}).get("name"))
+        )
+        if refusal is not None:
+            await self.event("Warning", reasons.ARGO_CD_NOT_PAUSED, refusal)
+            return ArgoCDRollbackStatus(
+                application=app_name, namespace=ns, auto_sync_paused=False, message=refusal
+            )
         if ((app.get("spec") or {}).get("syncPolicy") or {}).get("automated") is None:
             return ArgoCDRollbackStatus(
                 application=app_name,

@@ -64,6 +64,7 @@ class MigrationRunner:
         self.settings = settings
         self.conn: psycopg.AsyncConnection | None = None
         self.lock_held = False
+        self._lock_pid: int | None = None  # the server process that took the lock
         self.wakeup = asyncio.Event()
         self._events = EventMemory()
         self._lint = LintCache()
@@ -189,7 +190,7 @@ class MigrationRunner:
         between two steps must not release the lock, or another migration of this database
         could slip in between them.
         """
-        if isinstance(exc, psycopg.Error):
+        if isinstance(exc, psycopg.Error | history.MigrationLockLost):
             return True
         conn = self.conn
         if conn is None:
@@ -250,14 +251,33 @@ class MigrationRunner:
                 connect_timeout=self.settings.db_connect_timeout,
                 application_name="dbmigrate",
             )
+        if want_lock and self.lock_held:
+            await self._check_session(self.conn)
         if want_lock and not self.lock_held:
             self.lock_held = await history.try_migration_lock(self.conn)
             if self.lock_held:
+                self._lock_pid, _ = await history.session_state(self.conn)
                 await history.ensure_schema(self.conn)
         elif not want_lock and self.lock_held:
             await history.release_migration_lock(self.conn)
             self.lock_held = False
         return self.conn, self.lock_held
+
+    async def _check_session(self, conn: psycopg.AsyncConnection) -> None:
+        """The session still is the one that took the lock, and still holds it."""
+        pid, held = await history.session_state(conn)
+        if pid != self._lock_pid:
+            raise history.MigrationLockLost(
+                f"the database session moved from server process {self._lock_pid} to {pid} "
+                "between two statements: a transaction-pooling connection pooler (PgBouncer "
+                "pool_mode=transaction) is in between, and a session-level lock cannot hold "
+                "there. Connect directly or through a session-pooling pool"
+            )
+        if not held:
+            raise history.MigrationLockLost(
+                "the migration lock was released by someone else's pg_advisory_unlock or a "
+                "step's SQL; stopping until it can be taken again"
+            )
 
     async def release_lock(self) -> None:
         if self.conn is not None and self.lock_held:
@@ -269,7 +289,7 @@ class MigrationRunner:
         assert self.conn is not None  # observe connected before decide chose a database action
         return await executor.apply_sql(self.conn, **step)
 
-    def read_progress(self, checkpoint: str) -> BackfillProgress:
+    def read_progress(self, checkpoint: str, table: str, where: str | None) -> BackfillProgress:
         assert self._dsn is not None
         if self._progress_conn is None or self._progress_conn.closed:
             self._progress_conn = psycopg.connect(
@@ -277,9 +297,11 @@ class MigrationRunner:
                 autocommit=True,
                 connect_timeout=self.settings.db_connect_timeout,
                 application_name="dbmigrate-progress",
+                # an estimate is not worth waiting for: never a lock, never a long scan
+                options="-c statement_timeout=5s -c lock_timeout=1s",
             )
         try:
-            return read_backfill_progress(self._progress_conn, checkpoint)
+            return read_backfill_progress(self._progress_conn, checkpoint, table=table, where=where)
         except psycopg.OperationalError:
             self._progress_conn.close()
             raise

@@ -120,8 +120,19 @@ def _extrapolated_remaining(
     return total
 
 
-def read_backfill_progress(conn: psycopg.Connection[Any], checkpoint: str) -> BackfillProgress:
+def read_backfill_progress(
+    conn: psycopg.Connection[Any],
+    checkpoint: str,
+    *,
+    table: str | None = None,
+    where: str | None = None,
+) -> BackfillProgress:
     """The backfill's progress over all its workers, for `status.steps[].backfill`.
+
+    The operator passes the step's own `table` and `where`: the estimate then runs the spec's
+    predicate, never SQL read back from the checkpoint table (which whoever may write to the
+    `dbmigrate` schema could have changed). Without them (a worker's own view), the
+    checkpoint's are used.
 
     rowsDone is summed over workers; rowsEstimated is rowsDone plus the rows (matching
     `where`) still in the workers' unfinished key ranges, counted exactly on small tables and
@@ -159,7 +170,7 @@ def read_backfill_progress(conn: psycopg.Connection[Any], checkpoint: str) -> Ba
         ]
         rate = sum(rates) if rates else None
         try:
-            info = read_table(conn, cps[0].table_name)
+            info = read_table(conn, table if table is not None else cps[0].table_name)
         except BackfillError:
             info = None
         unfinished_cps = [c for c in cps if not c.finished]
@@ -168,7 +179,7 @@ def read_backfill_progress(conn: psycopg.Connection[Any], checkpoint: str) -> Ba
             remaining = estimate_rows(
                 conn,
                 info,
-                cps[0].where_sql,
+                where if table is not None else cps[0].where_sql,
                 [(c.resume_after, c.upper_key) for c in unfinished_cps],
             )
         estimated = None if remaining is None else done + round(remaining)
