@@ -9,6 +9,8 @@ piece of the password.
 
 from __future__ import annotations
 
+import os
+
 import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -69,7 +71,10 @@ def shown(dsn: str) -> str:
 
 @pytest.mark.parametrize("shape", SHAPES)
 @settings(
-    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    # more with DBMIGRATE_PROPERTY_EXAMPLES=1000 (the way the unescaped '@' and '/' were found)
+    max_examples=int(os.environ.get("DBMIGRATE_PROPERTY_EXAMPLES", "40")),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 @given(password=PASSWORDS)
 def test_no_piece_of_the_password_is_shown(
@@ -86,8 +91,10 @@ def test_no_piece_of_the_password_is_shown(
     [
         pytest.param("postgresql://bob:s3cr%zzt@h/db", "", id="bad-percent-escape"),
         pytest.param("host=h password=pa ss dbname=d", "", id="unquoted-space"),
-        pytest.param("postgresql://bob:p@ss@h/db", "host", id="unescaped-at"),
-        pytest.param("postgresql://bob:p@ss:w0rd@h/db", "port", id="unescaped-at-and-colon"),
+        pytest.param("postgresql://bob:p@ss@h/db", "percent-encode", id="unescaped-at"),
+        pytest.param("postgresql://bob:p/ss@h/db", "percent-encode", id="unescaped-slash"),
+        pytest.param("host=h port=5432 user=bob password=x host=p@ss", "host", id="keyword-host"),
+        pytest.param("host=h port=w0rd user=bob", "port", id="keyword-port"),
         pytest.param("host=h password='unclosed dbname=d", "", id="unclosed-quote"),
     ],
 )

@@ -23,7 +23,8 @@ from psycopg.conninfo import conninfo_to_dict
 REDACTED = "***"
 # SQLSTATE classes whose messages carry the values of a row: data exception, integrity violation.
 ROW_DATA_CLASSES = ("22", "23")
-_QUOTED = re.compile(r'"([^"]+)"')
+_QUOTED = re.compile(r'"([^"]+)"|\'([^\']+)\'')  # libpq quotes with ", psycopg with '
+_URL = re.compile(r"^postgres(ql)?://", re.IGNORECASE)
 _HOST = re.compile(r"[A-Za-z0-9._%:-]+")  # a name, an IPv4 or an IPv6 address (with %zone)
 _NAMED_FIELDS = ("user", "dbname", "host", "hostaddr", "port", "application_name")
 
@@ -42,6 +43,16 @@ def check_dsn(dsn: str, where: str) -> None:
         params = conninfo_to_dict(dsn)
     except (psycopg.Error, ValueError):
         raise MalformedDsn(f"the DSN in {where} is malformed") from None
+    if _URL.match(dsn):
+        # libpq ends the user info at the first '@' and the authority at the first '/': an
+        # unescaped '@' or '/' in the password moves its pieces into the host or the database
+        # name, where a connection error would quote them.
+        rest = dsn.split("://", 1)[1].split("?", 1)[0]
+        if rest.count("@") > 1 or ("@" in rest and "/" in rest.split("@", 1)[0]):
+            raise MalformedDsn(
+                f"the DSN in {where} is malformed: percent-encode '@', ':' and '/' in a URL's "
+                "password"
+            ) from None
     for key in ("host", "hostaddr"):
         for host in str(params.get(key) or "").split(","):
             if host and not host.startswith("/") and not _HOST.fullmatch(host):
@@ -87,7 +98,7 @@ def _describe_row_error(exc: psycopg.Error, sqlstate: str, message: str) -> str:
     }
     names = {n for n in (*named.values(), diag.schema_name, diag.datatype_name) if n}
     # Quoted names of objects stay; any other quoted piece is a value.
-    message = _QUOTED.sub(lambda m: m.group(0) if m.group(1) in names else '"…"', message)
+    message = _QUOTED.sub(lambda m: m.group(0) if _piece(m) in names else '"…"', message)
     text = f"{sqlstate}: {message}"
     where = ", ".join(f"{what} {name}" for what, name in named.items() if name)
     if where:
@@ -115,9 +126,13 @@ def redact_dsn(message: str, dsn: str | None) -> str:
     decoded = unquote(dsn)
 
     def quoted(m: re.Match[str]) -> str:
-        piece = m.group(1)
+        piece = _piece(m)
         if piece in keep or (piece not in dsn and piece not in decoded):
             return m.group(0)
         return f'"{REDACTED}"'
 
     return _QUOTED.sub(quoted, message)
+
+
+def _piece(m: re.Match[str]) -> str:
+    return m.group(1) if m.group(1) is not None else m.group(2)
