@@ -119,13 +119,13 @@ def _without_defaults(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def _schema_of(model: type[models._Model]) -> dict[str, Any]:
+def _schema_of(model: type[models.Model]) -> dict[str, Any]:
     raw = model.model_json_schema(by_alias=True, mode="validation")
     defs = raw.pop("$defs", {})
     return _structural(raw, defs)
 
 
-def _with_object_defaults(schema: dict[str, Any], model: type[models._Model]) -> dict[str, Any]:
+def _with_object_defaults(schema: dict[str, Any], model: type[models.Model]) -> dict[str, Any]:
     """Give object-typed fields with a default factory `default: {}` so nested defaults apply."""
     for name, field in model.model_fields.items():
         alias = field.alias or name
@@ -138,11 +138,11 @@ def _with_object_defaults(schema: dict[str, Any], model: type[models._Model]) ->
         args: tuple[Any, ...] = getattr(annotation, "__args__", (annotation,))
         inner = [a for a in args if a is not type(None)]
         for candidate in inner:
-            if isinstance(candidate, type) and issubclass(candidate, models._Model):
+            if isinstance(candidate, type) and issubclass(candidate, models.Model):
                 _with_object_defaults(prop, candidate)
             elif getattr(candidate, "__origin__", None) is list:
                 (item,) = candidate.__args__
-                if isinstance(item, type) and issubclass(item, models._Model):
+                if isinstance(item, type) and issubclass(item, models.Model):
                     _with_object_defaults(prop["items"], item)
     return schema
 
@@ -220,7 +220,7 @@ class _NoAliasDumper(yaml.SafeDumper):
 
 
 def render_crd_yaml() -> str:
-    header = "# Generated from operator/dbmigrate/api/models.py by `make crds`. Do not edit.\n"
+    header = "# Generated from the models in operator/dbmigrate/api/ by `make crds`. Do not edit.\n"
     return header + yaml.dump(build_crd(), Dumper=_NoAliasDumper, sort_keys=False, width=100)
 
 
