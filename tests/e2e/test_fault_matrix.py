@@ -138,27 +138,14 @@ CELLS = [
         ),
         id="job-created-backfill",
     ),
-    pytest.param(
-        Cell(
-            "runner.job-created",
-            "job",
-            SHAPES["job"].steps,
-            "Succeeded",
-            SHAPES["job"].done,
-            needs_pods=True,
-        ),
-        id="job-created-job",
-    ),
-    pytest.param(
-        Cell(
-            "runner.history-written",
-            "job",
-            SHAPES["job"].steps,
-            "Succeeded",
-            SHAPES["job"].done,
-            needs_pods=True,
-        ),
-        id="history-written-job",
+    *(
+        pytest.param(
+            Cell(
+                point, "job", SHAPES["job"].steps, "Succeeded", SHAPES["job"].done, needs_pods=True
+            ),
+            id=f"{point.removeprefix('runner.')}-job",
+        )
+        for point in ("runner.job-created", "runner.history-written")
     ),
     pytest.param(
         Cell(

@@ -11,6 +11,7 @@ names are in annotations of the same keys.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import re
 from typing import Any
@@ -104,12 +105,24 @@ def _hardened_security_context() -> dict[str, Any]:
     }
 
 
+# The pod-level security context: the operator's own image runs as its non-root user; a tool
+# runs as the (non-root) user its image names. podTemplate.runAsUser replaces either user.
+OWN_IMAGE_POD_SECURITY = {
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "runAsGroup": 65532,
+    "fsGroup": 65532,
+}
+TOOL_POD_SECURITY = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+
+
 def _job_skeleton(
     body: dict[str, Any],
     step: Step,
     container: dict[str, Any],
     backoff_limit: int,
-    template: PodTemplate | None = None,
+    pod_security: dict[str, Any],
+    template: PodTemplate | None,
 ) -> dict[str, Any]:
     meta = body["metadata"]
     name = job_name(meta["name"], step.name, meta["uid"])
@@ -137,12 +150,7 @@ def _job_skeleton(
                 "spec": {
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": 65532,
-                        "runAsGroup": 65532,
-                        "fsGroup": 65532,
-                    },
+                    "securityContext": copy.deepcopy(pod_security),
                     "containers": [container],
                 },
             },
@@ -231,7 +239,9 @@ def build_backfill_job(
         "securityContext": _hardened_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    job = _job_skeleton(body, step, container, BACKFILL_BACKOFF_LIMIT, spec.pod_template)
+    job = _job_skeleton(
+        body, step, container, BACKFILL_BACKOFF_LIMIT, OWN_IMAGE_POD_SECURITY, spec.pod_template
+    )
     job["spec"]["completionMode"] = "Indexed"
     job["spec"]["completions"] = workers
     job["spec"]["parallelism"] = workers
@@ -301,14 +311,8 @@ def build_tool_job(body: dict[str, Any], spec: DatabaseMigrationSpec, step: Step
         container["args"] = list(tool.args)
     if tool.env:
         container["env"] = [e.to_k8s() for e in tool.env]
-    template = spec.pod_template
-    job = _job_skeleton(body, step, container, tool.backoff_limit, template)
-    # Tools run as the (non-root) user their image names, or podTemplate.runAsUser.
-    run_as = template.run_as_user if template is not None else None
-    job["spec"]["template"]["spec"]["securityContext"] = {
-        "runAsNonRoot": True,
-        "seccompProfile": {"type": "RuntimeDefault"},
-        **({"runAsUser": run_as} if run_as is not None else {}),
-    }
+    job = _job_skeleton(
+        body, step, container, tool.backoff_limit, TOOL_POD_SECURITY, spec.pod_template
+    )
     job["spec"]["activeDeadlineSeconds"] = max(1, round(parse_duration(tool.timeout)))
     return job

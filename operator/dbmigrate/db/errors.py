@@ -1,9 +1,10 @@
 """How database errors are told: the server's own words, never the connection string and never a
 row's values.
 
-- `check_dsn` refuses a DSN that does not parse, or parses into a host or port that is none
-  (an unescaped `@` or `:` in a URL's password), with a message that quotes nothing of it:
-  libpq's own parse errors quote the piece they choke on, which is often the password.
+- `check_dsn` refuses a DSN that does not parse, or parses a password's pieces into the host,
+  port or database name (an unescaped `@`, `:` or `/` in a URL's password), with a message that
+  quotes nothing of it: libpq's own parse errors quote the piece they choke on, which is often
+  the password.
 - `redact_dsn` takes the DSN, its password and any quoted piece of a driver message that occurs
   in the DSN out of a message (user, host and database names the DSN parsed into stay).
 - `describe_error` drops row data from data and integrity errors (SQLSTATE classes 22 and 23):
