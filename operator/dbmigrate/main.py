@@ -88,7 +88,9 @@ async def run_migration(
 ) -> None:
     assert namespace is not None
     assert name is not None
-    platform = KubernetesPlatform(namespace, name, SETTINGS.argocd_namespaces)
+    platform = KubernetesPlatform(
+        namespace, name, SETTINGS.argocd_namespaces, SETTINGS.secret_label
+    )
     runner = MigrationRunner(platform, SETTINGS)
     memo["runner"] = runner
     await runner.run(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from dbmigrate.core.access import parse_secret_label
+
 DEFAULT_IMAGE = "ghcr.io/dbmigrate/dbmigrate:0.1.0"
 
 
@@ -15,6 +17,8 @@ class Settings:
     db_connect_timeout: int = 10
     argocd_namespaces: tuple[str, ...] = ("argocd",)
     peering_name: str = "dbmigrate"
+    # Only Secrets with this label may be used by a migration (None: any in its namespace).
+    secret_label: tuple[str, str] | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -27,4 +31,5 @@ class Settings:
                 ns for ns in e.get("DBMIGRATE_ARGOCD_NAMESPACES", "argocd").split(",") if ns
             ),
             peering_name=e.get("DBMIGRATE_PEERING", "dbmigrate"),
+            secret_label=parse_secret_label(e.get("DBMIGRATE_SECRET_LABEL", "")),
         )

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 import yaml
 
 from dbmigrate_dev.cluster_client import Cluster, wait_for
+from dbmigrate_dev.stack import kind_chart_values
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data"
@@ -202,3 +204,69 @@ class Installed:
 
 INSTALL_MODES = ["namespaced", "cluster-wide"]
 ARGOCD_APPLICATION_CRD = DATA / "argocd-application-crd.yaml"
+
+
+# --- the chart rendered: values variations, helm template --------------------------------------
+
+CHART_RELEASE = "dbm"
+NS = "$NS"  # replaced by the test's namespace in CHART_VARIATIONS
+
+CHART_VARIATIONS = [
+    pytest.param({}, id="default"),
+    pytest.param({"watchNamespaces": [NS]}, id="namespaced"),
+    pytest.param({"argocd": {"enabled": True, "namespaces": [NS]}}, id="argocd"),
+    pytest.param(
+        {
+            "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
+            "grafanaDashboard": {"enabled": True},
+        },
+        id="monitoring",
+    ),
+    pytest.param({"replicaCount": 2}, id="replicas-2"),
+    pytest.param({"replicaCount": 2, "watchNamespaces": [NS]}, id="replicas-2-namespaced"),
+    pytest.param(
+        {
+            "image": {"digest": "sha256:" + "ab" * 32},
+            "operator": {"verbose": True, "pollInterval": 2.5},
+            "serviceAccount": {"name": "custom-sa"},
+            "rbac": {"readCRDs": False},
+        },
+        id="digest-verbose-custom-sa",
+    ),
+    # what the demo installs on kind (hack/demo.py, dbmigrate_dev.stack.KindStack)
+    pytest.param(kind_chart_values(NS), id="kind-demo"),
+]
+
+
+def substitute_namespace(value: Any, namespace: str) -> Any:
+    if isinstance(value, dict):
+        return {k: substitute_namespace(v, namespace) for k, v in value.items()}
+    if isinstance(value, list):
+        return [substitute_namespace(v, namespace) for v in value]
+    return namespace if value == NS else value
+
+
+def render_chart(
+    helm: str,
+    values: dict[str, Any],
+    namespace: str = "dbmigrate-system",
+    release: str = CHART_RELEASE,
+) -> list[dict[str, Any]]:
+    proc = run_helm(helm, "template", release, str(CHART), "--namespace", namespace, values=values)
+    assert proc.returncode == 0, proc.stderr
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+def only(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind]
+    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+    return found[0]
+
+
+def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (c,) = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    return c
+
+
+def env_of(c: dict[str, Any]) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in c["env"] if "value" in e}

@@ -33,20 +33,23 @@ import yaml
 from dbmigrate.cli import build_parser
 from dbmigrate.settings import DEFAULT_IMAGE, Settings
 from dbmigrate_dev.cluster_client import Cluster
-from dbmigrate_dev.stack import kind_chart_values
 from tests.e2e.helpers import (
     CHART,
-    INSTALL_MODES,
+    CHART_RELEASE,
+    CHART_VARIATIONS,
     PEERING_CRDS,
     ROOT,
-    Installed,
+    container,
+    env_of,
+    only,
     run_helm,
 )
+from tests.e2e.helpers import render_chart as render
+from tests.e2e.helpers import substitute_namespace as _substitute
 
 # A cold helm build (the first run on a machine without hack/bootstrap.sh) takes minutes.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-RELEASE = "dbm"
 OPERATOR_METRICS = [
     "dbmigrate_migrations",
     "dbmigrate_steps_applied_total",
@@ -58,67 +61,6 @@ OPERATOR_METRICS = [
     "dbmigrate_backfill_rows_total",
     "dbmigrate_analysis_measurements_total",
 ]
-NS = "$NS"  # replaced by the test's namespace in VARIATIONS
-
-VARIATIONS = [
-    pytest.param({}, id="default"),
-    pytest.param({"watchNamespaces": [NS]}, id="namespaced"),
-    pytest.param({"argocd": {"enabled": True, "namespaces": [NS]}}, id="argocd"),
-    pytest.param(
-        {
-            "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
-            "grafanaDashboard": {"enabled": True},
-        },
-        id="monitoring",
-    ),
-    pytest.param({"replicaCount": 2}, id="replicas-2"),
-    pytest.param({"replicaCount": 2, "watchNamespaces": [NS]}, id="replicas-2-namespaced"),
-    pytest.param(
-        {
-            "image": {"digest": "sha256:" + "ab" * 32},
-            "operator": {"verbose": True, "pollInterval": 2.5},
-            "serviceAccount": {"name": "custom-sa"},
-            "rbac": {"readCRDs": False},
-        },
-        id="digest-verbose-custom-sa",
-    ),
-    # what the demo installs on kind (hack/demo.py, dbmigrate_dev.stack.KindStack)
-    pytest.param(kind_chart_values(NS), id="kind-demo"),
-]
-
-
-# --- helpers -------------------------------------------------------------------------------------
-
-
-def _substitute(value: Any, namespace: str) -> Any:
-    if isinstance(value, dict):
-        return {k: _substitute(v, namespace) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute(v, namespace) for v in value]
-    return namespace if value == NS else value
-
-
-def render(
-    helm: str, values: dict[str, Any], namespace: str = "dbmigrate-system", release: str = RELEASE
-) -> list[dict[str, Any]]:
-    proc = run_helm(helm, "template", release, str(CHART), "--namespace", namespace, values=values)
-    assert proc.returncode == 0, proc.stderr
-    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
-
-
-def only(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
-    found = [d for d in docs if d["kind"] == kind]
-    assert len(found) == 1, f"expected one {kind}, got {len(found)}"
-    return found[0]
-
-
-def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    (c,) = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
-    return c
-
-
-def env_of(c: dict[str, Any]) -> dict[str, str]:
-    return {e["name"]: e["value"] for e in c["env"] if "value" in e}
 
 
 def test_peering_identity_is_the_pod_name(helm: str) -> None:
@@ -143,7 +85,7 @@ def run_promtool(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("strict", [False, True], ids=["lint", "lint-strict"])
-@pytest.mark.parametrize("values", VARIATIONS)
+@pytest.mark.parametrize("values", CHART_VARIATIONS)
 def test_helm_lint_is_clean(helm: str, values: dict[str, Any], strict: bool) -> None:
     values = _substitute(values, "team-a")
     proc = run_helm(helm, "lint", str(CHART), *(["--strict"] if strict else []), values=values)
@@ -161,6 +103,7 @@ def test_helm_lint_is_clean(helm: str, values: dict[str, Any], strict: bool) -> 
         pytest.param({"watchNamespaces": "team-a"}, "/watchNamespaces", id="namespaces-not-list"),
         pytest.param({"watchNamespaces": ["Team_A"]}, "/watchNamespaces/0", id="bad-namespace"),
         pytest.param({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy", id="pull-policy"),
+        pytest.param({"secrets": {"label": "no value"}}, "/secrets/label", id="secret-label"),
         pytest.param({"image": {"digest": "latest"}}, "/image/digest", id="digest"),
         pytest.param({"replicas": 2}, "replicas", id="unknown-key-typo"),
         pytest.param(
@@ -175,7 +118,7 @@ def test_helm_lint_is_clean(helm: str, values: dict[str, Any], strict: bool) -> 
     ],
 )
 def test_schema_rejects_bad_values(helm: str, values: dict[str, Any], complaint: str) -> None:
-    proc = run_helm(helm, "template", RELEASE, str(CHART), values=values)
+    proc = run_helm(helm, "template", CHART_RELEASE, str(CHART), values=values)
     assert proc.returncode != 0
     assert "don't meet the specifications of the schema" in proc.stderr
     assert complaint in proc.stderr
@@ -190,7 +133,7 @@ def _is_monitoring(doc: dict[str, Any]) -> bool:
     return doc["apiVersion"].startswith("monitoring.coreos.com/")
 
 
-@pytest.mark.parametrize("values", VARIATIONS)
+@pytest.mark.parametrize("values", CHART_VARIATIONS)
 def test_rendered_objects_pass_server_dry_run(
     helm: str, cluster: Cluster, namespace: str, values: dict[str, Any]
 ) -> None:
@@ -331,6 +274,28 @@ def test_operator_settings_from_rendered_env(
 
 
 @pytest.mark.parametrize(
+    ("values", "label"),
+    [
+        pytest.param({}, None, id="default-any-secret"),
+        pytest.param({"secrets": {"requireLabel": True}}, ("dbmigrate.io/dsn", "true"), id="on"),
+        pytest.param(
+            {"secrets": {"requireLabel": True, "label": "example.com/db=migrations"}},
+            ("example.com/db", "migrations"),
+            id="own-label",
+        ),
+        pytest.param(
+            {"secrets": {"requireLabel": False, "label": "example.com/db=x"}}, None, id="off"
+        ),
+    ],
+)
+def test_secret_label_mode_reaches_the_operator(
+    helm: str, values: dict[str, Any], label: tuple[str, str] | None
+) -> None:
+    settings = Settings.from_env(env_of(container(render(helm, values))))
+    assert settings.secret_label == label
+
+
+@pytest.mark.parametrize(
     ("path", "expected"),
     [
         pytest.param("pod.runAsNonRoot", True, id="pod-non-root"),
@@ -375,76 +340,6 @@ def test_probes_and_scratch_space(helm: str) -> None:
     assert "emptyDir" in volumes[mount["name"]], "the only writable path is an emptyDir"
 
 
-# --- RBAC as rendered ---------------------------------------------------------------------------
-
-ALLOWED_VERBS = {"get", "list", "watch", "patch", "update", "create", "delete"}
-
-
-@pytest.mark.parametrize("values", VARIATIONS)
-def test_rbac_rules_are_enumerated(helm: str, values: dict[str, Any]) -> None:
-    docs = render(helm, _substitute(values, "team-a"))
-    roles = [d for d in docs if d["kind"] in ("Role", "ClusterRole")]
-    assert roles
-    for role in roles:
-        for rule in role["rules"]:
-            for key in ("apiGroups", "resources", "verbs"):
-                assert "*" not in rule[key], f"{role['metadata']['name']}: wildcard in {key}"
-            assert set(rule["verbs"]) <= ALLOWED_VERBS, rule
-            assert "resourceNames" not in rule
-
-
-@pytest.mark.parametrize(
-    ("values", "kinds"),
-    [
-        pytest.param({}, {"ClusterRole": 1, "ClusterRoleBinding": 1}, id="cluster-wide"),
-        pytest.param(
-            {"watchNamespaces": ["a", "b"]},
-            {"Role": 2, "RoleBinding": 2, "ClusterRole": 1, "ClusterRoleBinding": 1},
-            id="namespaced",
-        ),
-        pytest.param(
-            {"argocd": {"enabled": True, "namespaces": ["argocd"]}},
-            {"ClusterRole": 1, "ClusterRoleBinding": 1, "Role": 1, "RoleBinding": 1},
-            id="argocd",
-        ),
-        pytest.param({"rbac": {"create": False}}, {}, id="rbac-off"),
-    ],
-)
-def test_rbac_objects(helm: str, values: dict[str, Any], kinds: dict[str, int]) -> None:
-    docs = render(helm, values)
-    rbac = [d["kind"] for d in docs if d["apiVersion"].startswith("rbac.authorization.k8s.io/")]
-    assert {k: rbac.count(k) for k in set(rbac)} == kinds
-    for doc in docs:
-        if doc["kind"] == "ClusterRole" and values.get("watchNamespaces"):
-            resources = {r for rule in doc["rules"] for r in rule["resources"]}
-            assert resources <= {"namespaces", "customresourcedefinitions"}, (
-                "a namespaced install grants nothing namespaced cluster-wide"
-            )
-
-
-@pytest.mark.parametrize(
-    ("values", "expected"),
-    [
-        pytest.param({}, [], id="single-replica-no-peering"),
-        pytest.param({"replicaCount": 2}, [("ClusterKopfPeering", None)], id="cluster-wide"),
-        pytest.param(
-            {"replicaCount": 2, "watchNamespaces": ["a", "b"]},
-            [("KopfPeering", "a"), ("KopfPeering", "b")],
-            id="namespaced",
-        ),
-        pytest.param(
-            {"replicaCount": 3, "peering": {"createObjects": False}}, [], id="objects-not-created"
-        ),
-    ],
-)
-def test_peering_objects(
-    helm: str, values: dict[str, Any], expected: list[tuple[str, str | None]]
-) -> None:
-    docs = [d for d in render(helm, values) if d["apiVersion"] == "kopf.dev/v1"]
-    assert [(d["kind"], d["metadata"].get("namespace")) for d in docs] == expected
-    assert all(d["metadata"]["name"] == "dbmigrate" for d in docs)
-
-
 # --- monitoring ----------------------------------------------------------------------------------
 
 MONITORING = {
@@ -475,7 +370,7 @@ def test_service_monitor_needs_the_service(helm: str) -> None:
     proc = run_helm(
         helm,
         "template",
-        RELEASE,
+        CHART_RELEASE,
         str(CHART),
         values={"metrics": {"service": {"enabled": False}, "serviceMonitor": {"enabled": True}}},
     )
@@ -717,187 +612,3 @@ def test_dashboard_namespace_override(helm: str) -> None:
     values = {"grafanaDashboard": {"enabled": True, "namespace": "monitoring"}}
     cm = only(render(helm, values), "ConfigMap")
     assert cm["metadata"]["namespace"] == "monitoring"
-
-
-# --- RBAC, for real: install, mint a token, ask the API server -----------------------------------
-
-
-BOTH = frozenset(INSTALL_MODES)
-NEVER: frozenset[str] = frozenset()
-CLUSTER_WIDE = frozenset({"cluster-wide"})
-NAMESPACED = frozenset({"namespaced"})
-
-OPERATOR_NEEDS = [
-    ("get", "databasemigrations.dbmigrate.io"),
-    ("list", "databasemigrations.dbmigrate.io"),
-    ("watch", "databasemigrations.dbmigrate.io"),
-    ("patch", "databasemigrations.dbmigrate.io"),
-    ("update", "databasemigrations.dbmigrate.io"),
-    ("get", "databasemigrations.dbmigrate.io/status"),
-    ("patch", "databasemigrations.dbmigrate.io/status"),
-    ("update", "databasemigrations.dbmigrate.io/status"),
-    ("create", "events"),
-    ("patch", "events"),
-    ("create", "events.events.k8s.io"),
-    ("patch", "events.events.k8s.io"),
-    ("get", "secrets"),
-    ("get", "configmaps"),
-    ("get", "deployments.apps"),
-    ("list", "deployments.apps"),
-    ("watch", "deployments.apps"),
-    ("patch", "deployments.apps"),
-    ("list", "replicasets.apps"),
-    ("create", "jobs.batch"),
-    ("get", "jobs.batch"),
-    ("list", "jobs.batch"),
-    ("watch", "jobs.batch"),
-    ("delete", "jobs.batch"),
-    ("get", "pods"),
-    ("list", "pods"),
-]
-OPERATOR_MUST_NOT = [
-    ("list", "secrets"),
-    ("watch", "secrets"),
-    ("create", "secrets"),
-    ("delete", "secrets"),
-    ("update", "secrets"),
-    ("create", "configmaps"),
-    ("create", "deployments.apps"),
-    ("delete", "deployments.apps"),
-    ("update", "deployments.apps"),
-    ("create", "databasemigrations.dbmigrate.io"),
-    ("delete", "databasemigrations.dbmigrate.io"),
-    ("update", "jobs.batch"),
-    ("create", "pods"),
-    ("delete", "pods"),
-    ("create", "pods/exec"),
-    ("create", "serviceaccounts/token"),
-    ("create", "roles.rbac.authorization.k8s.io"),
-    ("create", "rolebindings.rbac.authorization.k8s.io"),
-    ("delete", "replicasets.apps"),
-    ("delete", "events"),
-]
-
-CAN_I = [
-    *(pytest.param(verb, res, "ns", BOTH, id=f"ns-{verb}-{res}") for verb, res in OPERATOR_NEEDS),
-    *(
-        pytest.param(verb, res, "other", CLUSTER_WIDE, id=f"other-{verb}-{res}")
-        for verb, res in OPERATOR_NEEDS
-    ),
-    *(
-        pytest.param(verb, res, where, NEVER, id=f"{where}-denied-{verb}-{res}")
-        for verb, res in OPERATOR_MUST_NOT
-        for where in ("ns", "other")
-    ),
-    # kopf peering: per namespace when namespaced, one cluster object otherwise.
-    *(
-        pytest.param(verb, "kopfpeerings.kopf.dev", "ns", NAMESPACED, id=f"ns-{verb}-kopfpeerings")
-        for verb in ("get", "list", "watch", "patch", "create")
-    ),
-    *(
-        pytest.param(
-            verb,
-            "clusterkopfpeerings.kopf.dev",
-            "cluster",
-            CLUSTER_WIDE,
-            id=f"{verb}-clusterpeerings",
-        )
-        for verb in ("get", "list", "watch", "patch", "create")
-    ),
-    pytest.param(
-        "delete", "kopfpeerings.kopf.dev", "ns", NEVER, id="ns-denied-delete-kopfpeerings"
-    ),
-    # kopf's discovery, read only.
-    pytest.param("list", "namespaces", "cluster", BOTH, id="list-namespaces"),
-    pytest.param("watch", "namespaces", "cluster", BOTH, id="watch-namespaces"),
-    pytest.param(
-        "list", "customresourcedefinitions.apiextensions.k8s.io", "cluster", BOTH, id="list-crds"
-    ),
-    pytest.param(
-        "watch", "customresourcedefinitions.apiextensions.k8s.io", "cluster", BOTH, id="watch-crds"
-    ),
-    pytest.param("create", "namespaces", "cluster", NEVER, id="denied-create-namespaces"),
-    pytest.param("delete", "namespaces", "cluster", NEVER, id="denied-delete-namespaces"),
-    pytest.param("get", "nodes", "cluster", NEVER, id="denied-get-nodes"),
-    pytest.param(
-        "create",
-        "customresourcedefinitions.apiextensions.k8s.io",
-        "cluster",
-        NEVER,
-        id="denied-create-crds",
-    ),
-    pytest.param(
-        "create", "clusterrolebindings.rbac.authorization.k8s.io", "cluster", NEVER, id="denied-crb"
-    ),
-    # Argo CD Applications, only in the listed namespace.
-    *(
-        pytest.param(verb, "applications.argoproj.io", "ns", BOTH, id=f"ns-{verb}-applications")
-        for verb in ("get", "list", "patch")
-    ),
-    *(
-        pytest.param(
-            verb, "applications.argoproj.io", where, NEVER, id=f"{where}-denied-{verb}-applications"
-        )
-        for verb, where in (
-            ("delete", "ns"),
-            ("update", "ns"),
-            ("create", "ns"),
-            ("get", "other"),
-            ("patch", "other"),
-        )
-    ),
-]
-
-
-@pytest.mark.parametrize(("verb", "resource", "where", "allowed_in"), CAN_I)
-def test_serviceaccount_can_exactly_what_the_operator_needs(
-    installed: Installed, verb: str, resource: str, where: str, allowed_in: frozenset[str]
-) -> None:
-    expected = installed.mode in allowed_in
-    assert installed.can_i(verb, resource, where) is expected, (
-        f"{installed.mode}: can-i {verb} {resource} ({where}) should be {expected}"
-    )
-
-
-def test_token_authenticates_as_the_serviceaccount(installed: Installed) -> None:
-    who = json.loads(installed.operator.kubectl("auth", "whoami", "-o", "json").stdout)
-    assert who["status"]["userInfo"]["username"] == (
-        f"system:serviceaccount:{installed.namespace}:{installed.serviceaccount}"
-    )
-
-
-@pytest.mark.parametrize(
-    ("args", "allowed"),
-    [
-        pytest.param(("get", "databasemigrations"), True, id="list-migrations"),
-        pytest.param(("get", "deployments,replicasets,jobs,pods"), True, id="list-workloads"),
-        pytest.param(("get", "configmap", "kube-root-ca.crt"), True, id="get-configmap"),
-        pytest.param(("get", "secrets"), False, id="list-secrets-forbidden"),
-        pytest.param(("delete", "configmap", "kube-root-ca.crt"), False, id="delete-forbidden"),
-        pytest.param(
-            ("create", "configmap", "probe", "--from-literal=a=b"), False, id="create-forbidden"
-        ),
-    ],
-)
-def test_token_really_works_against_the_api(
-    installed: Installed, args: tuple[str, ...], allowed: bool
-) -> None:
-    proc = installed.operator.kubectl(*args, "-n", installed.namespace, check=False)
-    if allowed:
-        assert proc.returncode == 0, proc.stderr
-    else:
-        assert proc.returncode != 0
-        assert "forbidden" in proc.stderr.lower()
-
-
-def test_token_creates_and_deletes_a_job(installed: Installed, cluster: Cluster) -> None:
-    """What a backfill step does with Jobs, done with the ServiceAccount's token alone."""
-    name = f"probe-{installed.mode}"
-    ns = ["-n", installed.namespace]
-    image = "registry.example.com/probe:1"
-    installed.operator.kubectl("create", "job", name, f"--image={image}", *ns)
-    job = cluster.get("job", name, *ns)
-    assert job["spec"]["template"]["spec"]["containers"][0]["image"] == image
-    installed.operator.kubectl("delete", "job", name, "--wait=false", *ns)
-    left = cluster.kubectl("get", "job", name, *ns, "-o", "json", "--ignore-not-found").stdout
-    assert not left.strip() or "deletionTimestamp" in json.loads(left)["metadata"]

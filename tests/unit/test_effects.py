@@ -70,6 +70,9 @@ class FakePlatform:
     async def read_secret(self, name: str, key: str) -> str:
         raise AssertionError("effects do not read secrets")
 
+    async def check_secret(self, name: str) -> None:
+        raise AssertionError("effects do not check secrets")
+
     async def read_config_map(self, name: str, key: str) -> str:
         raise AssertionError("effects do not read config maps")
 

@@ -62,39 +62,38 @@ The namespaced rules: everything the operator does inside a watched namespace. E
 verbs only; no wildcards. Used by the ClusterRole (all namespaces) or each Role.
 */}}
 {{- define "dbmigrate.namespacedRules" -}}
-# The DatabaseMigrations themselves (kopf patches annotations and finalizers; status via the
-# subresource).
+# Only what the operator calls (tests/e2e/test_chart_rbac.py derives it from the code).
+# The DatabaseMigrations: kopf lists, watches and patches them (annotations, finalizers); the
+# runner reads one and patches its status subresource.
 - apiGroups: ["dbmigrate.io"]
   resources: ["databasemigrations"]
-  verbs: ["get", "list", "watch", "patch", "update"]
+  verbs: ["get", "list", "watch", "patch"]
 - apiGroups: ["dbmigrate.io"]
   resources: ["databasemigrations/status"]
-  verbs: ["get", "patch", "update"]
-# Events about each migration's progress, both APIs.
+  verbs: ["patch"]
+# Events about each migration's progress (core v1, also kopf's).
 - apiGroups: [""]
   resources: ["events"]
-  verbs: ["create", "patch"]
-- apiGroups: ["events.k8s.io"]
-  resources: ["events"]
-  verbs: ["create", "patch"]
+  verbs: ["create"]
 # The DSN Secret and SQL ConfigMaps a migration names (read only, by name).
 - apiGroups: [""]
   resources: ["secrets", "configmaps"]
   verbs: ["get"]
-# The target Deployment: rollout gates, and the undo on rollback (a patch of its template).
+# The target Deployment: rollout gates, and the undo on rollback (a patch of its template,
+# planned from its ReplicaSets).
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "patch"]
+  verbs: ["get", "patch"]
 - apiGroups: ["apps"]
   resources: ["replicasets"]
   verbs: ["list"]
 # Backfill and tool Jobs, and their pods' termination messages.
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["create", "get", "list", "watch", "delete"]
+  verbs: ["create", "get", "list", "delete"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list"]
+  verbs: ["list"]
 {{- end }}
 
 {{/* kopf peering objects: keep-alives of the replicas. */}}

@@ -36,6 +36,8 @@ JOB_INVALID: Final = "JobInvalid"  # the API server rejected the step's Job (422
 LINT_FAILED: Final = "LintFailed"
 SECRET_NOT_FOUND: Final = "SecretNotFound"  # noqa: S105 - a reason, not a secret
 INVALID_DSN: Final = "InvalidDsn"  # the Secret's DSN does not parse (nothing of it is shown)
+# a Secret the migration names lacks the label this operator requires (DBMIGRATE_SECRET_LABEL)
+SECRET_NOT_PERMITTED: Final = "SecretNotPermitted"  # noqa: S105 - a reason, not a secret
 CONFIG_MAP_NOT_FOUND: Final = "ConfigMapNotFound"
 DEPLOYMENT_NOT_FOUND: Final = "DeploymentNotFound"
 DATABASE_UNREACHABLE: Final = "DatabaseUnreachable"
@@ -105,6 +107,7 @@ ALL_REASONS: Final = (
     LINT_FAILED,
     SECRET_NOT_FOUND,
     INVALID_DSN,
+    SECRET_NOT_PERMITTED,
     CONFIG_MAP_NOT_FOUND,
     DEPLOYMENT_NOT_FOUND,
     DATABASE_UNREACHABLE,

@@ -81,12 +81,16 @@ async def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 # --- Secrets and ConfigMaps --------------------------------------------------------------------
 
 
-async def read_secret_value(namespace: str, name: str, key: str) -> str:
+async def read_secret(namespace: str, name: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The Secret's labels and its (base64) data; `secret_value` decodes one key."""
     try:
         secret = await _call(client.CoreV1Api(api_client()).read_namespaced_secret, name, namespace)
     except NotFound:
         raise NotFound(f"secret {name!r} not found in namespace {namespace!r}") from None
-    data = secret.data or {}
+    return dict(secret.metadata.labels or {}), dict(secret.data or {})
+
+
+def secret_value(name: str, data: dict[str, str], key: str) -> str:
     if key not in data:
         raise NotFound(f"secret {name!r} has no key {key!r}")
     return base64.b64decode(data[key]).decode("utf-8").strip()

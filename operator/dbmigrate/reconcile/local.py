@@ -88,6 +88,9 @@ class LocalPlatform:
     async def read_secret(self, name: str, key: str) -> str:
         return self.dsn  # given on the command line instead of a Secret
 
+    async def check_secret(self, name: str) -> None:
+        return None  # tool Jobs do not run locally
+
     async def read_config_map(self, name: str, key: str) -> str:
         try:
             return self.config_maps[name][key]

@@ -29,6 +29,7 @@ from dbmigrate.api.models import (
 )
 from dbmigrate.core import decide as d
 from dbmigrate.core import slo
+from dbmigrate.core.access import job_secret_names
 from dbmigrate.core.jobs import backfill_checkpoint_name, job_name
 from dbmigrate.core.lint import Resolved, count_blocking, lint_migration
 from dbmigrate.core.plan import render_plan_summary
@@ -38,7 +39,7 @@ from dbmigrate.db import history
 from dbmigrate.db.errors import MalformedDsn, check_dsn, first_line, redact_dsn
 from dbmigrate.db.history import MigrationLockLost
 from dbmigrate.metrics import registry as metrics
-from dbmigrate.reconcile.platform import NotFound, Platform
+from dbmigrate.reconcile.platform import NotFound, Platform, SecretNotPermitted
 from dbmigrate.reconcile.slo import measure_round
 
 log = logging.getLogger(__name__)
@@ -129,8 +130,13 @@ async def _observe_world(
         ref = spec.database.dsn_secret_ref
         dsn = await platform.read_secret(ref.name, ref.key)
         check_dsn(dsn, f"Secret {ref.name} key {ref.key}")
+        for name in job_secret_names(spec):
+            await platform.check_secret(name)
     except NotFound as exc:
         return replace(obs, problem=d.ConfigProblem(reasons.SECRET_NOT_FOUND, str(exc))), sql, None
+    except SecretNotPermitted as exc:
+        problem = d.ConfigProblem(reasons.SECRET_NOT_PERMITTED, str(exc))
+        return replace(obs, problem=problem), sql, None
     except MalformedDsn as exc:
         return replace(obs, problem=d.ConfigProblem(reasons.INVALID_DSN, str(exc))), sql, None
     try:

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from dbmigrate.api import reasons
 from dbmigrate.api.models import ArgoCDRollbackStatus
+from dbmigrate.core.access import secret_refusal
 from dbmigrate.core.decide import ActiveJob, JobState
 from dbmigrate.core.jobs import job_selector
 from dbmigrate.core.rollout import UndoPlan, argo_application_refusal, plan_rollout_undo
@@ -21,6 +22,10 @@ from dbmigrate.kube import cluster as kube
 NotFound = kube.NotFound
 Forbidden = kube.Forbidden
 Invalid = kube.Invalid  # start_job: the Job was rejected as invalid; retrying cannot help
+
+
+class SecretNotPermitted(Exception):
+    """The Secret exists but this operator may not use it (it lacks the required label)."""
 
 
 class StatusConflict(Exception):
@@ -40,7 +45,13 @@ class Platform(Protocol):
 
     async def event(self, type_: str, reason: str, message: str) -> None: ...
 
-    async def read_secret(self, name: str, key: str) -> str: ...
+    async def read_secret(self, name: str, key: str) -> str:
+        """The value of one key; `SecretNotPermitted` when the Secret may not be used."""
+        ...
+
+    async def check_secret(self, name: str) -> None:
+        """Raise `NotFound` or `SecretNotPermitted` unless a Job may be given this Secret."""
+        ...
 
     async def read_config_map(self, name: str, key: str) -> str: ...
 
@@ -73,10 +84,17 @@ class KubernetesPlatform:
 
     has_rollouts = True
 
-    def __init__(self, namespace: str, name: str, argocd_namespaces: tuple[str, ...]) -> None:
+    def __init__(
+        self,
+        namespace: str,
+        name: str,
+        argocd_namespaces: tuple[str, ...],
+        secret_label: tuple[str, str] | None = None,
+    ) -> None:
         self.namespace = namespace
         self.name = name
         self.argocd_namespaces = argocd_namespaces
+        self.secret_label = secret_label  # only Secrets carrying it may be used (None: any)
         self._body: dict[str, Any] = {}
         # What this pass's decisions rest on: the object's version and its status as last read
         # or written by us. A status write is based on them (optimistic concurrency).
@@ -116,7 +134,19 @@ class KubernetesPlatform:
             await kube.post_event(self._body, type_, reason, message)
 
     async def read_secret(self, name: str, key: str) -> str:
-        return await kube.read_secret_value(self.namespace, name, key)
+        labels, data = await kube.read_secret(self.namespace, name)
+        refusal = secret_refusal(self.namespace, name, labels, self.secret_label)
+        if refusal:
+            raise SecretNotPermitted(refusal)
+        return kube.secret_value(name, data, key)
+
+    async def check_secret(self, name: str) -> None:
+        if self.secret_label is None:
+            return  # any Secret of the namespace; the kubelet reports a missing one
+        labels, _ = await kube.read_secret(self.namespace, name)
+        refusal = secret_refusal(self.namespace, name, labels, self.secret_label)
+        if refusal:
+            raise SecretNotPermitted(refusal)
 
     async def read_config_map(self, name: str, key: str) -> str:
         return await kube.read_config_map_value(self.namespace, name, key)
