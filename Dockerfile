@@ -5,11 +5,14 @@
 # /tmp at run time (bytecode is compiled at build time, PYTHONDONTWRITEBYTECODE stops the rest).
 
 ARG PYTHON_VERSION=3.11.13
+# The tag's multi-platform index digest: a pull gets exactly this image, not whatever the tag
+# points at on the day (the tag is rebuilt when Debian updates).
+ARG BASE_DIGEST=sha256:86adf8dbadc3d6e82ee5dd2c74bec2e1c2467cdad47886280501df722372d2e1
 # The base of every stage; override it to build FROM a mirror (or the stand-in that
 # hack/lib/python-base-image.sh makes from Debian packages on a machine without a registry).
-ARG BASE_IMAGE=python:${PYTHON_VERSION}-slim-bookworm
+ARG BASE_IMAGE=python:${PYTHON_VERSION}-slim-bookworm@${BASE_DIGEST}
 
-# --- stage 1: the dependencies' wheels; rebuilt only when pyproject.toml changes -------------------
+# --- stage 1: the dependencies' wheels; rebuilt only when the locks change -----------------------
 FROM ${BASE_IMAGE} AS deps
 
 ENV PIP_NO_CACHE_DIR=1 \
@@ -17,24 +20,21 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
-COPY pyproject.toml ./
-# The runtime dependencies as wheels, and the build backend for stage 2 (which then builds
-# offline). A CA bundle passed as the optional build secret `ca-bundle` (behind a TLS-inspecting
-# proxy: `--secret id=ca-bundle,src=/etc/ssl/certs/ca-certificates.crt`) is trusted for these
-# downloads only; it never lands in a layer.
+COPY requirements.lock requirements-build.lock ./
+# The locked runtime dependencies as wheels, each file checked against its hash, and the locked
+# build backend for stage 2 (which then builds offline): a rebuild of the same commit gets the
+# same packages (hack/lock.sh). A CA bundle passed as the optional build secret `ca-bundle`
+# (behind a TLS-inspecting proxy: `--secret id=ca-bundle,src=/etc/ssl/certs/ca-certificates.crt`)
+# is trusted for these downloads only; it never lands in a layer.
 RUN --mount=type=secret,id=ca-bundle \
     if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
-    && python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb")); \
-print("\n".join(p["project"]["dependencies"])); \
-open("build-requirements.txt", "w").write("\n".join(p["build-system"]["requires"]))' \
-       > requirements.txt \
-    && pip wheel --wheel-dir /wheels -r requirements.txt \
-    && pip install -r build-requirements.txt
+    && pip wheel --require-hashes --no-deps --wheel-dir /wheels -r requirements.lock \
+    && pip install --require-hashes --no-deps -r requirements-build.lock
 
 # --- stage 2: the project's wheel (offline, against stage 1's build backend) --------------------
 FROM deps AS build
 
-COPY README.md ./
+COPY pyproject.toml README.md ./
 COPY operator/dbmigrate ./operator/dbmigrate
 RUN pip wheel --no-deps --no-build-isolation --no-index --wheel-dir /dist .
 

@@ -29,11 +29,13 @@ if [ ! -x .venv/bin/python ]; then
   log "creating .venv"
   "$PY" -m venv .venv
 fi
-stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+stamp=.venv/.installed-$(cat pyproject.toml requirements-dev.lock | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ]; then
-  log "installing the project and its test/dev dependencies into .venv"
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[test,dev]'
+  # Exactly the locked versions, each file checked against its hash (hack/lock.sh), then the
+  # project itself on top without touching them.
+  log "installing the locked test/dev dependencies and the project into .venv"
+  .venv/bin/pip install -q --require-hashes -r requirements-dev.lock
+  .venv/bin/pip install -q --no-deps -e .
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
@@ -46,4 +48,5 @@ if [ "${DBMIGRATE_SKIP_CONTROL_PLANE:-0}" != 1 ]; then
   hack/lib/build-control-plane.sh >/dev/null
 fi
 hack/lib/build-helm.sh >/dev/null  # helm for the chart tests (cached)
+hack/lib/build-kube-score.sh >/dev/null  # kube-score for the chart tests (cached)
 log "ready"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes the Dockerfile's base image available to the local Docker engine and prints its name.
 #
-# The Dockerfile builds FROM python:<version>-slim-bookworm. When that image is present or can be
+# The Dockerfile builds FROM python:<version>-slim-bookworm@<digest>. When that image is present or can be
 # pulled, it is used as it is. When the engine cannot reach a registry (an offline or air-gapped
 # machine), this builds a stand-in from Debian bookworm's own packages with debootstrap, laid out
 # like the official image (interpreter, pip and site-packages under /usr/local, CPython 3.11 —
@@ -15,7 +15,8 @@ cd "$(dirname "$0")/../.."
 log() { printf '[base-image] %s\n' "$*" >&2; }
 
 PYTHON_VERSION=$(sed -n 's/^ARG PYTHON_VERSION=//p' Dockerfile)
-OFFICIAL="python:${PYTHON_VERSION}-slim-bookworm"
+BASE_DIGEST=$(sed -n 's/^ARG BASE_DIGEST=//p' Dockerfile)
+OFFICIAL="python:${PYTHON_VERSION}-slim-bookworm@${BASE_DIGEST}"
 STAND_IN="localhost/dbmigrate-python-base:3.11-bookworm"
 CACHE_ROOT=${DBMIGRATE_CACHE:-$HOME/.cache/dbmigrate}
 TARBALL="$CACHE_ROOT/python-base-bookworm.tar"

@@ -329,8 +329,8 @@ def test_image_user_matches_pod_security_context(helm: str) -> None:
 def test_probes_and_scratch_space(helm: str) -> None:
     docs = render(helm, {})
     c = container(docs)
-    for probe in ("livenessProbe", "readinessProbe"):
-        assert c[probe]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "healthz"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/metrics", "port": "metrics"}
     assert c["resources"]["requests"]["memory"]
     assert c["resources"]["limits"]["memory"]
     pod = only(docs, "Deployment")["spec"]["template"]["spec"]

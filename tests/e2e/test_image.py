@@ -29,6 +29,7 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
+from packaging.utils import canonicalize_name
 
 from dbmigrate_dev.cluster_client import Cluster, wait_for
 from dbmigrate_dev.postgres import free_port
@@ -80,6 +81,24 @@ def test_image_holds_nothing_of_the_build(operator_image: Image) -> None:
     assert "found" not in proc.stdout, proc.stdout
     # The runtime dependencies are installed (and only the installed wheels are).
     assert int(proc.stdout.split()[-1]) > 10
+
+
+def test_image_holds_exactly_the_locked_packages(operator_image: Image) -> None:
+    """What the image installed is requirements.lock, version for version (hack/lock.sh): a
+    rebuild of the same commit gets the same packages."""
+    proc = operator_image.run(
+        "-m", "pip", "list", "--format=json", options=("--entrypoint", "python", *LOCKED_DOWN)
+    )
+    assert proc.returncode == 0, proc.stderr
+    installed = {canonicalize_name(p["name"]): p["version"] for p in json.loads(proc.stdout)}
+    locked = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if m := re.match(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)", line):
+            locked[canonicalize_name(m.group(1))] = m.group(2)
+    assert {n: installed.get(n) for n in locked} == locked
+    # Besides the lock: the base image's installer and the project itself, nothing else.
+    extra = set(installed) - set(locked) - {"pip", "setuptools", "wheel", "dbmigrate"}
+    assert extra == set(), extra
 
 
 def test_image_has_no_development_tooling(operator_image: Image) -> None:

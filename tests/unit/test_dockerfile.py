@@ -139,7 +139,10 @@ def test_base_images_are_pinned_slim_python() -> None:
     assert re.fullmatch(r"3\.11\.\d+", default.group(1)), "pinned to a patch release"
     base = re.search(r"^ARG BASE_IMAGE=(\S+)$", text, re.M)
     assert base, "the base image is a build argument (for mirrors) with a default"
-    assert base.group(1) == "python:${PYTHON_VERSION}-slim-bookworm"
+    assert base.group(1) == "python:${PYTHON_VERSION}-slim-bookworm@${BASE_DIGEST}"
+    digest = re.search(r"^ARG BASE_DIGEST=(\S+)$", text, re.M)
+    assert digest, "the base is pinned by digest"
+    assert re.fullmatch(r"sha256:[0-9a-f]{64}", digest.group(1))
     froms = [args.split() for instr, args in _instructions(text) if instr == "FROM"]
     stages = {f[2] for f in froms if len(f) == 3}
     # every stage starts from the base, or from an earlier stage
