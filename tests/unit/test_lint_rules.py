@@ -303,6 +303,30 @@ POSITIVE = [
         ("ACCESS EXCLUSIVE on orders", "already holds ACCESS EXCLUSIVE on users", "deadlock"),
         id="two-tables-one-transaction",
     ),
+    pytest.param(
+        "blocking-lock",
+        "ALTER TABLE users SET TABLESPACE fast_disks;",
+        ("ACCESS EXCLUSIVE on users", "reads and writes", "rewrites the whole table"),
+        id="catch-all-set-tablespace",
+    ),
+    pytest.param(
+        "blocking-lock",
+        "REINDEX TABLE users;",
+        ("SHARE on users", "blocking writes", "whole index build"),
+        id="catch-all-reindex",
+    ),
+    pytest.param(
+        "blocking-lock",
+        "LOCK TABLE users IN SHARE MODE;",
+        ("SHARE on users", "until its transaction ends"),
+        id="catch-all-lock-table",
+    ),
+    pytest.param(
+        "blocking-lock",
+        "ALTER DOMAIN positive ADD CONSTRAINT p CHECK (VALUE > 0);",
+        ("lock table has no entry", "not known"),
+        id="catch-all-unknown",
+    ),
 ]
 
 NEGATIVE = [
@@ -482,6 +506,22 @@ NEGATIVE = [
         "ALTER TABLE users ADD COLUMN IF NOT EXISTS b text;",
         id="same-table-twice",
     ),
+    pytest.param(
+        "blocking-lock",
+        "ALTER TABLE users ALTER COLUMN plan SET DEFAULT 'free';",
+        id="catch-all-catalog-only",
+    ),
+    pytest.param(
+        "blocking-lock",
+        "CREATE INDEX users_email ON users (email);",
+        id="catch-all-quiet-when-a-rule-covers-it",
+    ),
+    pytest.param(
+        "blocking-lock",
+        "CREATE TABLE t (id bigint);\nALTER TABLE t SET TABLESPACE fast_disks;",
+        id="catch-all-new-table",
+    ),
+    pytest.param("blocking-lock", "VACUUM users;", id="catch-all-no-blocking-lock"),
 ]
 
 

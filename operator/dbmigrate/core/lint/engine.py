@@ -184,10 +184,14 @@ def _run_rules(
 ) -> list[Finding]:
     out: list[Finding] = []
     rollback = context.direction == "down"
+    covered = False
     for rule in RULES.values():
         if rule.check is None or (rollback and rule.rollback == "skip"):
             continue
+        if rule.catch_all and covered:
+            continue  # a specific rule already judged this statement's locks
         for hit in rule.check(s, effect, context):
+            covered = covered or rule.covers_locks
             severity: Severity = hit.severity or rule.severity
             message = hit.message
             if rollback and rule.rollback == "warn":

@@ -72,16 +72,22 @@ def statement_effect(node: Any, server_version: int = DEFAULT_SERVER_VERSION) ->
     handler = _HANDLERS.get(type(node))
     if handler is not None:
         handler(node, acc, notes, server_version)
-    elif isinstance(getattr(node, "relation", None), ast.RangeVar):
-        # A statement on a table we have no entry for: assume the strongest lock.
-        acc.lock(relation_name(node.relation), LockMode.ACCESS_EXCLUSIVE)
-        notes.append("lock level assumed (statement kind not in dbmigrate's lock table)")
+    elif type(node) not in NO_TABLE_LOCK:
+        # UNKNOWN_LOCKS, or a kind the table does not list: say so, and assume the worst on a
+        # table it names.
+        acc.unknown = True
+        if isinstance(getattr(node, "relation", None), ast.RangeVar):
+            acc.lock(relation_name(node.relation), LockMode.ACCESS_EXCLUSIVE)
+        notes.append("locks unknown (statement kind not in dbmigrate's lock table)")
     return StatementEffect(
         category=category,
         locks=tuple(acc.locks.values()),
         rewrite=acc.rewrite,
         scan=acc.scan,
         notes=tuple(notes),
+        index_build=acc.index_build,
+        until_commit=acc.until_commit,
+        known=not acc.unknown,
     )
 
 
@@ -138,7 +144,7 @@ def _copy(node: Any, acc: EffectBuilder, notes: list[str], version: int) -> None
 
 def _index(node: Any, acc: EffectBuilder, notes: list[str], version: int) -> None:
     table = relation_name(node.relation)
-    acc.scan = True
+    acc.builds_index()
     if node.concurrent:
         acc.lock(table, LockMode.SHARE_UPDATE_EXCLUSIVE)
         notes.append(f"builds the index with two scans of {table}; writes continue")
@@ -150,7 +156,7 @@ def _index(node: Any, acc: EffectBuilder, notes: list[str], version: int) -> Non
 def _reindex(node: Any, acc: EffectBuilder, notes: list[str], version: int) -> None:
     concurrent = has_option(node.params, "concurrently")
     name = relation_name(node.relation) if node.relation is not None else str(node.name)
-    acc.scan = True
+    acc.builds_index()
     if concurrent:
         acc.lock(name, LockMode.SHARE_UPDATE_EXCLUSIVE)
     else:
@@ -235,6 +241,7 @@ def _trigger(node: Any, acc: EffectBuilder, notes: list[str], version: int) -> N
 def _lock(node: Any, acc: EffectBuilder, notes: list[str], version: int) -> None:
     for rel in node.relations or ():
         acc.lock(relation_name(rel), LockMode(int(node.mode)))
+    acc.until_commit = True
     notes.append("held until the end of the transaction")
 
 
@@ -253,6 +260,39 @@ def _view(node: Any, acc: EffectBuilder, notes: list[str], version: int) -> None
 
 def _policy(node: Any, acc: EffectBuilder, notes: list[str], version: int) -> None:
     acc.lock(relation_name(node.table), LockMode.ACCESS_EXCLUSIVE)
+
+
+def _rule(node: Any, acc: EffectBuilder, notes: list[str], version: int) -> None:
+    acc.lock(relation_name(node.relation), LockMode.ACCESS_EXCLUSIVE)
+
+
+def _set_schema(node: Any, acc: EffectBuilder, notes: list[str], version: int) -> None:
+    if node.relation is not None:
+        acc.lock(relation_name(node.relation), LockMode.ACCESS_EXCLUSIVE)
+
+
+def _create_statistics(node: Any, acc: EffectBuilder, notes: list[str], version: int) -> None:
+    for rel in node.relations or ():
+        if isinstance(rel, ast.RangeVar):
+            acc.lock(relation_name(rel), LockMode.SHARE_UPDATE_EXCLUSIVE)
+
+
+def _explain(node: Any, acc: EffectBuilder, notes: list[str], version: int) -> None:
+    # EXPLAIN plans only (ACCESS SHARE at most); EXPLAIN ANALYZE runs the statement.
+    if has_option(node.options, "analyze"):
+        inner = statement_effect(node.query, version)
+        for lock in inner.locks:
+            acc.lock(lock.relation, lock.mode, of_index_table=lock.of_index_table)
+        acc.rewrites(inner.rewrite)
+        acc.scan = acc.scan or inner.scan
+        acc.unknown = not inner.known
+        notes.extend(inner.notes)
+    else:
+        _read_relations(node.query, acc, LockMode.ACCESS_SHARE)
+
+
+def _declare_cursor(node: Any, acc: EffectBuilder, notes: list[str], version: int) -> None:
+    _read_relations(node.query, acc, LockMode.ACCESS_SHARE)
 
 
 def _no_table_lock(node: Any, acc: EffectBuilder, notes: list[str], version: int) -> None:
@@ -287,20 +327,112 @@ _HANDLERS: dict[type, _Handler] = {
     ast.ViewStmt: _view,
     ast.CreatePolicyStmt: _policy,
     ast.AlterPolicyStmt: _policy,
+    ast.RuleStmt: _rule,
+    ast.AlterObjectSchemaStmt: _set_schema,
+    ast.CreateStatsStmt: _create_statistics,
+    ast.ExplainStmt: _explain,
+    ast.DeclareCursorStmt: _declare_cursor,
     ast.DoStmt: _no_table_lock,
-    ast.CallStmt: _no_table_lock,
     ast.TransactionStmt: _no_table_lock,
-    ast.VariableSetStmt: _no_table_lock,
-    ast.CreateSeqStmt: _no_table_lock,
-    ast.AlterSeqStmt: _no_table_lock,
-    ast.CreateFunctionStmt: _no_table_lock,
-    ast.CreateEnumStmt: _no_table_lock,
-    ast.AlterEnumStmt: _no_table_lock,
-    ast.CreateExtensionStmt: _no_table_lock,
-    ast.CreateSchemaStmt: _no_table_lock,
-    ast.CreateDomainStmt: _no_table_lock,
-    ast.CompositeTypeStmt: _no_table_lock,
-    ast.GrantStmt: _no_table_lock,
-    ast.GrantRoleStmt: _no_table_lock,
-    ast.CreateRoleStmt: _no_table_lock,
 }
+
+# Statement kinds that take no lock on an existing table: roles, schemas, types, functions,
+# extensions, server-level objects, session commands. (A DO block's own statements are
+# analysed one by one by the linter.)
+NO_TABLE_LOCK: frozenset[type] = frozenset(
+    {
+        ast.VariableSetStmt,
+        ast.VariableShowStmt,
+        ast.CreateSeqStmt,
+        ast.AlterSeqStmt,
+        ast.CreateFunctionStmt,
+        ast.AlterFunctionStmt,
+        ast.CreateEnumStmt,
+        ast.AlterEnumStmt,
+        ast.CreateRangeStmt,
+        ast.CompositeTypeStmt,
+        ast.AlterTypeStmt,
+        ast.DefineStmt,
+        ast.CreateDomainStmt,
+        ast.CreateExtensionStmt,
+        ast.AlterExtensionContentsStmt,
+        ast.CreateSchemaStmt,
+        ast.GrantStmt,
+        ast.GrantRoleStmt,
+        ast.AlterDefaultPrivilegesStmt,
+        ast.CreateRoleStmt,
+        ast.AlterRoleStmt,
+        ast.AlterRoleSetStmt,
+        ast.DropRoleStmt,
+        ast.AlterOwnerStmt,
+        ast.AlterStatsStmt,
+        ast.AlterCollationStmt,
+        ast.CreateCastStmt,
+        ast.CreateConversionStmt,
+        ast.CreateOpClassStmt,
+        ast.CreateOpFamilyStmt,
+        ast.AlterOpFamilyStmt,
+        ast.AlterOperatorStmt,
+        ast.CreatePLangStmt,
+        ast.CreateTransformStmt,
+        ast.CreateAmStmt,
+        ast.CreateEventTrigStmt,
+        ast.AlterEventTrigStmt,
+        ast.CreateFdwStmt,
+        ast.AlterFdwStmt,
+        ast.CreateForeignServerStmt,
+        ast.AlterForeignServerStmt,
+        ast.CreateForeignTableStmt,
+        ast.ImportForeignSchemaStmt,
+        ast.CreateUserMappingStmt,
+        ast.AlterUserMappingStmt,
+        ast.DropUserMappingStmt,
+        ast.CreatePublicationStmt,
+        ast.AlterPublicationStmt,
+        ast.CreateSubscriptionStmt,
+        ast.AlterSubscriptionStmt,
+        ast.DropSubscriptionStmt,
+        ast.AlterTSConfigurationStmt,
+        ast.AlterTSDictionaryStmt,
+        ast.AlterObjectDependsStmt,
+        ast.AlterSystemStmt,
+        ast.CreateTableSpaceStmt,
+        ast.DropTableSpaceStmt,
+        ast.AlterTableSpaceOptionsStmt,
+        ast.CreatedbStmt,
+        ast.DropdbStmt,
+        ast.AlterDatabaseStmt,
+        ast.AlterDatabaseSetStmt,
+        ast.AlterDatabaseRefreshCollStmt,
+        ast.CheckPointStmt,
+        ast.ClosePortalStmt,
+        ast.DeallocateStmt,
+        ast.FetchStmt,
+        ast.ListenStmt,
+        ast.NotifyStmt,
+        ast.UnlistenStmt,
+        ast.LoadStmt,
+        ast.DiscardStmt,
+        ast.PrepareStmt,
+        ast.ConstraintsSetStmt,
+    }
+)
+# Statement kinds whose locks the SQL does not tell: the tables a domain constraint checks,
+# every table of a tablespace, whatever a role owns, a prepared statement, a procedure or an
+# extension's update script, a security label provider. The linter says so (a warning).
+UNKNOWN_LOCKS: frozenset[type] = frozenset(
+    {
+        ast.AlterDomainStmt,
+        ast.AlterTableMoveAllStmt,
+        ast.DropOwnedStmt,
+        ast.ReassignOwnedStmt,
+        ast.ExecuteStmt,
+        ast.CallStmt,
+        ast.AlterExtensionStmt,
+        ast.SecLabelStmt,
+    }
+)
+# Node types named like statements that are never a statement of their own in migration SQL.
+NOT_TOP_LEVEL: frozenset[type] = frozenset(
+    {ast.RawStmt, ast.SetOperationStmt, ast.PLAssignStmt, ast.ReturnStmt, ast.ReplicaIdentityStmt}
+)

@@ -51,6 +51,10 @@ Category = Literal[
     "DDL", "DML", "index", "constraint", "maintenance", "transaction control", "other"
 ]
 Rewrite = Literal["no", "yes", "maybe"]
+# For how long a statement holds its strongest lock: a catalog change ("instant"), a read of
+# every row ("scan"), an index build, a copy of the table ("rewrite"), until the transaction
+# ends (LOCK TABLE), or not known (a statement kind dbmigrate's lock table has no entry for).
+Holds = Literal["instant", "scan", "index build", "rewrite", "transaction", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,22 @@ class StatementEffect:
     # scan, an index build, a full UPDATE.
     scan: bool = False
     notes: tuple[str, ...] = ()
+    index_build: bool = False  # the scan builds an index
+    until_commit: bool = False  # the lock is taken for the rest of the transaction (LOCK)
+    known: bool = True  # False: the lock table has no entry; the locks are assumed
+
+    @property
+    def holds(self) -> Holds:
+        """For how long the strongest lock is held."""
+        if not self.known:
+            return "unknown"
+        if self.rewrite != "no":
+            return "rewrite"
+        if self.scan:
+            return "index build" if self.index_build else "scan"
+        if self.until_commit:
+            return "transaction"
+        return "instant"
 
     @property
     def strongest(self) -> LockMode | None:
@@ -117,11 +137,18 @@ class EffectBuilder:
     locks: dict[str, RelationLock]
     rewrite: Rewrite = "no"
     scan: bool = False
+    index_build: bool = False
+    until_commit: bool = False
+    unknown: bool = False
 
     def lock(self, relation: str, mode: LockMode, *, of_index_table: bool = False) -> None:
         held = self.locks.get(relation)
         if held is None or mode > held.mode:
             self.locks[relation] = RelationLock(relation, mode, of_index_table)
+
+    def builds_index(self) -> None:
+        self.scan = True
+        self.index_build = True
 
     def rewrites(self, value: Rewrite) -> None:
         order = {"no": 0, "maybe": 1, "yes": 2}

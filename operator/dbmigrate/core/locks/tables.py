@@ -25,7 +25,6 @@ _SUE_SUBCOMMANDS = frozenset(
         AlterTableType.AT_ResetRelOptions,
         AlterTableType.AT_SetOptions,
         AlterTableType.AT_ResetOptions,
-        AlterTableType.AT_AttachPartition,
     }
 )
 # ... and SHARE ROW EXCLUSIVE.
@@ -48,6 +47,44 @@ _REWRITING_SUBCOMMANDS = frozenset(
         AlterTableType.AT_SetUnLogged,
         AlterTableType.AT_SetTableSpace,
         AlterTableType.AT_SetAccessMethod,
+    }
+)
+# ACCESS EXCLUSIVE sub-commands that change the catalog only: the lock is held for an instant
+# (once granted). ADD COLUMN is decided case by case (`add_column_rewrite`).
+_INSTANT_SUBCOMMANDS = frozenset(
+    {
+        AlterTableType.AT_AddColumnToView,
+        AlterTableType.AT_ColumnDefault,
+        AlterTableType.AT_CookedColumnDefault,
+        AlterTableType.AT_DropNotNull,
+        AlterTableType.AT_DropExpression,
+        AlterTableType.AT_SetStorage,
+        AlterTableType.AT_SetCompression,
+        AlterTableType.AT_DropColumn,
+        AlterTableType.AT_DropConstraint,
+        AlterTableType.AT_AlterConstraint,
+        AlterTableType.AT_AlterColumnGenericOptions,
+        AlterTableType.AT_ChangeOwner,
+        AlterTableType.AT_DropOids,
+        AlterTableType.AT_ReplaceRelOptions,
+        AlterTableType.AT_EnableRule,
+        AlterTableType.AT_EnableAlwaysRule,
+        AlterTableType.AT_EnableReplicaRule,
+        AlterTableType.AT_DisableRule,
+        AlterTableType.AT_AddInherit,
+        AlterTableType.AT_DropInherit,
+        AlterTableType.AT_AddOf,
+        AlterTableType.AT_DropOf,
+        AlterTableType.AT_ReplicaIdentity,
+        AlterTableType.AT_EnableRowSecurity,
+        AlterTableType.AT_DisableRowSecurity,
+        AlterTableType.AT_ForceRowSecurity,
+        AlterTableType.AT_NoForceRowSecurity,
+        AlterTableType.AT_GenericOptions,
+        AlterTableType.AT_DetachPartitionFinalize,
+        AlterTableType.AT_AddIdentity,
+        AlterTableType.AT_SetIdentity,
+        AlterTableType.AT_DropIdentity,
     }
 )
 # Sub-commands that make an ALTER TABLE a "constraint" step in the plan.
@@ -91,8 +128,13 @@ def alter_table(node: Any, acc: EffectBuilder, notes: list[str], version: int) -
         if subtype == AlterTableType.AT_AddConstraint:
             _add_constraint(table, cmd.def_, acc, notes)
             continue
+        if subtype == AlterTableType.AT_AttachPartition:
+            _attach_partition(table, cmd.def_, acc, notes)
+            continue
         acc.lock(table, LockMode.ACCESS_EXCLUSIVE)
-        if subtype in _REWRITING_SUBCOMMANDS:
+        if subtype in _INSTANT_SUBCOMMANDS:
+            continue
+        if subtype in _REWRITING_SUBCOMMANDS or subtype == AlterTableType.AT_SetExpression:
             acc.rewrites("yes")
         elif subtype == AlterTableType.AT_AddColumn:
             _add_column(table, cmd.def_, acc, notes, version)
@@ -104,6 +146,22 @@ def alter_table(node: Any, acc: EffectBuilder, notes: list[str], version: int) -
                 f"SET NOT NULL scans {table} unless a valid CHECK ({cmd.name} IS NOT NULL) proves "
                 "it (PostgreSQL 12+)"
             )
+        else:  # internal sub-commands (ReAdd…) and any new one: not in the lock table
+            acc.unknown = True
+            notes.append(f"ALTER TABLE sub-command {subtype.name}: lock duration unknown")
+
+
+def _attach_partition(parent: str, cmd: Any, acc: EffectBuilder, notes: list[str]) -> None:
+    # SHARE UPDATE EXCLUSIVE on the parent (PostgreSQL 12+); ACCESS EXCLUSIVE on the table
+    # attached, which is scanned to prove its rows fit the bound unless a valid CHECK does.
+    acc.lock(parent, LockMode.SHARE_UPDATE_EXCLUSIVE)
+    partition = relation_name(cmd.name)
+    acc.lock(partition, LockMode.ACCESS_EXCLUSIVE)
+    acc.scan = True
+    notes.append(
+        f"scans {partition} to prove its rows fit the partition bound, unless a valid CHECK "
+        "constraint matching the bound proves it"
+    )
 
 
 def _add_column(
@@ -118,7 +176,7 @@ def _add_column(
             acc.lock(relation_name(constraint.pktable), LockMode.SHARE_ROW_EXCLUSIVE)
             acc.scan = True
         elif constraint.contype in (ConstrType.CONSTR_PRIMARY, ConstrType.CONSTR_UNIQUE):
-            acc.scan = True
+            acc.builds_index()
             notes.append(f"builds a unique index on {table} while holding the lock")
         elif constraint.contype == ConstrType.CONSTR_CHECK:
             acc.scan = True
@@ -157,7 +215,7 @@ def _add_constraint(table: str, constraint: Any, acc: EffectBuilder, notes: list
         if getattr(constraint, "indexname", None):
             notes.append(f"uses the existing index {constraint.indexname}: no build")
         else:
-            acc.scan = True
+            acc.builds_index()
             notes.append(f"builds an index on {table} while holding ACCESS EXCLUSIVE")
     elif kind == ConstrType.CONSTR_CHECK and validated:
         acc.scan = True

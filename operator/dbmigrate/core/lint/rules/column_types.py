@@ -62,6 +62,7 @@ def _columns(s: Statement, *kinds: str) -> Iterator[tuple[str, str, Any]]:
     "warning",
     "integer/smallint/serial columns can run out of values",
     rollback="skip",
+    covers_locks=False,
 )
 def prefer_bigint_over_int(
     s: Statement, effect: StatementEffect, ctx: LintContext
@@ -74,7 +75,13 @@ def prefer_bigint_over_int(
         )
 
 
-@register("prefer-timestamptz", "warning", "timestamp without time zone", rollback="skip")
+@register(
+    "prefer-timestamptz",
+    "warning",
+    "timestamp without time zone",
+    rollback="skip",
+    covers_locks=False,
+)
 def prefer_timestamptz(s: Statement, effect: StatementEffect, ctx: LintContext) -> Iterator[Hit]:
     for column_is, _, _ in _columns(s, "timestamp"):
         yield Hit(
@@ -88,6 +95,7 @@ def prefer_timestamptz(s: Statement, effect: StatementEffect, ctx: LintContext) 
     "warning",
     "varchar(n): changing the limit later takes ACCESS EXCLUSIVE",
     rollback="skip",
+    covers_locks=False,
 )
 def prefer_text_field(s: Statement, effect: StatementEffect, ctx: LintContext) -> Iterator[Hit]:
     for column_is, column, typename in _columns(s, "varchar"):
@@ -102,7 +110,9 @@ def prefer_text_field(s: Statement, effect: StatementEffect, ctx: LintContext) -
         )
 
 
-@register("ban-char-field", "warning", "char(n) pads with spaces", rollback="skip")
+@register(
+    "ban-char-field", "warning", "char(n) pads with spaces", rollback="skip", covers_locks=False
+)
 def ban_char_field(s: Statement, effect: StatementEffect, ctx: LintContext) -> Iterator[Hit]:
     for column_is, _, typename in _columns(s, "bpchar"):
         yield Hit(

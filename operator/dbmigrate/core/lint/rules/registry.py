@@ -38,16 +38,27 @@ class Rule:
     summary: str
     rollback: RollbackPolicy
     check: Check | None  # None: emitted by the engine itself (syntax errors, suppressions)
+    # Judges how long the statement holds its locks (else: schema design, transactions,
+    # re-runs): a finding of such a rule means the lock table's catch-all has nothing to add.
+    covers_locks: bool = True
+    # Runs only on statements no lock-covering rule had a finding for (`lock_table`).
+    catch_all: bool = False
 
 
 RULES: dict[str, Rule] = {}
 
 
 def register(
-    rule_id: str, severity: Severity, summary: str, rollback: RollbackPolicy = "warn"
+    rule_id: str,
+    severity: Severity,
+    summary: str,
+    rollback: RollbackPolicy = "warn",
+    *,
+    covers_locks: bool = True,
+    catch_all: bool = False,
 ) -> Callable[[Check], Check]:
     def add(check: Check) -> Check:
-        RULES[rule_id] = Rule(rule_id, severity, summary, rollback, check)
+        RULES[rule_id] = Rule(rule_id, severity, summary, rollback, check, covers_locks, catch_all)
         return check
 
     return add
@@ -56,7 +67,7 @@ def register(
 def _engine_rule(
     rule_id: str, severity: Severity, summary: str, rollback: RollbackPolicy = "keep"
 ) -> None:
-    RULES[rule_id] = Rule(rule_id, severity, summary, rollback, None)
+    RULES[rule_id] = Rule(rule_id, severity, summary, rollback, None, covers_locks=False)
 
 
 _engine_rule("syntax-error", "error", "SQL that PostgreSQL's parser rejects")

@@ -66,6 +66,7 @@ def _is_robust(node: Any) -> bool | None:
     "prefer-robust-stmts",
     "warning",
     "a statement that fails when its step is retried after a later transaction failed",
+    covers_locks=False,
 )
 def prefer_robust_stmts(s: Statement, effect: StatementEffect, ctx: LintContext) -> Iterator[Hit]:
     if not ctx.rerun_on_retry or _is_robust(s.node) is not False:

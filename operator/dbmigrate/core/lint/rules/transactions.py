@@ -19,6 +19,7 @@ from dbmigrate.core.statements import Statement, statement_cannot_run_in_transac
     "error",
     "BEGIN/COMMIT/ROLLBACK/SAVEPOINT in a step: the executor manages transactions",
     rollback="keep",
+    covers_locks=False,
 )
 def transaction_control(s: Statement, effect: StatementEffect, ctx: LintContext) -> Iterator[Hit]:
     if not isinstance(s.node, ast.TransactionStmt):
@@ -53,6 +54,7 @@ def _refused_in_transaction(
     "error",
     "CREATE INDEX CONCURRENTLY inside a transaction (PostgreSQL refuses it)",
     rollback="keep",
+    covers_locks=False,
 )
 def concurrent_index_in_transaction(
     s: Statement, effect: StatementEffect, ctx: LintContext
@@ -73,6 +75,7 @@ def concurrent_index_in_transaction(
     "error",
     "DROP INDEX CONCURRENTLY, REINDEX CONCURRENTLY, VACUUM … inside a transaction",
     rollback="keep",
+    covers_locks=False,
 )
 def non_transactional_in_transaction(
     s: Statement, effect: StatementEffect, ctx: LintContext
@@ -91,6 +94,7 @@ def non_transactional_in_transaction(
     "strong-locks-on-several-tables",
     "warning",
     "one transaction takes write-blocking locks on several existing tables",
+    covers_locks=False,
 )
 def strong_locks_on_several_tables(
     s: Statement, effect: StatementEffect, ctx: LintContext
