@@ -99,7 +99,8 @@ class RollbackStatus(_Status):
 class LintFinding(_Status):
     step: str | None = None
     rule: str
-    severity: Literal["error", "warning"]
+    # info: a lock finding on a table the database says is small (over in moments)
+    severity: Literal["error", "warning", "info"]
     message: str
     statement: int | None = None
     suppressed: bool = False

@@ -9,17 +9,65 @@ knowledge, and sets, before each statement, the transaction it will run in. Rule
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pglast import ast
 from pglast.enums import AlterTableType, BoolExprType, ConstrType, NullTestType, ObjectType
 
+from dbmigrate.core.batching import format_count
 from dbmigrate.core.locks import DEFAULT_SERVER_VERSION, LockMode
 from dbmigrate.core.sqlast import dotted_name, name_in_schema_of, relation_name, table_key
 from dbmigrate.core.statements import TransactionMode
 
 Direction = Literal["up", "down"]
+
+# Below both, an existing table is small: a rewrite, scan or index build of it is over in
+# milliseconds, so a lock finding on it is information, not an error.
+SMALL_TABLE_ROWS = 10_000
+SMALL_TABLE_BYTES = 16 * 1024 * 1024
+
+
+def format_bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"  # unreachable: the loop returns at TiB
+
+
+@dataclass(frozen=True)
+class TableEstimate:
+    """What the database's statistics say about a table (None: unknown): `pg_class.reltuples`
+    and `pg_total_relation_size`."""
+
+    rows: int | None = None
+    size_bytes: int | None = None
+
+    def describe(self) -> str:
+        """`1,234 rows, 48.0 KiB` (what is known of it)."""
+        parts = []
+        if self.rows is not None:
+            parts.append(f"{format_count(self.rows)} rows")
+        if self.size_bytes is not None:
+            parts.append(format_bytes(self.size_bytes))
+        return ", ".join(parts) or "size unknown"
+
+    @property
+    def small(self) -> bool:
+        return (
+            self.rows is not None
+            and self.size_bytes is not None
+            and self.rows <= SMALL_TABLE_ROWS
+            and self.size_bytes <= SMALL_TABLE_BYTES
+        )
+
+
+def sizes_by_key(sizes: Mapping[str, TableEstimate] | None) -> dict[str, TableEstimate]:
+    """Table sizes keyed as the context looks them up (`table_key`)."""
+    return {table_key(name): size for name, size in (sizes or {}).items()}
 
 
 @dataclass(frozen=True)
@@ -62,6 +110,12 @@ class LintContext:
     transaction_locks_key: tuple[object, ...] | None = None
     # Counts the pieces of SQL analysed, so that transactions of different steps differ.
     sql_serial: int = 0
+    # The existing tables' sizes, by `table_key`, when the linter was given the database.
+    table_sizes: dict[str, TableEstimate] = field(default_factory=dict)
+
+    def size_of(self, name: str) -> TableEstimate | None:
+        """The table's size estimate, if the database was read and has the table."""
+        return self.table_sizes.get(table_key(name))
 
     def is_new_table(self, name: str) -> bool:
         """Created earlier in this migration (so nobody else uses it yet)."""

@@ -12,13 +12,13 @@ direction for the CLI.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Mapping
 
 from pglast import ast
-from pglast.enums import AlterTableType
 
 from dbmigrate.api.models import DatabaseMigrationSpec, LintFinding, Step
-from dbmigrate.core.lint.context import Direction, LintContext
+from dbmigrate.core.lint.bodies import analyse_body
+from dbmigrate.core.lint.context import Direction, LintContext, TableEstimate, sizes_by_key
 from dbmigrate.core.lint.findings import (
     AnalysedStatement,
     Finding,
@@ -28,20 +28,17 @@ from dbmigrate.core.lint.findings import (
     SqlSource,
     StepAnalysis,
 )
-from dbmigrate.core.lint.rules import RULES, Severity
-from dbmigrate.core.lint.rules.messages import said
-from dbmigrate.core.lint.suppress import Suppression, find_suppressions
+from dbmigrate.core.lint.judging import effect_in_context, note_locks, run_rules
+from dbmigrate.core.lint.rules import RULES
+from dbmigrate.core.lint.suppress import find_suppressions
 from dbmigrate.core.locks import (
     DEFAULT_SERVER_VERSION,
-    RelationLock,
-    StatementEffect,
     statement_effect,
 )
-from dbmigrate.core.plpgsql import Body, PlpgsqlError, embedded_sql, plpgsql_body
-from dbmigrate.core.sqlast import relation_name, transaction_block_change
+from dbmigrate.core.plpgsql import plpgsql_body
+from dbmigrate.core.sqlast import transaction_block_change
 from dbmigrate.core.statements import (
     SqlSyntaxError,
-    Statement,
     group_for_execution,
     group_is_transactional,
     parse_statements,
@@ -110,10 +107,10 @@ def analyse_sql(sql: str, context: LintContext, *, step: str | None = None) -> S
         if context.transaction is None or context.transaction != context.transaction_locks_key:
             context.transaction_locks = {}
             context.transaction_locks_key = context.transaction
-        effect = _in_context(statement_effect(s.node, context.server_version), s, context)
-        found = _run_rules(s, effect, context, step, suppressions.get(s.index, []))
+        effect = effect_in_context(statement_effect(s.node, context.server_version), s, context)
+        found = run_rules(s, effect, context, step, suppressions.get(s.index, []))
         if (body := plpgsql_body(s.node)) is not None:
-            found += _analyse_body(s, body, context, step, suppressions.get(s.index, []))
+            found += analyse_body(s, body, context, step, suppressions.get(s.index, []))
         findings.extend(found)
         relations = [lock.relation for lock in effect.locks if not lock.of_index_table]
         analysed.append(
@@ -124,7 +121,7 @@ def analyse_sql(sql: str, context: LintContext, *, step: str | None = None) -> S
                 bool(relations) and all(context.is_new_table(r) for r in relations),
             )
         )
-        _note_locks(effect, context)
+        note_locks(effect, context)
         context.record(s.node, s.line)
         if change == "open":
             context.in_transaction_block = True
@@ -136,194 +133,6 @@ def analyse_sql(sql: str, context: LintContext, *, step: str | None = None) -> S
     context.transaction = None
     context.transaction_locks = {}
     return SqlAnalysis(tuple(analysed), tuple(findings))
-
-
-def _analyse_body(
-    s: Statement,
-    body: Body,
-    context: LintContext,
-    step: str | None,
-    suppressions: list[Suppression],
-) -> list[Finding]:
-    """The statements of a DO block's or a function's PL/pgSQL body, judged like top-level
-    ones in the statement's transaction (a DO block runs in it; a function's body when it is
-    called)."""
-    start = s.text.find(body.source)
-    first_line = s.line + (s.text[:start].count("\n") if start >= 0 else 0)
-    where = f"In the {body.kind} at line {s.line}"
-    when = " (This runs each time the function is called.)" if body.function else ""
-
-    def note(line: int, message: str, severity: Severity = "warning") -> Finding:
-        matched = next((x for x in suppressions if "blocking-lock" in x.rules), None)
-        return Finding(
-            rule="blocking-lock",
-            severity=severity,
-            message=message,
-            step=step,
-            statement=s.index,
-            line=line,
-            direction=context.direction,
-            suppressed=matched is not None,
-            reason=matched.reason if matched is not None else None,
-        )
-
-    try:
-        embedded = embedded_sql(body, s.text)
-    except PlpgsqlError as exc:
-        return [
-            note(s.line, f"{where}: PL/pgSQL rejects the body ({exc}); its SQL is not checked.")
-        ]
-    out: list[Finding] = []
-    for e in embedded:
-        line = first_line + e.line - 1
-        if e.dynamic:
-            out.append(
-                note(
-                    line,
-                    f"{where}: `EXECUTE {e.text}` runs SQL built at run time, which no linter "
-                    "can read: its locks are not known. Write the statement out, or check what "
-                    "it can run by hand.",
-                )
-            )
-            continue
-        try:
-            inner_statements = parse_statements(e.text)
-        except SqlSyntaxError:
-            continue  # PL/pgSQL accepted it: a construct of its own (e.g. a cursor's query)
-        for inner in inner_statements:
-            inner = Statement(index=s.index, text=inner.text, node=inner.node, line=line)
-            if (
-                e.in_loop
-                and not e.loop_commits
-                and not body.function
-                and isinstance(inner.node, ast.UpdateStmt | ast.DeleteStmt)
-            ):
-                out.append(_uncommitted_batches(s, inner, where, step, context, suppressions))
-            effect = _in_context(
-                statement_effect(inner.node, context.server_version), inner, context
-            )
-            loop = " It sits in a loop: it runs once per iteration." if e.in_loop else ""
-            for f in _run_rules(inner, effect, context, step, suppressions):
-                out.append(replace(f, message=f"{where}: {f.message}{loop}{when}"))
-            if not body.function:  # a function's body does not run now: nothing held, made
-                _note_locks(effect, context)
-                context.record(inner.node, line)
-    return out
-
-
-def _uncommitted_batches(
-    s: Statement,
-    inner: Statement,
-    where: str,
-    step: str | None,
-    context: LintContext,
-    suppressions: list[Suppression],
-) -> Finding:
-    """A DO block that updates or deletes in a loop without COMMIT: every batch is part of one
-    transaction, so the batching buys nothing (the seed's own DO loop does this)."""
-    rule = RULES["prefer-backfill-step"]
-    matched = next((x for x in suppressions if rule.id in x.rules), None)
-    severity: Severity = "warning"
-    return Finding(
-        rule=rule.id,
-        severity=severity,
-        message=f"{where}: {said(inner)} runs in a loop that never COMMITs: every batch is part "
-        "of the DO block's one transaction, so the row locks of every batch are held until it "
-        "ends, in one WAL burst, with no progress or resume — the batching buys nothing. Safe "
-        "alternative: a backfill step (resumable batches, each committed), or COMMIT inside "
-        "the loop (PostgreSQL 11+, with the DO block outside a transaction: sql.transaction: "
-        "Never).",
-        step=step,
-        statement=s.index,
-        line=inner.line,
-        direction=context.direction,
-        suppressed=matched is not None,
-        reason=matched.reason if matched is not None else None,
-    )
-
-
-def _note_locks(effect: StatementEffect, context: LintContext) -> None:
-    """Remember the locks the current transaction now holds (until it commits)."""
-    if context.transaction is None:
-        return
-    for lock in effect.locks:
-        if lock.of_index_table:
-            continue
-        held = context.transaction_locks.get(lock.relation)
-        if held is None or lock.mode > held:
-            context.transaction_locks[lock.relation] = lock.mode
-
-
-def _in_context(effect: StatementEffect, s: Statement, context: LintContext) -> StatementEffect:
-    """The statement's effect given what the migration did before it: DROP INDEX of an index
-    created earlier locks that index's (known) table; SET NOT NULL skips its scan when a
-    validated CHECK (col IS NOT NULL) exists (PostgreSQL 12+)."""
-    node = s.node
-    if any(lock.of_index_table for lock in effect.locks):
-        locks = tuple(
-            RelationLock(table, lock.mode)
-            if lock.of_index_table and (table := context.index_table(lock.relation)) is not None
-            else lock
-            for lock in effect.locks
-        )
-        return replace(effect, locks=locks)
-    if not isinstance(node, ast.AlterTableStmt) or context.server_version < 12:
-        return effect
-    cmds = node.cmds or ()
-    set_not_null = [c for c in cmds if c.subtype == AlterTableType.AT_SetNotNull]
-    if not set_not_null or len(set_not_null) != len(cmds):
-        return effect
-    table = relation_name(node.relation)
-    if all(context.not_null_is_proven(table, str(c.name)) for c in set_not_null):
-        return replace(
-            effect,
-            scan=False,
-            notes=("a validated CHECK (… IS NOT NULL) proves it: no scan",),
-        )
-    return effect
-
-
-def _run_rules(
-    s: Statement,
-    effect: StatementEffect,
-    context: LintContext,
-    step: str | None,
-    suppressions: list[Suppression],
-) -> list[Finding]:
-    out: list[Finding] = []
-    rollback = context.direction == "down"
-    covered = False
-    for rule in RULES.values():
-        if rule.check is None or (rollback and rule.rollback == "skip"):
-            continue
-        if rule.catch_all and covered:
-            continue  # a specific rule already judged this statement's locks
-        for hit in rule.check(s, effect, context):
-            covered = covered or rule.covers_locks
-            severity: Severity = hit.severity or rule.severity
-            message = hit.message
-            if rollback and rule.rollback == "warn":
-                if severity == "error":
-                    severity = "warning"
-                message += (
-                    " (In rollback SQL: it runs while undoing a failed migration, often under "
-                    "pressure, so it should not block either; reported as a warning.)"
-                )
-            matched = next((x for x in suppressions if rule.id in x.rules), None)
-            out.append(
-                Finding(
-                    rule=rule.id,
-                    severity=severity,
-                    message=message,
-                    step=step,
-                    statement=s.index,
-                    line=s.line,
-                    direction=context.direction,
-                    suppressed=matched is not None,
-                    reason=matched.reason if matched is not None else None,
-                )
-            )
-    return out
 
 
 def check_sql(
@@ -352,10 +161,12 @@ def analyse_migration(
     spec: DatabaseMigrationSpec,
     resolved: Resolved | None = None,
     server_version: int = DEFAULT_SERVER_VERSION,
+    table_sizes: Mapping[str, TableEstimate] | None = None,
 ) -> MigrationAnalysis:
-    """Every step in order, each judged with what the earlier steps created."""
+    """Every step in order, each judged with what the earlier steps created (and, given the
+    database's table sizes, with how big the tables are)."""
     resolved = resolved or {}
-    context = LintContext(server_version=server_version)
+    context = LintContext(server_version=server_version, table_sizes=sizes_by_key(table_sizes))
     steps: list[StepAnalysis] = []
     contract_phase = False
     for index, step in enumerate(spec.steps):
@@ -466,18 +277,20 @@ def check_migration(
     spec: DatabaseMigrationSpec,
     resolved: Resolved | None = None,
     server_version: int = DEFAULT_SERVER_VERSION,
+    table_sizes: Mapping[str, TableEstimate] | None = None,
 ) -> list[Finding]:
-    return analyse_migration(spec, resolved, server_version).findings
+    return analyse_migration(spec, resolved, server_version, table_sizes).findings
 
 
 def lint_migration(
     spec: DatabaseMigrationSpec,
     resolved: Resolved | None = None,
     server_version: int = DEFAULT_SERVER_VERSION,
+    table_sizes: Mapping[str, TableEstimate] | None = None,
 ) -> list[LintFinding]:
     """The status.lint entries for a migration. `resolved` maps step name to (up, down) SQL
     for steps whose SQL comes from ConfigMaps; inline SQL is read from the spec."""
-    return [f.to_status() for f in check_migration(spec, resolved, server_version)]
+    return [f.to_status() for f in check_migration(spec, resolved, server_version, table_sizes)]
 
 
 def count_blocking(findings: list[Finding] | list[LintFinding]) -> int:

@@ -6,15 +6,15 @@ Markdown (with `steps`, `rollback` and `formatting`), `summary` as the few lines
 status.plan. The names other packages use are re-exported here.
 """
 
+from dbmigrate.core.lint.context import TableEstimate, format_bytes
 from dbmigrate.core.plan.build import (
     MigrationPlan,
     StepPlan,
-    TableEstimate,
     backfill_columns,
     build_plan,
     tables_touched,
 )
-from dbmigrate.core.plan.formatting import format_bytes, format_seconds
+from dbmigrate.core.plan.formatting import format_seconds
 from dbmigrate.core.plan.render import render_plan
 from dbmigrate.core.plan.summary import render_plan_summary
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pglast import ast
 
 from dbmigrate.api.models import DatabaseMigrationSpec, Step
+from dbmigrate.core.lint.context import TableEstimate
 from dbmigrate.core.lint.engine import (
     analyse_migration,
 )
@@ -34,14 +35,6 @@ _CATEGORY_LABEL = {
     "DML": "DML",
     "maintenance": "maintenance",
 }
-
-
-@dataclass(frozen=True)
-class TableEstimate:
-    """What the database's statistics say about a table (None: unknown)."""
-
-    rows: int | None = None
-    size_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -169,7 +162,7 @@ def build_plan(
 ) -> MigrationPlan:
     """Analyse the spec and attach estimates: everything `render_plan` prints."""
     estimates = {table_key(k): v for k, v in (estimates or {}).items()}
-    analysis = analyse_migration(spec, resolved, server_version)
+    analysis = analyse_migration(spec, resolved, server_version, estimates)
     steps: list[StepPlan] = []
     for step_analysis in analysis.steps:
         rows: int | None = None

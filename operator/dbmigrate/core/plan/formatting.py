@@ -3,19 +3,9 @@ quoted as code, a table with its estimates, and a step in one line."""
 
 from __future__ import annotations
 
-from dbmigrate.core.batching import format_count
 from dbmigrate.core.plan.build import MigrationPlan, StepPlan
 from dbmigrate.core.sqlast import table_key
 from dbmigrate.core.statements import compact_sql
-
-
-def format_bytes(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"  # unreachable: the loop returns at TiB
 
 
 def format_seconds(seconds: float) -> str:
@@ -42,12 +32,7 @@ def table_size(plan: MigrationPlan, table: str) -> str:
     estimate = plan.estimates.get(table_key(table))
     if estimate is None or (estimate.rows is None and estimate.size_bytes is None):
         return f"{table}"
-    parts = []
-    if estimate.rows is not None:
-        parts.append(f"{format_count(estimate.rows)} rows")
-    if estimate.size_bytes is not None:
-        parts.append(format_bytes(estimate.size_bytes))
-    return f"{table} ({', '.join(parts)})"
+    return f"{table} ({estimate.describe()})"
 
 
 def step_summary(step: StepPlan) -> str:

@@ -16,7 +16,7 @@ from dbmigrate.core.lint.context import LintContext
 from dbmigrate.core.locks import StatementEffect
 from dbmigrate.core.statements import Statement
 
-Severity = Literal["error", "warning"]
+Severity = Literal["error", "warning", "info"]
 RollbackPolicy = Literal["keep", "warn", "skip"]
 
 
@@ -43,6 +43,9 @@ class Rule:
     covers_locks: bool = True
     # Runs only on statements no lock-covering rule had a finding for (`lock_table`).
     catch_all: bool = False
+    # Its findings are about how long a lock is held, so the table's size decides how much
+    # they matter (a rewrite of a 200-row table is information); not so for breaking changes.
+    weighs_size: bool = True
 
 
 RULES: dict[str, Rule] = {}
@@ -56,9 +59,13 @@ def register(
     *,
     covers_locks: bool = True,
     catch_all: bool = False,
+    weighs_size: bool | None = None,
 ) -> Callable[[Check], Check]:
     def add(check: Check) -> Check:
-        RULES[rule_id] = Rule(rule_id, severity, summary, rollback, check, covers_locks, catch_all)
+        weighs = covers_locks if weighs_size is None else weighs_size
+        RULES[rule_id] = Rule(
+            rule_id, severity, summary, rollback, check, covers_locks, catch_all, weighs
+        )
         return check
 
     return add
@@ -67,7 +74,9 @@ def register(
 def _engine_rule(
     rule_id: str, severity: Severity, summary: str, rollback: RollbackPolicy = "keep"
 ) -> None:
-    RULES[rule_id] = Rule(rule_id, severity, summary, rollback, None, covers_locks=False)
+    RULES[rule_id] = Rule(
+        rule_id, severity, summary, rollback, None, covers_locks=False, weighs_size=False
+    )
 
 
 _engine_rule("syntax-error", "error", "SQL that PostgreSQL's parser rejects")

@@ -1,0 +1,123 @@
+"""The statements inside a DO block's or a function's PL/pgSQL body (`core.plpgsql`), judged
+like top-level ones, and what only a body can get wrong: a batched loop that never commits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from pglast import ast
+
+from dbmigrate.core.lint.context import LintContext
+from dbmigrate.core.lint.findings import Finding
+from dbmigrate.core.lint.judging import effect_in_context, note_locks, run_rules
+from dbmigrate.core.lint.rules import RULES, Severity
+from dbmigrate.core.lint.rules.messages import said
+from dbmigrate.core.lint.suppress import Suppression
+from dbmigrate.core.locks import statement_effect
+from dbmigrate.core.plpgsql import Body, PlpgsqlError, embedded_sql
+from dbmigrate.core.statements import SqlSyntaxError, Statement, parse_statements
+
+
+def analyse_body(
+    s: Statement,
+    body: Body,
+    context: LintContext,
+    step: str | None,
+    suppressions: list[Suppression],
+) -> list[Finding]:
+    """The statements of a DO block's or a function's PL/pgSQL body, judged like top-level
+    ones in the statement's transaction (a DO block runs in it; a function's body when it is
+    called)."""
+    start = s.text.find(body.source)
+    first_line = s.line + (s.text[:start].count("\n") if start >= 0 else 0)
+    where = f"In the {body.kind} at line {s.line}"
+    when = " (This runs each time the function is called.)" if body.function else ""
+
+    def note(line: int, message: str, severity: Severity = "warning") -> Finding:
+        matched = next((x for x in suppressions if "blocking-lock" in x.rules), None)
+        return Finding(
+            rule="blocking-lock",
+            severity=severity,
+            message=message,
+            step=step,
+            statement=s.index,
+            line=line,
+            direction=context.direction,
+            suppressed=matched is not None,
+            reason=matched.reason if matched is not None else None,
+        )
+
+    try:
+        embedded = embedded_sql(body, s.text)
+    except PlpgsqlError as exc:
+        return [
+            note(s.line, f"{where}: PL/pgSQL rejects the body ({exc}); its SQL is not checked.")
+        ]
+    out: list[Finding] = []
+    for e in embedded:
+        line = first_line + e.line - 1
+        if e.dynamic:
+            out.append(
+                note(
+                    line,
+                    f"{where}: `EXECUTE {e.text}` runs SQL built at run time, which no linter "
+                    "can read: its locks are not known. Write the statement out, or check what "
+                    "it can run by hand.",
+                )
+            )
+            continue
+        try:
+            inner_statements = parse_statements(e.text)
+        except SqlSyntaxError:
+            continue  # PL/pgSQL accepted it: a construct of its own (e.g. a cursor's query)
+        for inner in inner_statements:
+            inner = Statement(index=s.index, text=inner.text, node=inner.node, line=line)
+            if (
+                e.in_loop
+                and not e.loop_commits
+                and not body.function
+                and isinstance(inner.node, ast.UpdateStmt | ast.DeleteStmt)
+            ):
+                out.append(_uncommitted_batches(s, inner, where, step, context, suppressions))
+            effect = effect_in_context(
+                statement_effect(inner.node, context.server_version), inner, context
+            )
+            loop = " It sits in a loop: it runs once per iteration." if e.in_loop else ""
+            for f in run_rules(inner, effect, context, step, suppressions):
+                out.append(replace(f, message=f"{where}: {f.message}{loop}{when}"))
+            if not body.function:  # a function's body does not run now: nothing held, made
+                note_locks(effect, context)
+                context.record(inner.node, line)
+    return out
+
+
+def _uncommitted_batches(
+    s: Statement,
+    inner: Statement,
+    where: str,
+    step: str | None,
+    context: LintContext,
+    suppressions: list[Suppression],
+) -> Finding:
+    """A DO block that updates or deletes in a loop without COMMIT: every batch is part of one
+    transaction, so the batching buys nothing (the seed's own DO loop does this)."""
+    rule = RULES["prefer-backfill-step"]
+    matched = next((x for x in suppressions if rule.id in x.rules), None)
+    severity: Severity = "warning"
+    return Finding(
+        rule=rule.id,
+        severity=severity,
+        message=f"{where}: {said(inner)} runs in a loop that never COMMITs: every batch is part "
+        "of the DO block's one transaction, so the row locks of every batch are held until it "
+        "ends, in one WAL burst, with no progress or resume — the batching buys nothing. Safe "
+        "alternative: a backfill step (resumable batches, each committed), or COMMIT inside "
+        "the loop (PostgreSQL 11+, with the DO block outside a transaction: sql.transaction: "
+        "Never).",
+        step=step,
+        statement=s.index,
+        line=inner.line,
+        direction=context.direction,
+        suppressed=matched is not None,
+        reason=matched.reason if matched is not None else None,
+    )
