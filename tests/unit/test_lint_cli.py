@@ -61,7 +61,9 @@ spec:
         pytest.param(
             "1.up.sql", "ALTER TABLE users ADD COLUMN IF NOT EXISTS a text;\n", 0, id="clean"
         ),
-        pytest.param("1.up.sql", "UPDATE users SET a = 1;\n", 0, id="warnings-only"),
+        pytest.param(
+            "1.up.sql", "ALTER TABLE users ADD COLUMN n integer;\n", 0, id="warnings-only"
+        ),
         pytest.param("1.up.sql", "CREATE INDEX i ON users (a);\n", 1, id="error"),
         pytest.param(
             "1.up.sql",
@@ -269,7 +271,7 @@ def test_json_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
         "1.up.sql",
         "-- dbmigrate:ignore require-concurrent-index-creation tiny table\n"
         "CREATE INDEX i ON users (a);\n"
-        "UPDATE users SET a = 1;\n",
+        "ALTER TABLE users ADD COLUMN n integer;\n",
     )
     code, out = run_json(capsys, path)
     assert code == 0
@@ -305,8 +307,8 @@ def test_github_annotations(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     ("sql", "expected"),
     [
         pytest.param(
-            "UPDATE users SET a = 1;\n",
-            "::warning file={path},line=1,title=dbmigrate prefer-backfill-step::",
+            "ALTER TABLE users ADD COLUMN n integer;\n",
+            "::warning file={path},line=1,title=dbmigrate prefer-bigint-over-int::",
             id="warning",
         ),
         pytest.param(

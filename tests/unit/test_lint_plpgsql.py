@@ -2,8 +2,8 @@
 
 Aspects covered:
 - a DO block's statements: a rewrite or a non-concurrent index inside is found, at its own line,
-  the message saying where it is; the seed-style batched loop: fine when it COMMITs, a warning
-  when it never does (every batch one transaction);
+  the message saying where it is; the seed-style batched loop: fine when it COMMITs,
+  an error when it never does (every batch one transaction);
 - a function's or procedure's body: its statements are judged too, said to run when called,
   and hold nothing in the migration's transaction;
 - what cannot be read: dynamic EXECUTE (a warning), a body PL/pgSQL rejects (a warning), other
@@ -56,7 +56,7 @@ def _found(sql: str) -> list[tuple[str, str, int]]:
         ),
         pytest.param(LOOP_WITH_COMMIT, [], id="batched-loop-that-commits"),
         pytest.param(
-            LOOP_WITHOUT_COMMIT, [("prefer-backfill-step", "warning", 5)], id="loop-never-commits"
+            LOOP_WITHOUT_COMMIT, [("prefer-backfill-step", "error", 5)], id="loop-never-commits"
         ),
         pytest.param(
             "DO $$ BEGIN EXECUTE format('ALTER TABLE %I SET LOGGED', 't'); END $$;",

@@ -131,9 +131,9 @@ POSITIVE = [
     ),
     pytest.param(
         "adding-foreign-key-without-not-valid",
-        "ALTER TABLE orders ADD COLUMN user_id bigint REFERENCES users (id);",
+        "ALTER TABLE orders ADD COLUMN user_id bigint DEFAULT 1 REFERENCES users (id);",
         ("inline REFERENCES", "FOREIGN KEY (user_id) REFERENCES users (id) NOT VALID"),
-        id="foreign-key-inline-in-add-column",
+        id="foreign-key-inline-in-add-column-with-default",
     ),
     pytest.param(
         "constraint-missing-not-valid",
@@ -327,9 +327,60 @@ POSITIVE = [
         ("lock table has no entry", "not known"),
         id="catch-all-unknown",
     ),
+    pytest.param(
+        "ban-drop-view", "DROP VIEW active_users;", ("active_users", "contract phase"), id="view"
+    ),
+    pytest.param(
+        "ban-set-schema",
+        "ALTER TABLE users SET SCHEMA archive;",
+        ("schema archive", "search_path"),
+        id="set-schema",
+    ),
+    pytest.param(
+        "renaming-enum-value",
+        "ALTER TYPE order_status RENAME VALUE 'paid' TO 'settled';",
+        ("'paid'", "ADD VALUE"),
+        id="rename-enum-value",
+    ),
+    pytest.param(
+        "ban-truncate",
+        "TRUNCATE sessions CASCADE;",
+        ("ACCESS EXCLUSIVE on sessions", "CASCADE also empties"),
+        id="truncate",
+    ),
+    pytest.param(
+        "ban-sequence-restart",
+        "ALTER SEQUENCE users_id_seq RESTART WITH 1;",
+        ("users_id_seq", "unique violations"),
+        id="sequence-restart",
+    ),
+    pytest.param(
+        "ban-disable-trigger",
+        "ALTER TABLE orders DISABLE TRIGGER ALL;",
+        ("foreign-key checks", "orders"),
+        id="disable-trigger-all",
+    ),
+    pytest.param(
+        "require-concurrent-partition-detach",
+        "ALTER TABLE events DETACH PARTITION events_2025_01;",
+        ("ACCESS EXCLUSIVE on events", "CONCURRENTLY"),
+        id="detach-partition",
+    ),
+    pytest.param(
+        "unsupported-on-server-version",
+        "ALTER TABLE t ALTER COLUMN c SET EXPRESSION AS (a + 1);",
+        ("SET EXPRESSION needs PostgreSQL 17", "run on 15"),
+        id="set-expression-needs-17",
+    ),
 ]
 
 NEGATIVE = [
+    pytest.param(
+        "adding-foreign-key-without-not-valid",
+        # A new column without a DEFAULT is all NULL: PostgreSQL validates nothing (measured).
+        "ALTER TABLE orders ADD COLUMN user_id bigint REFERENCES users (id);",
+        id="foreign-key-inline-on-new-null-column",
+    ),
     pytest.param(
         "adding-field-with-volatile-default",
         "ALTER TABLE users ADD COLUMN email_verified boolean DEFAULT false;",
@@ -522,6 +573,30 @@ NEGATIVE = [
         id="catch-all-new-table",
     ),
     pytest.param("blocking-lock", "VACUUM users;", id="catch-all-no-blocking-lock"),
+    pytest.param(
+        "ban-drop-view",
+        "CREATE VIEW v AS SELECT 1 AS one;\nDROP VIEW v;",
+        id="view-created-in-the-migration",
+    ),
+    pytest.param("ban-set-schema", "ALTER FUNCTION f() SET SCHEMA archive;", id="function"),
+    pytest.param(
+        "renaming-enum-value", "ALTER TYPE order_status ADD VALUE 'refunded';", id="add-value"
+    ),
+    pytest.param(
+        "ban-truncate", "CREATE TABLE scratch (id bigint);\nTRUNCATE scratch;", id="new-table"
+    ),
+    pytest.param(
+        "ban-sequence-restart", "ALTER SEQUENCE s INCREMENT BY 10;", id="sequence-increment"
+    ),
+    pytest.param("ban-disable-trigger", "ALTER TABLE t ENABLE TRIGGER trg;", id="enable"),
+    pytest.param(
+        "require-concurrent-partition-detach",
+        "ALTER TABLE events DETACH PARTITION events_2025_01 CONCURRENTLY;",
+        id="detach-concurrently",
+    ),
+    pytest.param(
+        "unsupported-on-server-version", "REINDEX INDEX CONCURRENTLY i;", id="reindex-on-15"
+    ),
 ]
 
 
@@ -586,16 +661,16 @@ def test_require_lock_timeout_is_not_a_rule() -> None:
             id="user-function-volatility-unknown",
         ),
         pytest.param(
+            "ALTER TABLE users ALTER COLUMN name TYPE varchar(500);",
+            "changing-column-type",
+            "error",
+            id="to-limited-varchar-may-narrow",
+        ),
+        pytest.param(
             "ALTER TABLE users ALTER COLUMN name TYPE text;",
             "changing-column-type",
             "warning",
             id="to-text-may-be-binary-coercible",
-        ),
-        pytest.param(
-            "ALTER TABLE users ALTER COLUMN name TYPE varchar(500);",
-            "changing-column-type",
-            "warning",
-            id="to-longer-varchar-may-be-binary-coercible",
         ),
         pytest.param(
             "ALTER TABLE users ALTER COLUMN id TYPE bigint;",

@@ -277,7 +277,7 @@ Expected = list[tuple[str, str, int]]  # (rule, severity, line)
                 ("ban-concurrent-index-creation-in-transaction", "error", 15),
                 ("transaction-control", "error", 19),
                 # The DO loop never COMMITs: all its batches are one transaction.
-                ("prefer-backfill-step", "warning", 34),
+                ("prefer-backfill-step", "error", 34),
                 ("transaction-control", "error", 64),
                 ("adding-not-nullable-field", "error", 67),
                 ("transaction-control", "error", 74),
@@ -332,7 +332,7 @@ Expected = list[tuple[str, str, int]]  # (rule, severity, line)
             "up",
             [
                 ("prefer-text-field", "warning", 2),
-                ("prefer-backfill-step", "warning", 5),
+                ("prefer-backfill-step", "error", 5),
                 ("ban-drop-column", "error", 16),
             ],
             id="pattern-3-rename-in-one-go",
@@ -340,7 +340,7 @@ Expected = list[tuple[str, str, int]]  # (rule, severity, line)
         pytest.param(
             PATTERN_4_CHANGE_TYPE,
             "up",
-            [("prefer-backfill-step", "warning", 5)],
+            [("prefer-backfill-step", "error", 5)],
             id="pattern-4-change-type",
         ),
         pytest.param(

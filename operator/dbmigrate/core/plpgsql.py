@@ -151,3 +151,29 @@ def _commits(value: Any) -> bool:
     if isinstance(value, dict):
         return "PLpgSQL_stmt_commit" in value or any(_commits(v) for v in value.values())
     return False
+
+
+def constant_sql(expression: str) -> str | None:
+    """The SQL an `EXECUTE expression` runs when the expression is a string constant (or
+    constants joined with ||); None when it is built from anything else."""
+    try:
+        parsed = pglast.parse_sql(f"SELECT {expression}")
+    except ParseError:
+        return None
+    if len(parsed) != 1:
+        return None
+    targets = getattr(parsed[0].stmt, "targetList", None) or ()
+    if len(targets) != 1:
+        return None
+    return _fold(targets[0].val)
+
+
+def _fold(node: Any) -> str | None:
+    if isinstance(node, ast.A_Const) and isinstance(node.val, ast.String):
+        return str(node.val.sval)
+    if isinstance(node, ast.A_Expr) and [getattr(n, "sval", None) for n in node.name or ()] == [
+        "||"
+    ]:
+        left, right = _fold(node.lexpr), _fold(node.rexpr)
+        return left + right if left is not None and right is not None else None
+    return None

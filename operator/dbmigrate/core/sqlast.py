@@ -158,3 +158,9 @@ def transaction_block_change(node: Any) -> Literal["open", "close"] | None:
     ):
         return "close"
     return None
+
+
+def has_non_null_default(coldef: Any) -> bool:
+    """ADD COLUMN with a DEFAULT other than NULL (existing rows get a value)."""
+    default = column_default(coldef)
+    return default is not None and not is_null_constant(default)

@@ -15,7 +15,7 @@ from dbmigrate.core.lint.rules import RULES, Severity
 from dbmigrate.core.lint.rules.messages import said
 from dbmigrate.core.lint.suppress import Suppression
 from dbmigrate.core.locks import statement_effect
-from dbmigrate.core.plpgsql import Body, PlpgsqlError, embedded_sql
+from dbmigrate.core.plpgsql import Body, PlpgsqlError, constant_sql, embedded_sql
 from dbmigrate.core.statements import SqlSyntaxError, Statement, parse_statements
 
 
@@ -57,18 +57,22 @@ def analyse_body(
     out: list[Finding] = []
     for e in embedded:
         line = first_line + e.line - 1
+        text = e.text
         if e.dynamic:
-            out.append(
-                note(
-                    line,
-                    f"{where}: `EXECUTE {e.text}` runs SQL built at run time, which no linter "
-                    "can read: its locks are not known. Write the statement out, or check what "
-                    "it can run by hand.",
+            constant = constant_sql(e.text)
+            if constant is None:
+                out.append(
+                    note(
+                        line,
+                        f"{where}: `EXECUTE {e.text}` runs SQL built at run time, which no "
+                        "linter can read: its locks are not known. Write the statement out, or "
+                        "check what it can run by hand.",
+                    )
                 )
-            )
-            continue
+                continue
+            text = constant  # EXECUTE of a string constant: the SQL is right there
         try:
-            inner_statements = parse_statements(e.text)
+            inner_statements = parse_statements(text)
         except SqlSyntaxError:
             continue  # PL/pgSQL accepted it: a construct of its own (e.g. a cursor's query)
         for inner in inner_statements:
@@ -104,7 +108,7 @@ def _uncommitted_batches(
     transaction, so the batching buys nothing (the seed's own DO loop does this)."""
     rule = RULES["prefer-backfill-step"]
     matched = next((x for x in suppressions if rule.id in x.rules), None)
-    severity: Severity = "warning"
+    severity: Severity = "error"
     return Finding(
         rule=rule.id,
         severity=severity,

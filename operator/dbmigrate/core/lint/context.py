@@ -146,6 +146,8 @@ class LintContext:
             self.created_tables.add(table_key(relation_name(node.relation)))
         elif isinstance(node, ast.CreateTableAsStmt):
             self.created_tables.add(table_key(relation_name(getattr(node.into, "rel", None))))
+        elif isinstance(node, ast.ViewStmt):
+            self.created_tables.add(table_key(relation_name(node.view)))
         elif isinstance(node, ast.SelectStmt) and node.intoClause is not None:
             self.created_tables.add(table_key(relation_name(node.intoClause.rel)))
         elif isinstance(node, ast.IndexStmt) and node.idxname:

@@ -144,6 +144,10 @@ def _copy(node: Any, acc: EffectBuilder, notes: list[str], version: int) -> None
 
 def _index(node: Any, acc: EffectBuilder, notes: list[str], version: int) -> None:
     table = relation_name(node.relation)
+    if not node.relation.inh:  # CREATE INDEX … ON ONLY parent: nothing is built
+        acc.lock(table, LockMode.SHARE)
+        notes.append(f"ON ONLY: an invalid index on {table} alone, attached to later")
+        return
     acc.builds_index()
     if node.concurrent:
         acc.lock(table, LockMode.SHARE_UPDATE_EXCLUSIVE)

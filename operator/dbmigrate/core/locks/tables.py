@@ -12,7 +12,13 @@ from pglast.enums import AlterTableType, ConstrType, ObjectType
 
 from dbmigrate.core.locks.modes import EffectBuilder, LockMode
 from dbmigrate.core.locks.rewrites import add_column_rewrite
-from dbmigrate.core.sqlast import column_constraints, deparse, relation_name, type_name
+from dbmigrate.core.sqlast import (
+    column_constraints,
+    deparse,
+    has_non_null_default,
+    relation_name,
+    type_name,
+)
 
 # ALTER TABLE sub-commands documented as SHARE UPDATE EXCLUSIVE.
 _SUE_SUBCOMMANDS = frozenset(
@@ -106,7 +112,14 @@ _POSSIBLY_COERCIBLE_TYPES = frozenset({"text", "varchar", "numeric", "varbit", "
 def alter_table(node: Any, acc: EffectBuilder, notes: list[str], version: int) -> None:
     table = relation_name(node.relation)
     if node.objtype == ObjectType.OBJECT_INDEX:
-        # ALTER INDEX ... SET/RENAME: SHARE UPDATE EXCLUSIVE on the index.
+        if any(cmd.subtype == AlterTableType.AT_SetTableSpace for cmd in node.cmds or ()):
+            # Copies the index under ACCESS EXCLUSIVE on it: every query planned on its table
+            # opens the table's indexes, so reads and writes of the table wait.
+            acc.lock(table, LockMode.ACCESS_EXCLUSIVE, of_index_table=True)
+            acc.rewrites("yes")
+            notes.append(f"copies index {table} to the new tablespace")
+            return
+        # ALTER INDEX ... SET (options) / ATTACH PARTITION: SHARE UPDATE EXCLUSIVE on the index.
         acc.lock(table, LockMode.SHARE_UPDATE_EXCLUSIVE)
         return
     for cmd in node.cmds or ():
@@ -174,7 +187,8 @@ def _add_column(
     for constraint in column_constraints(coldef):
         if constraint.contype == ConstrType.CONSTR_FOREIGN:
             acc.lock(relation_name(constraint.pktable), LockMode.SHARE_ROW_EXCLUSIVE)
-            acc.scan = True
+            # A new column without a DEFAULT is all NULL: PostgreSQL has nothing to validate.
+            acc.scan = acc.scan or has_non_null_default(coldef)
         elif constraint.contype in (ConstrType.CONSTR_PRIMARY, ConstrType.CONSTR_UNIQUE):
             acc.builds_index()
             notes.append(f"builds a unique index on {table} while holding the lock")

@@ -30,6 +30,7 @@ in registry order (the order of `RULES`, in which the engine runs the checks).
 from dbmigrate.core.lint.rules.registry import RULES, Check, Hit, RollbackPolicy, Rule, Severity
 from dbmigrate.core.lint.rules import transactions, columns, constraints, breaking  # noqa: F401
 from dbmigrate.core.lint.rules import indexes, maintenance, data, rerun, column_types  # noqa: F401
+from dbmigrate.core.lint.rules import objects, versions  # noqa: F401
 from dbmigrate.core.lint.rules import lock_table  # noqa: F401  (the catch-all, last)
 
 # isort: on

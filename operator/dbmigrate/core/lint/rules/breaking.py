@@ -42,7 +42,17 @@ def changing_column_type(s: Statement, effect: StatementEffect, ctx: LintContext
         )
         target = type_name(coldef.typeName)
         using = getattr(coldef, "raw_default", None) is not None
-        if not using and target in ("text", "varchar", "citext"):
+        limited = bool(coldef.typeName.typmods)  # varchar(n), numeric(p,s): may narrow
+        if not using and limited and target in ("varchar", "numeric", "varbit"):
+            yield Hit(
+                f"{said(s)} takes ACCESS EXCLUSIVE on {table} and, unless the current type of "
+                f"{column} is the same type with a limit no larger (varchar(m) with m ≤ n, "
+                "numeric with no more digits and the same scale), checks or rewrites every row, "
+                "blocking reads and writes; a new COLLATE rebuilds the column's indexes. If it "
+                "only widens, suppress this with that reason. " + safe
+            )
+            continue
+        if not using and not limited and target in ("text", "varchar", "citext"):
             yield Hit(
                 f"{said(s)} takes ACCESS EXCLUSIVE on {table}; it is metadata-only (brief) if "
                 f"the current type of {column} is binary-coercible to {new_type} (varchar(n) to "

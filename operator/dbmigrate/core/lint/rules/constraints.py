@@ -18,7 +18,13 @@ from dbmigrate.core.lint.rules.messages import (
 )
 from dbmigrate.core.lint.rules.registry import Check, Hit, register
 from dbmigrate.core.locks import StatementEffect
-from dbmigrate.core.sqlast import alter_commands, deparse, quote_name, relation_name
+from dbmigrate.core.sqlast import (
+    alter_commands,
+    deparse,
+    has_non_null_default,
+    quote_name,
+    relation_name,
+)
 from dbmigrate.core.statements import Statement
 
 
@@ -45,6 +51,8 @@ def adding_foreign_key_without_not_valid(
     for table, constraint, coldef in added_constraints(s.node, ctx):
         if constraint.contype != ConstrType.CONSTR_FOREIGN or constraint.skip_validation:
             continue
+        if coldef is not None and not has_non_null_default(coldef):
+            continue  # a new column is all NULL: nothing to validate, the locks are brief
         referenced = relation_name(constraint.pktable)
         locks = (
             f"takes SHARE ROW EXCLUSIVE on {table} and {referenced} and checks every row of "
@@ -96,7 +104,7 @@ def constraint_missing_not_valid(
         )
     for table, cmd in alter_commands(s.node, AlterTableType.AT_ValidateConstraint):
         pending = ctx.pending_constraints.get(str(cmd.name))
-        if pending is None or pending.transaction is None:
+        if pending is None or pending.transaction is None or ctx.is_new_table(table):
             continue
         if pending.transaction == ctx.transaction:
             yield Hit(

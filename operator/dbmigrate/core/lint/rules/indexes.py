@@ -28,8 +28,8 @@ def require_concurrent_index_creation(
     if not isinstance(node, ast.IndexStmt) or node.concurrent:
         return
     table = relation_name(node.relation)
-    if ctx.is_new_table(table):
-        return
+    if ctx.is_new_table(table) or (node.relation is not None and not node.relation.inh):
+        return  # ON ONLY: an invalid index on the partitioned parent alone, nothing is built
     changes: list[tuple[Any, str, Any]] = [(node, "concurrent", True)]
     if node.idxname:
         changes.append((node, "if_not_exists", True))

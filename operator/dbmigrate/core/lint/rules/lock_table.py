@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from pglast import ast
+
 from dbmigrate.core.lint.context import LintContext
 from dbmigrate.core.lint.rules.messages import said
 from dbmigrate.core.lint.rules.registry import Hit, register
@@ -46,6 +48,8 @@ def blocking_lock(s: Statement, effect: StatementEffect, ctx: LintContext) -> It
                 severity="warning",
             )
         return
+    if isinstance(s.node, ast.RefreshMatViewStmt) and s.node.concurrent:
+        return  # EXCLUSIVE on a materialized view blocks no reads, and it takes no writes
     holds = effect.holds
     if holds == "instant":
         return  # a catalog change: brief once granted, and the executor bounds the wait
