@@ -5,22 +5,26 @@ file is linted as rollback SQL, after its `.up.sql` when both are given, so it k
 up created) and `.yaml`/`.yml` files with DatabaseMigration documents (several per file allowed;
 ConfigMaps in the given files resolve `upFrom`/`downFrom`; other kinds are ignored).
 
-Output `--format text` (rich; colour only on a terminal), `json`, or `github` (workflow
-commands that GitHub Actions shows as annotations on the lines). Exit status: 0 no error
-findings, 1 error findings, 2 usage error (missing file, bad YAML, invalid DatabaseMigration).
+Output (`commands.lint_output`): `--format text`, `json`, `github` (workflow commands that
+GitHub Actions shows as annotations on the lines) or `sarif` (code scanning). With `--dsn` the
+linter reads the server's version and the sizes of the tables the SQL touches (a rewrite of a
+200-row table is information, of a 50 M-row one an error); the DSN is never printed. Exit
+status: 0 no error findings, 1 error findings (or the database could not be read), 2 usage
+error (missing file, bad YAML, invalid DatabaseMigration, malformed DSN).
+
+It starts fast (a pre-commit hook runs it on every commit): the API models (pydantic), YAML,
+rich and the database driver are imported only when the input or the options need them.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.markup import escape
-
+from dbmigrate.commands.lint_output import FORMATS, Located, print_findings
 from dbmigrate.core.lint import (
     DEFAULT_SERVER_VERSION,
     Finding,
@@ -28,16 +32,13 @@ from dbmigrate.core.lint import (
     analyse_migration,
     check_sql,
 )
-from dbmigrate.core.lint.context import Direction
-from dbmigrate.core.lint.documents import (
-    ConfigMapDocument,
-    ManifestError,
-    MigrationDocument,
-    parse_manifests,
-    resolve_sql,
-)
+from dbmigrate.core.lint.context import Direction, TableEstimate, sizes_by_key
+from dbmigrate.core.locks import statement_effect
+from dbmigrate.core.statements import SqlSyntaxError, parse_statements
 
-FORMATS = ("text", "json", "github")
+if TYPE_CHECKING:
+    from dbmigrate.core.lint.documents import ConfigMapDocument, MigrationDocument
+
 SQL_SUFFIXES = (".sql",)
 YAML_SUFFIXES = (".yaml", ".yml")
 
@@ -46,13 +47,8 @@ class UsageError(Exception):
     """Input the linter cannot work with (exit status 2)."""
 
 
-@dataclass(frozen=True)
-class Located:
-    """A finding and where it is in the files given on the command line."""
-
-    file: str
-    line: int | None
-    finding: Finding
+class DatabaseUnreadable(Exception):
+    """--dsn was given and the database could not be read (exit status 1); no DSN in it."""
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -67,28 +63,99 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("files", nargs="+", metavar="FILE", help=".sql, .yaml or .yml files")
     p.add_argument("--format", choices=FORMATS, default="text", help="output format")
     p.add_argument(
+        "--pg-version",
         "--server-version",
+        dest="pg_version",
         type=int,
-        default=DEFAULT_SERVER_VERSION,
+        default=None,
         metavar="MAJOR",
-        help=f"PostgreSQL major version the SQL will run on (default {DEFAULT_SERVER_VERSION})",
+        help="PostgreSQL major version the SQL will run on (default: the server's with --dsn, "
+        f"else {DEFAULT_SERVER_VERSION})",
+    )
+    p.add_argument(
+        "--dsn",
+        default=None,
+        help="read the server's version and the sizes of the tables the SQL touches from this "
+        "database (read only; never printed)",
     )
     p.set_defaults(handler=_handle)
 
 
 def _handle(args: argparse.Namespace) -> int:
+    paths = [Path(f) for f in args.files]
+    version = args.pg_version or DEFAULT_SERVER_VERSION
+    sizes: dict[str, TableEstimate] = {}
     try:
-        located = lint_files([Path(f) for f in args.files], args.server_version)
+        if args.dsn:
+            server_version, sizes = read_database(args.dsn, tables_named(paths, version))
+            version = args.pg_version or server_version
+        located = lint_files(paths, version, sizes)
     except UsageError as exc:
         print(f"dbmigrate lint: {exc}", file=sys.stderr)
         return 2
-    if args.format == "json":
-        _print_json(located)
-    elif args.format == "github":
-        _print_github(located)
-    else:
-        _print_text(located, len(args.files))
+    except DatabaseUnreadable as exc:
+        print(f"dbmigrate lint: cannot read the database: {exc}", file=sys.stderr)
+        return 1
+    print_findings(located, args.format, len(args.files))
     return 1 if any(item.finding.blocking for item in located) else 0
+
+
+def read_database(dsn: str, tables: list[str]) -> tuple[int, dict[str, TableEstimate]]:
+    """The server's major version and the size estimates of those tables that exist."""
+    from dbmigrate.db import catalog
+    from dbmigrate.db.errors import MalformedDsn, check_dsn
+
+    try:
+        check_dsn(dsn, "--dsn")
+    except MalformedDsn as exc:
+        raise UsageError(str(exc)) from None
+    try:
+        with catalog.connect(dsn) as conn:
+            return catalog.server_major_version(conn), catalog.fetch_table_estimates(conn, tables)
+    except catalog.DatabaseError as exc:
+        raise DatabaseUnreadable(catalog.redact(str(exc), dsn)) from None
+
+
+def tables_named(paths: list[Path], server_version: int) -> list[str]:
+    """The tables the files' SQL locks, in order of first mention (what --dsn reads sizes of);
+    files that cannot be read or parsed are left to the lint run to report."""
+    out: dict[str, None] = {}
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if path.suffix in YAML_SUFFIXES:
+            out.update(dict.fromkeys(_manifest_tables(text, server_version)))
+            continue
+        try:
+            statements = parse_statements(text)
+        except SqlSyntaxError:
+            continue
+        for s in statements:
+            for lock in statement_effect(s.node, server_version).locks:
+                if not lock.of_index_table:
+                    out[lock.relation] = None
+    return list(out)
+
+
+def _manifest_tables(text: str, server_version: int) -> list[str]:
+    from dbmigrate.core.lint.documents import (
+        ManifestError,
+        parse_manifests,
+        resolve_sql,
+    )
+    from dbmigrate.core.plan import tables_touched
+
+    try:
+        migrations, configmaps = parse_manifests(text)
+    except ManifestError:
+        return []
+    tables: list[str] = []
+    for doc in migrations:
+        resolved, _ = resolve_sql(doc, configmaps)
+        tables += tables_touched(doc.resource.spec, resolved, server_version)
+    return tables
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,7 +183,11 @@ def _sql_stem(path: Path) -> tuple[str, str]:
     return str(path), "up"
 
 
-def lint_files(paths: list[Path], server_version: int = DEFAULT_SERVER_VERSION) -> list[Located]:
+def lint_files(
+    paths: list[Path],
+    server_version: int = DEFAULT_SERVER_VERSION,
+    table_sizes: Mapping[str, TableEstimate] | None = None,
+) -> list[Located]:
     """Findings of every file, in the order given (a down file after its up file)."""
     texts: dict[Path, str] = {}
     for path in paths:
@@ -125,6 +196,11 @@ def lint_files(paths: list[Path], server_version: int = DEFAULT_SERVER_VERSION) 
         texts[path] = _read(path)
 
     manifests: dict[Path, tuple[list[MigrationDocument], list[ConfigMapDocument]]] = {}
+    if any(path.suffix in YAML_SUFFIXES for path in texts):
+        from dbmigrate.core.lint.documents import (
+            ManifestError,
+            parse_manifests,
+        )
     for path, text in texts.items():
         if path.suffix in YAML_SUFFIXES:
             try:
@@ -145,23 +221,31 @@ def lint_files(paths: list[Path], server_version: int = DEFAULT_SERVER_VERSION) 
     for i in sorted(range(len(paths)), key=down_last):
         path = paths[i]
         if path.suffix in SQL_SUFFIXES:
-            per_file[i] = _lint_sql_file(path, texts[path], server_version, up_contexts)
+            per_file[i] = _lint_sql_file(
+                path, texts[path], server_version, up_contexts, table_sizes
+            )
         else:
             per_file[i] = _lint_manifest(
-                path, manifests[path][0], all_configmaps, configmap_files, server_version
+                path,
+                manifests[path][0],
+                all_configmaps,
+                configmap_files,
+                server_version,
+                table_sizes,
             )
     return [item for i in range(len(paths)) for item in per_file[i]]
 
 
 def _lint_sql_file(
-    path: Path, text: str, server_version: int, up_contexts: dict[str, LintContext]
+    path: Path,
+    text: str,
+    server_version: int,
+    up_contexts: dict[str, LintContext],
+    table_sizes: Mapping[str, TableEstimate] | None,
 ) -> list[Located]:
     stem, direction = _sql_stem(path)
-    if direction == "down":
-        base = up_contexts.get(stem, LintContext(server_version=server_version))
-        context = base.for_rollback()
-    else:
-        context = LintContext(server_version=server_version)
+    fresh = LintContext(server_version=server_version, table_sizes=sizes_by_key(table_sizes))
+    context = up_contexts.get(stem, fresh).for_rollback() if direction == "down" else fresh
     findings = check_sql(text, context=context)
     if direction == "up":
         up_contexts[stem] = context
@@ -174,11 +258,14 @@ def _lint_manifest(
     configmaps: list[ConfigMapDocument],
     configmap_files: dict[int, Path],
     server_version: int,
+    table_sizes: Mapping[str, TableEstimate] | None,
 ) -> list[Located]:
+    from dbmigrate.core.lint.documents import resolve_sql
+
     out: list[Located] = []
     for doc in documents:
         resolved, origins = resolve_sql(doc, configmaps)
-        analysis = analyse_migration(doc.resource.spec, resolved, server_version)
+        analysis = analyse_migration(doc.resource.spec, resolved, server_version, table_sizes)
         for finding in analysis.findings:
             out.append(Located(*_file_line(path, doc, origins, configmap_files, finding), finding))
     return out
@@ -206,105 +293,3 @@ def _file_line(
     if start is not None and finding.line is not None:
         return str(path), start + finding.line - 1
     return str(path), doc.step_lines.get(step)
-
-
-# ---------------------------------------------------------------------------------------------
-# output
-
-
-def _counts(located: list[Located]) -> tuple[int, int, int]:
-    errors = sum(1 for x in located if x.finding.blocking)
-    warnings = sum(
-        1 for x in located if x.finding.severity == "warning" and not x.finding.suppressed
-    )
-    suppressed = sum(1 for x in located if x.finding.suppressed)
-    return errors, warnings, suppressed
-
-
-def _print_text(located: list[Located], files: int) -> None:
-    console = Console(highlight=False, soft_wrap=True)
-    styles = {"error": "bold red", "warning": "yellow"}
-    for item in located:
-        f = item.finding
-        where = item.file + (f":{item.line}" if item.line is not None else "")
-        context = ", ".join(
-            x
-            for x in (
-                f"step {f.step}" if f.step else "",
-                "down SQL" if f.direction == "down" else "",
-            )
-            if x
-        )
-        style = "dim" if f.suppressed else styles[f.severity]
-        label = "suppressed " + f.severity if f.suppressed else f.severity
-        console.print(
-            f"{escape(where)}: [{style}]{label}[/] [bold]{escape(f.rule)}[/]"
-            + (f" ({escape(context)})" if context else "")
-        )
-        console.print(f"    {escape(f.message)}", style="dim" if f.suppressed else None)
-        if f.suppressed:
-            console.print(f"    reason: {escape(f.reason or 'none given')}", style="dim")
-    errors, warnings, suppressed = _counts(located)
-    noun = "file" if files == 1 else "files"
-    if not located:
-        console.print(f"{files} {noun}: [green]no findings[/]")
-        return
-    summary = f"{files} {noun}: {errors} error(s), {warnings} warning(s)"
-    if suppressed:
-        summary += f", {suppressed} suppressed"
-    console.print(summary, style="bold red" if errors else None)
-
-
-def _print_json(located: list[Located]) -> None:
-    errors, warnings, suppressed = _counts(located)
-    payload = {
-        "findings": [
-            {
-                "file": x.file,
-                "line": x.line,
-                "step": x.finding.step,
-                "direction": x.finding.direction,
-                "statement": x.finding.statement,
-                "rule": x.finding.rule,
-                "severity": x.finding.severity,
-                "message": x.finding.message,
-                "suppressed": x.finding.suppressed,
-                "reason": x.finding.reason,
-            }
-            for x in located
-        ],
-        "errors": errors,
-        "warnings": warnings,
-        "suppressed": suppressed,
-    }
-    sys.stdout.write(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-
-
-def _escape_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-
-
-def _escape_property(text: str) -> str:
-    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
-
-
-def _print_github(located: list[Located]) -> None:
-    """GitHub Actions workflow commands: `::error file=…,line=…,title=…::message`."""
-    for x in located:
-        f = x.finding
-        command = "notice" if f.suppressed else f.severity
-        props = [f"file={_escape_property(x.file)}"]
-        if x.line is not None:
-            props.append(f"line={x.line}")
-        title = f"dbmigrate {f.rule}" + (f" (step {f.step})" if f.step else "")
-        props.append(f"title={_escape_property(title)}")
-        message = f.message
-        if f.direction == "down":
-            message = f"down SQL: {message}"
-        if f.suppressed:
-            message += f" (suppressed: {f.reason or 'no reason given'})"
-        sys.stdout.write(f"::{command} {','.join(props)}::{_escape_data(message)}\n")
-    errors, warnings, suppressed = _counts(located)
-    sys.stdout.write(
-        f"dbmigrate lint: {errors} error(s), {warnings} warning(s), {suppressed} suppressed\n"
-    )

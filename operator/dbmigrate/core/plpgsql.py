@@ -160,9 +160,10 @@ def constant_sql(expression: str) -> str | None:
         parsed = pglast.parse_sql(f"SELECT {expression}")
     except ParseError:
         return None
-    if len(parsed) != 1:
+    statements: list[Any] = list(parsed)
+    if len(statements) != 1:
         return None
-    targets = getattr(parsed[0].stmt, "targetList", None) or ()
+    targets: list[Any] = list(getattr(statements[0].stmt, "targetList", None) or ())
     if len(targets) != 1:
         return None
     return _fold(targets[0].val)

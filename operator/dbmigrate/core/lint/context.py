@@ -16,7 +16,6 @@ from typing import Any, Literal
 from pglast import ast
 from pglast.enums import AlterTableType, BoolExprType, ConstrType, NullTestType, ObjectType
 
-from dbmigrate.core.batching import format_count
 from dbmigrate.core.locks import DEFAULT_SERVER_VERSION, LockMode
 from dbmigrate.core.sqlast import dotted_name, name_in_schema_of, relation_name, table_key
 from dbmigrate.core.statements import TransactionMode
@@ -50,7 +49,7 @@ class TableEstimate:
         """`1,234 rows, 48.0 KiB` (what is known of it)."""
         parts = []
         if self.rows is not None:
-            parts.append(f"{format_count(self.rows)} rows")
+            parts.append(f"{self.rows:,} rows")
         if self.size_bytes is not None:
             parts.append(format_bytes(self.size_bytes))
         return ", ".join(parts) or "size unknown"

@@ -13,10 +13,10 @@ direction for the CLI.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from pglast import ast
 
-from dbmigrate.api.models import DatabaseMigrationSpec, LintFinding, Step
 from dbmigrate.core.lint.bodies import analyse_body
 from dbmigrate.core.lint.context import Direction, LintContext, TableEstimate, sizes_by_key
 from dbmigrate.core.lint.findings import (
@@ -43,6 +43,10 @@ from dbmigrate.core.statements import (
     group_is_transactional,
     parse_statements,
 )
+
+if TYPE_CHECKING:  # the API models (pydantic) only for typing: `dbmigrate lint` of SQL files
+    # starts without them (its start-up time is a goal: BENCHMARKS.md)
+    from dbmigrate.api.models import DatabaseMigrationSpec, LintFinding, Step
 
 # ---------------------------------------------------------------------------------------------
 # one piece of SQL

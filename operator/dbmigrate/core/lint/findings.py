@@ -6,13 +6,15 @@ plan renders.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from dbmigrate.api.models import LintFinding, Step
 from dbmigrate.core.lint.context import Direction
 from dbmigrate.core.lint.rules import Severity
 from dbmigrate.core.locks import StatementEffect
 from dbmigrate.core.statements import SqlSyntaxError, Statement
+
+if TYPE_CHECKING:  # pydantic models only for typing: see engine.py
+    from dbmigrate.api.models import LintFinding, Step
 
 # step name -> (up SQL, down SQL) for steps whose SQL is read from ConfigMaps.
 Resolved = dict[str, tuple[str | None, str | None]]
@@ -46,6 +48,8 @@ class Finding:
 
     def to_status(self) -> LintFinding:
         """The status.lint entry: location and suppression reason folded into the message."""
+        from dbmigrate.api.models import LintFinding
+
         message = self.message
         where = self.location()
         if where:
