@@ -28,14 +28,40 @@ def _git(repo: Path, *args: str) -> None:
     )
 
 
-def _try_repo(repo: Path, hook: str, *files: str) -> subprocess.CompletedProcess[str]:
+def _head() -> str:
+    return subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> subprocess.CompletedProcess[str]:
+    """`pre-commit run --all-files` in a repository using both hooks of this repository at its
+    HEAD commit (one virtualenv per commit, cached: the first run installs the project)."""
+    repo = tmp_path_factory.mktemp("user-repo")
+    (repo / "migrations").mkdir()
+    (repo / "migrations" / "1_index.up.sql").write_text(
+        "-- add an index\nCREATE INDEX users_email ON users (email);\n"
+    )
+    (repo / "migrations" / "2_safe.up.sql").write_text(
+        "CREATE INDEX CONCURRENTLY IF NOT EXISTS users_name ON users (name);\n"
+    )
+    (repo / "notes.txt").write_text("CREATE INDEX not_sql ON users (email);\n")
+    (repo / "deploy.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n")
+    (repo / ".pre-commit-config.yaml").write_text(
+        f"repos:\n  - repo: {ROOT}\n    rev: {_head()}\n    hooks:\n"
+        "      - id: dbmigrate-lint\n      - id: dbmigrate-lint-manifests\n"
+    )
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-qm", "migrations")
     env = {
         **os.environ,
         "PRE_COMMIT_HOME": str(CACHE / "pre-commit"),
         "PRE_COMMIT_COLOR": "never",
     }
     return subprocess.run(
-        [sys.executable, "-m", "pre_commit", "try-repo", str(ROOT), hook, "--files", *files],
+        [sys.executable, "-m", "pre_commit", "run", "--all-files"],
         cwd=repo,
         env=env,
         capture_output=True,
@@ -45,31 +71,27 @@ def _try_repo(repo: Path, hook: str, *files: str) -> subprocess.CompletedProcess
     )
 
 
-@pytest.fixture
-def repo(tmp_path: Path) -> Path:
-    (tmp_path / "migrations").mkdir()
-    (tmp_path / "migrations" / "1_index.up.sql").write_text(
-        "-- add an index\nCREATE INDEX users_email ON users (email);\n"
-    )
-    (tmp_path / "migrations" / "2_safe.up.sql").write_text(
-        "CREATE INDEX CONCURRENTLY IF NOT EXISTS users_name ON users (name);\n"
-    )
-    (tmp_path / "notes.txt").write_text("CREATE INDEX not_sql ON users (email);\n")
-    _git(tmp_path, "init", "-q")
-    _git(tmp_path, "add", ".")
-    _git(tmp_path, "commit", "-qm", "migrations")
-    return tmp_path
+def _section(output: str, title: str) -> str:
+    """What one hook printed: from its title line to the next hook's."""
+    start = output.index(title)
+    rest = output[start + len(title) :]
+    nxt = rest.find("dbmigrate lint (")
+    return rest if nxt < 0 else rest[:nxt]
 
 
-def test_the_hook_fails_on_a_blocking_migration(repo: Path) -> None:
-    proc = _try_repo(repo, "dbmigrate-lint", "migrations/1_index.up.sql", "notes.txt")
-    assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "dbmigrate lint (SQL)" in proc.stdout
-    assert "migrations/1_index.up.sql:2: error require-concurrent-index-creation" in proc.stdout
-    assert "notes.txt" not in proc.stdout.split("dbmigrate lint (SQL)")[-1]
+def test_the_sql_hook_fails_on_the_blocking_migration_only(
+    run: subprocess.CompletedProcess[str],
+) -> None:
+    assert run.returncode == 1, run.stdout + run.stderr
+    sql = _section(run.stdout, "dbmigrate lint (SQL)")
+    assert "Failed" in sql.splitlines()[0]
+    assert "migrations/1_index.up.sql:2: error require-concurrent-index-creation" in sql
+    assert "2_safe" not in sql
+    assert "notes.txt" not in sql
 
 
-def test_the_hook_passes_a_safe_migration(repo: Path) -> None:
-    proc = _try_repo(repo, "dbmigrate-lint", "migrations/2_safe.up.sql")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Passed" in proc.stdout
+def test_the_manifest_hook_passes_yaml_without_migrations(
+    run: subprocess.CompletedProcess[str],
+) -> None:
+    manifests = _section(run.stdout, "dbmigrate lint (DatabaseMigration YAML)")
+    assert "Passed" in manifests.splitlines()[0], run.stdout
