@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from dbmigrate.api import reasons
 from dbmigrate.core.batching import format_count
 from dbmigrate.core.lint.documents import ManifestError, parse_manifests
 from dbmigrate.db.backfill import BackfillEvent, BatchDone, Started, Throttled
@@ -31,6 +32,8 @@ from dbmigrate.reconcile.runner import MigrationRunner
 from dbmigrate.settings import Settings
 
 SUCCESS, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
+# Before the start, these wait for an edited spec: apply stops with FAILED instead.
+NEEDS_A_NEW_SPEC = frozenset({reasons.LINT_FAILED, reasons.INVALID_SPEC})
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -120,7 +123,7 @@ def _handle(args: argparse.Namespace) -> int:
         f"[bold]dbmigrate apply[/] {resource.spec.migration_id} ({len(resource.spec.steps)} steps)"
     )
     try:
-        asyncio.run(runner.run(None))
+        asyncio.run(runner.run(report.stop))
     except KeyboardInterrupt:
         console.print(
             "[yellow]interrupted:[/] the running step's transaction is rolled back; "
@@ -148,6 +151,9 @@ class Reporter:
         self.started = time.monotonic()
         self._last_backfill: dict[str, float] = {}
         self._last_reason: str | None = None
+        # Set when the migration is stuck on something only a new spec can change: the
+        # operator would wait for that edit; a command line has nobody to wait for.
+        self.stop = asyncio.Event()
 
     def _stamp(self) -> str:
         return f"[dim]{time.monotonic() - self.started:7.1f}s[/]"
@@ -165,6 +171,14 @@ class Reporter:
                     self.console.print(
                         f"{self._stamp()} [red]{reason:<22}[/] {cond.get('message', '')}"
                     )
+                if reason in NEEDS_A_NEW_SPEC and not status.get("startedAt"):
+                    for finding in status.get("lint") or []:
+                        if finding.get("severity") == "error" and not finding.get("suppressed"):
+                            self.console.print(
+                                f"{self._stamp()} [red]{finding.get('rule', ''):<22}[/] "
+                                f"{finding.get('message', '')}"
+                            )
+                    self.stop.set()
 
     def backfill(self, step: str, event: BackfillEvent) -> None:
         now = time.monotonic()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -32,7 +33,7 @@ from dbmigrate.core import slo
 from dbmigrate.core.access import job_secret_names
 from dbmigrate.core.jobs import backfill_checkpoint_name, job_name
 from dbmigrate.core.lint import Resolved, count_blocking, lint_migration
-from dbmigrate.core.plan import render_plan_summary
+from dbmigrate.core.plan import TableEstimate, render_plan_summary, tables_touched
 from dbmigrate.core.rollout import rollout_state
 from dbmigrate.core.steps import ResolvedSql, step_checksum
 from dbmigrate.db import history
@@ -61,6 +62,11 @@ class DatabaseSession(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+    async def table_sizes(self, dsn: str, tables: list[str]) -> dict[str, TableEstimate]:
+        """The tables' size estimates (pg_class), read at most every few minutes; empty when
+        the database cannot be read (then lint does without)."""
+        ...
 
     def read_progress(self, checkpoint: str, table: str, where: str | None) -> BackfillProgress:
         """A running backfill's progress from its checkpoint, estimated with the step's own
@@ -124,21 +130,14 @@ async def _observe_world(
         problem = d.ConfigProblem(reasons.CONFIG_MAP_NOT_FOUND, str(exc))
         return replace(obs, problem=problem), sql, None
     obs = replace(obs, checksums={s.name: step_checksum(s, sql) for s in spec.steps})
-    obs = await lint(spec, obs, sql, session.server_version, lint_cache)
-
-    try:
-        ref = spec.database.dsn_secret_ref
-        dsn = await platform.read_secret(ref.name, ref.key)
-        check_dsn(dsn, f"Secret {ref.name} key {ref.key}")
-        for name in job_secret_names(spec):
-            await platform.check_secret(name)
-    except NotFound as exc:
-        return replace(obs, problem=d.ConfigProblem(reasons.SECRET_NOT_FOUND, str(exc))), sql, None
-    except SecretNotPermitted as exc:
-        problem = d.ConfigProblem(reasons.SECRET_NOT_PERMITTED, str(exc))
-        return replace(obs, problem=problem), sql, None
-    except MalformedDsn as exc:
-        return replace(obs, problem=d.ConfigProblem(reasons.INVALID_DSN, str(exc))), sql, None
+    dsn, secret_problem = await _read_dsn(platform, spec)
+    sizes: dict[str, TableEstimate] = {}
+    if dsn is not None and status.started_at is None and spec.safety.lint != "Off":
+        # Before the start the lint gates it: weigh the findings by the tables' sizes.
+        sizes = await session.table_sizes(dsn, await lint_cache.tables(spec, sql))
+    obs = await lint(spec, obs, sql, session.server_version, lint_cache, sizes)
+    if secret_problem is not None or dsn is None:
+        return replace(obs, problem=secret_problem), sql, None
     try:
         conn, lock_held = await session.connect(dsn, want_lock=wants_lock(spec, status, obs))
         applied, partial = await _read_applied_if_schema(conn, spec.migration_id)
@@ -155,6 +154,25 @@ async def _observe_world(
     uid = body["metadata"]["uid"]
     obs = replace(obs, jobs=await observe_jobs(platform, spec, status, dsn, uid))
     return obs, sql, dsn
+
+
+async def _read_dsn(
+    platform: Platform, spec: DatabaseMigrationSpec
+) -> tuple[str | None, d.ConfigProblem | None]:
+    """The DSN, once every Secret the migration names may be used; else why not."""
+    try:
+        ref = spec.database.dsn_secret_ref
+        dsn = await platform.read_secret(ref.name, ref.key)
+        check_dsn(dsn, f"Secret {ref.name} key {ref.key}")
+        for name in job_secret_names(spec):
+            await platform.check_secret(name)
+    except NotFound as exc:
+        return None, d.ConfigProblem(reasons.SECRET_NOT_FOUND, str(exc))
+    except SecretNotPermitted as exc:
+        return None, d.ConfigProblem(reasons.SECRET_NOT_PERMITTED, str(exc))
+    except MalformedDsn as exc:
+        return None, d.ConfigProblem(reasons.INVALID_DSN, str(exc))
+    return dsn, None
 
 
 def rollback_requested(body: dict[str, Any]) -> bool:
@@ -232,18 +250,35 @@ class LintCache:
     def __init__(self) -> None:
         self._key: tuple[object, ...] | None = None
         self._findings: tuple[LintFinding, ...] = ()
+        self._tables_key: tuple[object, ...] | None = None
+        self._tables: list[str] = []
         self.runs = 0  # how many times lint really ran
 
     async def findings(
-        self, spec: DatabaseMigrationSpec, sql: dict[str, ResolvedSql], server_version: int
+        self,
+        spec: DatabaseMigrationSpec,
+        sql: dict[str, ResolvedSql],
+        server_version: int,
+        sizes: Mapping[str, TableEstimate] | None = None,
     ) -> tuple[LintFinding, ...]:
         resolved: Resolved = {name: (r.up, r.down) for name, r in sql.items()}
-        key = (spec.model_dump_json(), tuple(sorted(resolved.items())), server_version)
+        # A table's size matters to lint only as small or not: re-lint when that changes.
+        weights = tuple(sorted((table, size.small) for table, size in (sizes or {}).items()))
+        key = (spec.model_dump_json(), tuple(sorted(resolved.items())), server_version, weights)
         if key != self._key:
-            found = await asyncio.to_thread(lint_migration, spec, resolved, server_version)
+            found = await asyncio.to_thread(lint_migration, spec, resolved, server_version, sizes)
             self._key, self._findings = key, tuple(found)
             self.runs += 1
         return self._findings
+
+    async def tables(self, spec: DatabaseMigrationSpec, sql: dict[str, ResolvedSql]) -> list[str]:
+        """The existing tables the migration touches (what its lint weighs by size)."""
+        resolved: Resolved = {name: (r.up, r.down) for name, r in sql.items()}
+        key = (spec.model_dump_json(), tuple(sorted(resolved.items())))
+        if key != self._tables_key:
+            self._tables = await asyncio.to_thread(tables_touched, spec, resolved)
+            self._tables_key = key
+        return self._tables
 
 
 async def lint(
@@ -252,11 +287,12 @@ async def lint(
     sql: dict[str, ResolvedSql],
     server_version: int,
     cache: LintCache,
+    sizes: Mapping[str, TableEstimate] | None = None,
 ) -> d.Observation:
     """Lint every step before anything runs; Enforce blocks on error findings."""
     if spec.safety.lint == "Off":
         return obs
-    findings = await cache.findings(spec, sql, server_version)
+    findings = await cache.findings(spec, sql, server_version, sizes)
     return replace(obs, lint_findings=findings, lint_errors=count_blocking(list(findings)))
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -30,8 +31,9 @@ from dbmigrate.api.models import (
 from dbmigrate.core import decide as d
 from dbmigrate.core.conditions import set_conditions
 from dbmigrate.core.locks import DEFAULT_SERVER_VERSION
+from dbmigrate.core.plan import TableEstimate
 from dbmigrate.core.status import status_patch, with_step_list
-from dbmigrate.db import executor, history
+from dbmigrate.db import catalog, executor, history
 from dbmigrate.db.backfill import read_backfill_progress
 from dbmigrate.db.errors import first_line, redact_dsn
 from dbmigrate.db.executor import StepResult
@@ -47,6 +49,9 @@ IDLE = TransactionStatus.IDLE
 # query) and an outage's end should be noticed soon: with a minute, a kube-apiserver away for
 # 20 s kept migrations idle for another 30 s after it was back (the fault matrix measured it).
 MAX_RETRY_DELAY = 16.0
+# How long the tables' size estimates (for the lint gate before the start) are used before
+# they are read again: they change with ANALYZE, not from one pass to the next.
+SIZES_MAX_AGE = 300.0
 
 
 def retry_delay(failures: int) -> float:
@@ -70,6 +75,8 @@ class MigrationRunner:
         self._lint = LintCache()
         self._dsn: str | None = None  # the last one read, for redaction
         self._progress_conn: psycopg.Connection[Any] | None = None
+        # (tables, when read, their size estimates): what the lint gate weighs findings by
+        self._sizes: tuple[tuple[str, ...], float, dict[str, TableEstimate]] | None = None
 
     # --- the loop ------------------------------------------------------------------------------
 
@@ -279,6 +286,17 @@ class MigrationRunner:
                 "step's SQL; stopping until it can be taken again"
             )
 
+    async def table_sizes(self, dsn: str, tables: list[str]) -> dict[str, TableEstimate]:
+        key = tuple(tables)
+        now = time.monotonic()
+        if self._sizes is None or self._sizes[0] != key or now - self._sizes[1] > SIZES_MAX_AGE:
+            try:
+                sizes = await asyncio.to_thread(_read_table_sizes, dsn, tables)
+            except (catalog.DatabaseError, OSError):
+                return {}  # the pass reports the database as unreachable when it connects
+            self._sizes = (key, now, sizes)
+        return self._sizes[2]
+
     async def release_lock(self) -> None:
         if self.conn is not None and self.lock_held:
             with contextlib.suppress(psycopg.Error):
@@ -309,3 +327,8 @@ class MigrationRunner:
 
 def _is_stopped(stopped: Any) -> bool:
     return bool(stopped.is_set()) if stopped is not None else False
+
+
+def _read_table_sizes(dsn: str, tables: list[str]) -> dict[str, TableEstimate]:
+    with catalog.connect(dsn, connect_timeout=5) as conn:
+        return catalog.fetch_table_estimates(conn, tables)
