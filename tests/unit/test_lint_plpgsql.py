@@ -4,8 +4,9 @@ Aspects covered:
 - a DO block's statements: a rewrite or a non-concurrent index inside is found, at its own line,
   the message saying where it is; the seed-style batched loop: fine when it COMMITs,
   an error when it never does (every batch one transaction);
-- a function's or procedure's body: its statements are judged too, said to run when called,
-  and hold nothing in the migration's transaction;
+- a function's or procedure's body: its statements are judged too, said to run when called
+  (warnings where it is defined, errors where the migration calls it), and hold nothing in
+  the migration's transaction;
 - what cannot be read: dynamic EXECUTE (a warning), a body PL/pgSQL rejects (a warning), other
   languages (skipped);
 - suppression on the DO statement covers the findings inside it; a table created inside a DO
@@ -89,23 +90,39 @@ def test_message_says_where_the_statement_is() -> None:
     assert finding.message.startswith("In the DO block at line 2: `CREATE INDEX i ON orders")
 
 
-def test_function_body_is_judged_and_holds_nothing_now() -> None:
-    sql = (
-        "CREATE FUNCTION grow() RETURNS void LANGUAGE plpgsql AS $$\n"
-        "BEGIN\n"
-        "  ALTER TABLE users ALTER COLUMN id TYPE bigint;\n"
-        "END $$;\n"
-        "ALTER TABLE orders ADD COLUMN IF NOT EXISTS note text;"
-    )
-    findings = check_sql(sql)
-    assert [(f.rule, f.line) for f in findings] == [("changing-column-type", 3)]
+GROW = (
+    "CREATE FUNCTION grow() RETURNS void LANGUAGE plpgsql AS $$\n"
+    "BEGIN\n"
+    "  ALTER TABLE users ALTER COLUMN id TYPE bigint;\n"
+    "END $$;\n"
+    "ALTER TABLE orders ADD COLUMN IF NOT EXISTS note text;"
+)
+
+
+def test_function_body_is_a_warning_and_holds_nothing_now() -> None:
+    """Defining the function runs nothing: its body's rewrite is a warning where it is
+    defined, and the later ALTER is not in a transaction holding users."""
+    findings = check_sql(GROW)
+    assert [(f.rule, f.severity, f.line) for f in findings] == [
+        ("changing-column-type", "warning", 3)
+    ]
     assert findings[0].message.startswith("In the function grow at line 1:")
     assert "each time the function is called" in findings[0].message
 
 
+def test_calling_the_function_counts_its_body_in_full() -> None:
+    findings = check_sql(GROW + "\nSELECT public.grow();")
+    called = [f for f in findings if f.line == 6]
+    assert [(f.rule, f.severity) for f in called] == [("changing-column-type", "error")]
+    assert called[0].message.startswith("`SELECT public.grow()` calls grow (defined at line 1)")
+
+
 def test_procedure_body_is_judged() -> None:
-    sql = "CREATE PROCEDURE p() LANGUAGE plpgsql AS $$ BEGIN VACUUM FULL users; END $$;"
-    assert [f.rule for f in check_sql(sql)] == ["vacuum-full"]
+    sql = "CREATE PROCEDURE p() LANGUAGE plpgsql AS $$ BEGIN VACUUM FULL users; END $$;\nCALL p();"
+    assert [(f.rule, f.severity, f.line) for f in check_sql(sql)] == [
+        ("vacuum-full", "warning", 1),
+        ("vacuum-full", "error", 2),
+    ]
 
 
 def test_suppression_on_the_do_statement_covers_its_body() -> None:

@@ -17,6 +17,8 @@ import pglast
 from pglast import ast
 from pglast.parser import ParseError
 
+from dbmigrate.core.sqlast import walk
+
 
 class PlpgsqlError(ValueError):
     """A body PostgreSQL's PL/pgSQL parser rejects."""
@@ -27,6 +29,7 @@ class Body:
     kind: str  # "DO block", "function f", "procedure p"
     source: str  # the body's text
     function: bool  # a function or procedure: the body runs when called, not now
+    name: str = ""  # the function's or procedure's name, lower-case, without its schema
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,7 @@ def plpgsql_body(node: Any) -> Body | None:
             return None
         name = ".".join(str(getattr(part, "sval", part)) for part in node.funcname or ())
         kind = "procedure" if node.is_procedure else "function"
-        return Body(f"{kind} {name}", source, function=True)
+        return Body(f"{kind} {name}", source, function=True, name=_key(name))
     return None
 
 
@@ -178,3 +181,19 @@ def _fold(node: Any) -> str | None:
         left, right = _fold(node.lexpr), _fold(node.rexpr)
         return left + right if left is not None and right is not None else None
     return None
+
+
+def _key(name: str) -> str:
+    return name.rsplit(".", 1)[-1].lower()
+
+
+def calls_in(node: Any) -> list[str]:
+    """The functions a statement calls (`SELECT f()`, `CALL p()`, in any expression), as
+    `Body.name` spells them."""
+    names: list[str] = []
+    for sub in walk(node):
+        if isinstance(sub, ast.FuncCall):
+            parts = [str(getattr(p, "sval", p)) for p in sub.funcname or ()]
+            if parts:
+                names.append(_key(".".join(parts)))
+    return list(dict.fromkeys(names))

@@ -15,7 +15,7 @@ from dbmigrate.core.lint.rules import RULES, Severity
 from dbmigrate.core.lint.rules.messages import said
 from dbmigrate.core.lint.suppress import Suppression
 from dbmigrate.core.locks import statement_effect
-from dbmigrate.core.plpgsql import Body, PlpgsqlError, constant_sql, embedded_sql
+from dbmigrate.core.plpgsql import Body, PlpgsqlError, calls_in, constant_sql, embedded_sql
 from dbmigrate.core.statements import SqlSyntaxError, Statement, parse_statements
 
 
@@ -93,6 +93,37 @@ def analyse_body(
             if not body.function:  # a function's body does not run now: nothing held, made
                 note_locks(effect, context)
                 context.record(inner.node, line)
+    if body.function and body.name:
+        # Defining it runs nothing: what its body would do is a warning here, and counts in
+        # full where the migration calls it (`called_functions`).
+        context.function_findings[body.name] = (s.line, tuple(out))
+        out = [replace(f, severity="warning") if f.severity == "error" else f for f in out]
+    return out
+
+
+def called_functions(
+    s: Statement, context: LintContext, suppressions: list[Suppression]
+) -> list[Finding]:
+    """A statement that calls a function defined earlier in the migration runs its body: the
+    body's findings, at their full severity, at the call."""
+    out: list[Finding] = []
+    for name in calls_in(s.node):
+        defined = context.function_findings.get(name)
+        if defined is None:
+            continue
+        line, findings = defined
+        for f in findings:
+            matched = next((x for x in suppressions if f.rule in x.rules), None)
+            out.append(
+                replace(
+                    f,
+                    message=f"{said(s)} calls {name} (defined at line {line}): {f.message}",
+                    statement=s.index,
+                    line=s.line,
+                    suppressed=matched is not None or f.suppressed,
+                    reason=matched.reason if matched is not None else f.reason,
+                )
+            )
     return out
 
 

@@ -109,6 +109,9 @@ class LintContext:
     transaction_locks_key: tuple[object, ...] | None = None
     # Counts the pieces of SQL analysed, so that transactions of different steps differ.
     sql_serial: int = 0
+    # Functions defined earlier in the migration: name -> (line, their body's findings), so
+    # that a call of one is judged by what its body does.
+    function_findings: dict[str, tuple[int, tuple[Any, ...]]] = field(default_factory=dict)
     # The existing tables' sizes, by `table_key`, when the linter was given the database.
     table_sizes: dict[str, TableEstimate] = field(default_factory=dict)
 

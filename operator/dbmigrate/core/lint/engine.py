@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from pglast import ast
 
-from dbmigrate.core.lint.bodies import analyse_body
+from dbmigrate.core.lint.bodies import analyse_body, called_functions
 from dbmigrate.core.lint.context import Direction, LintContext, TableEstimate, sizes_by_key
 from dbmigrate.core.lint.findings import (
     AnalysedStatement,
@@ -115,6 +115,8 @@ def analyse_sql(sql: str, context: LintContext, *, step: str | None = None) -> S
         found = run_rules(s, effect, context, step, suppressions.get(s.index, []))
         if (body := plpgsql_body(s.node)) is not None:
             found += analyse_body(s, body, context, step, suppressions.get(s.index, []))
+        elif context.function_findings:
+            found += called_functions(s, context, suppressions.get(s.index, []))
         findings.extend(found)
         relations = [lock.relation for lock in effect.locks if not lock.of_index_table]
         analysed.append(
