@@ -80,3 +80,29 @@ def test_malformed_dsn_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureFi
     err = capsys.readouterr().err
     assert "malformed" in err
     assert "s3cr" not in err
+
+
+def test_info_findings_are_github_notices_and_sarif_notes(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """GitHub's workflow commands know error, warning and notice; SARIF error, warning, note."""
+    from dbmigrate.commands.lint_output import Located, print_findings
+    from dbmigrate.core.lint import Finding
+
+    finding = Finding(
+        rule="blocking-lock",
+        severity="info",
+        message="small: over in moments",
+        step=None,
+        line=3,
+        direction="up",
+    )
+    print_findings([Located("m/1.up.sql", 3, finding)], "github", 1)
+    first = capsys.readouterr().out.splitlines()[0]
+    assert (
+        first
+        == "::notice file=m/1.up.sql,line=3,title=dbmigrate blocking-lock::small: over in moments"
+    )
+    print_findings([Located("m/1.up.sql", 3, finding)], "sarif", 1)
+    (result,) = json.loads(capsys.readouterr().out)["runs"][0]["results"]
+    assert result["level"] == "note"
