@@ -18,7 +18,7 @@ from dbmigrate.db.errors import redact_dsn
 DatabaseError = psycopg.Error
 
 _ESTIMATE_SQL = """
-SELECT c.reltuples::bigint, pg_total_relation_size(c.oid)
+SELECT c.reltuples::bigint, pg_total_relation_size(c.oid), c.relkind = 'p'
 FROM pg_class AS c
 WHERE c.oid = to_regclass(%s)
 """
@@ -60,9 +60,11 @@ def fetch_table_estimates(
             row = cur.fetchone()
             if row is None:
                 continue
-            reltuples, size = row
+            reltuples, size, partitioned = row
             rows = int(reltuples) if reltuples is not None and reltuples >= 0 else None
             out[table] = TableEstimate(
-                rows=rows, size_bytes=int(size) if size is not None else None
+                rows=rows,
+                size_bytes=int(size) if size is not None else None,
+                partitioned=bool(partitioned),
             )
     return out

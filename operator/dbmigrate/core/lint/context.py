@@ -44,6 +44,7 @@ class TableEstimate:
 
     rows: int | None = None
     size_bytes: int | None = None
+    partitioned: bool = False  # relkind 'p': its rows live in its partitions
 
     def describe(self) -> str:
         """`1,234 rows, 48.0 KiB` (what is known of it)."""
@@ -112,8 +113,16 @@ class LintContext:
     # Functions defined earlier in the migration: name -> (line, their body's findings), so
     # that a call of one is judged by what its body does.
     function_findings: dict[str, tuple[int, tuple[Any, ...]]] = field(default_factory=dict)
+    # Tables created with PARTITION BY in this migration.
+    partitioned_tables: set[str] = field(default_factory=set)
     # The existing tables' sizes, by `table_key`, when the linter was given the database.
     table_sizes: dict[str, TableEstimate] = field(default_factory=dict)
+
+    def is_partitioned(self, name: str) -> bool:
+        """Created with PARTITION BY in this migration, or so in the database (with a DSN)."""
+        key = table_key(name)
+        size = self.table_sizes.get(key)
+        return key in self.partitioned_tables or (size is not None and size.partitioned)
 
     def size_of(self, name: str) -> TableEstimate | None:
         """The table's size estimate, if the database was read and has the table."""
@@ -146,6 +155,8 @@ class LintContext:
     def record(self, node: Any, line: int) -> None:
         if isinstance(node, ast.CreateStmt):
             self.created_tables.add(table_key(relation_name(node.relation)))
+            if node.partspec is not None:
+                self.partitioned_tables.add(table_key(relation_name(node.relation)))
         elif isinstance(node, ast.CreateTableAsStmt):
             self.created_tables.add(table_key(relation_name(getattr(node.into, "rel", None))))
         elif isinstance(node, ast.ViewStmt):

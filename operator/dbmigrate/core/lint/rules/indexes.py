@@ -9,7 +9,7 @@ from pglast import ast
 from pglast.enums import ObjectType
 
 from dbmigrate.core.lint.context import LintContext
-from dbmigrate.core.lint.rules.messages import said
+from dbmigrate.core.lint.rules.messages import partitioned_index_recipe, said
 from dbmigrate.core.lint.rules.registry import Hit, register
 from dbmigrate.core.locks import StatementEffect
 from dbmigrate.core.sqlast import deparse_with, dotted_name, quote_name, relation_name
@@ -30,6 +30,13 @@ def require_concurrent_index_creation(
     table = relation_name(node.relation)
     if ctx.is_new_table(table) or (node.relation is not None and not node.relation.inh):
         return  # ON ONLY: an invalid index on the partitioned parent alone, nothing is built
+    if ctx.is_partitioned(table):
+        yield Hit(
+            f"{said(s)} takes SHARE on {table} and all its partitions, blocking writes for "
+            "every partition's build; CONCURRENTLY is not possible on a partitioned table. "
+            + partitioned_index_recipe(node, table)
+        )
+        return
     changes: list[tuple[Any, str, Any]] = [(node, "concurrent", True)]
     if node.idxname:
         changes.append((node, "if_not_exists", True))

@@ -90,3 +90,14 @@ def rewrite_note(table: str) -> str:
         f"PostgreSQL rewrites {table} under ACCESS EXCLUSIVE, blocking reads and writes for the "
         "whole rewrite"
     )
+
+
+def partitioned_index_recipe(node: Any, table: str) -> str:
+    """How to index a partitioned table without blocking its writes."""
+    name = node.idxname or f"{table.rsplit('.', 1)[-1]}_idx"
+    return (
+        f"Safe alternative: CREATE INDEX {quote_name(name)} ON ONLY {quote_name(table)} (…) "
+        "(an invalid index on the parent alone, instant); then CREATE INDEX CONCURRENTLY on "
+        f"each partition; then ALTER INDEX {quote_name(name)} ATTACH PARTITION for each of "
+        "them (the parent's index becomes valid when all are attached)."
+    )

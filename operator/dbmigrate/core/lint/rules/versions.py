@@ -1,6 +1,8 @@
 """Rules whose answer depends on the PostgreSQL version the SQL will run on (`--pg-version`,
-the server's own with a DSN, else 15): partitions detached without blocking (14+), enum values
-added in a transaction (12+), and what older servers cannot parse at all.
+the server's own with a DSN, else 15) or on what the table is: partitions detached without
+blocking (14+), enum values added in a transaction (12+), NOT VALID foreign keys on
+partitioned tables (18+), concurrent index builds on partitioned tables (never), and what older
+servers cannot parse at all.
 """
 
 from __future__ import annotations
@@ -8,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from pglast import ast
-from pglast.enums import AlterTableType
+from pglast.enums import AlterTableType, ConstrType
 
 from dbmigrate.core.lint.context import LintContext
-from dbmigrate.core.lint.rules.messages import said
+from dbmigrate.core.lint.rules.messages import partitioned_index_recipe, said
 from dbmigrate.core.lint.rules.registry import Hit, register
 from dbmigrate.core.locks import StatementEffect
-from dbmigrate.core.sqlast import alter_commands, has_option
+from dbmigrate.core.sqlast import alter_commands, has_option, relation_name
 from dbmigrate.core.statements import Statement
 
 
@@ -73,6 +75,26 @@ def unsupported_on_server_version(
         needs.append((15, "ALTER TABLE … SET ACCESS METHOD"))
     for _, _cmd in alter_commands(node, AlterTableType.AT_SetExpression):
         needs.append((17, "ALTER COLUMN … SET EXPRESSION"))
+    if isinstance(node, ast.IndexStmt) and node.concurrent and node.relation is not None:
+        table = relation_name(node.relation)
+        if ctx.is_partitioned(table):
+            yield Hit(
+                f"{said(s)} fails: PostgreSQL cannot build an index on the partitioned table "
+                f"{table} CONCURRENTLY. " + partitioned_index_recipe(node, table)
+            )
+    for table, cmd in alter_commands(node, AlterTableType.AT_AddConstraint):
+        constraint = cmd.def_
+        if (
+            constraint.contype == ConstrType.CONSTR_FOREIGN
+            and constraint.skip_validation
+            and ctx.is_partitioned(table)
+            and version < 18
+        ):
+            yield Hit(
+                f"{said(s)} fails: PostgreSQL {version} (before 18) cannot add a NOT VALID "
+                f"foreign key to the partitioned table {table}. Add it NOT VALID to each "
+                "partition and validate those, or add it validated in a quiet period."
+            )
     if isinstance(node, ast.MergeStmt):
         needs.append((15, "MERGE"))
     if isinstance(node, ast.IndexStmt) and getattr(node, "nulls_not_distinct", False):
