@@ -20,7 +20,6 @@ Aspects covered:
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
 import sys
@@ -48,8 +47,13 @@ from dbmigrate.db.backfill import (
     run_backfill,
 )
 from dbmigrate_dev.postgres import free_port
-
-COUNTER_SET = "n = n + 1, v = md5(v || n::text)"
+from tests.integration.backfill_helpers import (
+    COUNTER_SET,
+    assert_same_as_single_update,
+    cli,
+    cli_env,
+    make_table,
+)
 
 
 def connect(dsn: str) -> psycopg.Connection[Any]:
@@ -62,48 +66,6 @@ def backfill(dsn: str, **kwargs: Any) -> tuple[BackfillResult, list[BackfillEven
     with connect(dsn) as conn:
         result = run_backfill(conn, BackfillOptions(**kwargs), on_event=events.append, stop=stop)
     return result, events
-
-
-def make_table(conn: psycopg.Connection[Any], name: str, key_ddl: str, key_expr: str, rows: int):
-    """`name` with the given key columns, plus `n int` (a counter), `v text`, `flag boolean`,
-    and a copy `<name>_expected` of it (same rows, no primary key needed)."""
-    conn.execute(f"CREATE TABLE {name} ({key_ddl}, n int NOT NULL DEFAULT 0, v text, flag boolean)")
-    conn.execute(
-        f"INSERT INTO {name} SELECT {key_expr}, 0, md5(g::text), (g % 3 = 0) "
-        f"FROM generate_series(1, {int(rows)}) AS g"
-    )
-    conn.execute(f"CREATE TABLE {name}_expected AS SELECT * FROM {name}")
-    conn.execute(f"ANALYZE {name}")
-
-
-def assert_same_as_single_update(
-    conn: psycopg.Connection[Any], name: str, set_sql: str, where: str | None = None
-) -> None:
-    conn.execute(f"UPDATE {name}_expected SET {set_sql}" + (f" WHERE {where}" if where else ""))
-    diff = conn.execute(
-        f"SELECT count(*) FROM ((TABLE {name} EXCEPT ALL TABLE {name}_expected) "
-        f"UNION ALL (TABLE {name}_expected EXCEPT ALL TABLE {name})) AS d"
-    ).fetchone()
-    assert diff == (0,)
-
-
-def cli(dsn: str | None, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dbmigrate", "backfill", *args],
-        env=_env(dsn),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-
-
-def _env(dsn: str | None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "DBMIGRATE_DSN"}
-    env["PYTHONUNBUFFERED"] = "1"
-    if dsn is not None:
-        env["DBMIGRATE_DSN"] = dsn
-    return env
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,7 +330,7 @@ def test_killed_worker_process_resumes_exactly_once(pg_dsn: str, pg_conn: psycop
         before = _rows_done(pg_conn, "kill")
         proc = subprocess.Popen(
             [sys.executable, "-m", "dbmigrate", "backfill", *args],
-            env=_env(pg_dsn),
+            env=cli_env(pg_dsn),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -669,7 +631,7 @@ def test_cli_prints_throttling(pg_dsn: str, pg_conn: psycopg.Connection[Any]) ->
             "--max-active-sessions",
             "0",
         ],
-        env=_env(pg_dsn),
+        env=cli_env(pg_dsn),
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -852,7 +814,7 @@ def test_cli_sigterm_stops_after_the_current_batch(pg_dsn: str, pg_conn: psycopg
     ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "dbmigrate", "backfill", *args],
-        env=_env(pg_dsn),
+        env=cli_env(pg_dsn),
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -897,7 +859,7 @@ def test_worker_metrics(pg_dsn: str, pg_conn: psycopg.Connection[Any]) -> None:
             "--metrics-address",
             "127.0.0.1",
         ],
-        env=_env(pg_dsn),
+        env=cli_env(pg_dsn),
         stdout=subprocess.PIPE,
         text=True,
     )

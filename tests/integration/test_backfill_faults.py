@@ -31,7 +31,7 @@ from dbmigrate.core.statements import checksum
 from dbmigrate.db import executor, history
 from dbmigrate.db.backfill import read_checkpoints
 from dbmigrate_dev.postgres import free_port
-from tests.integration.test_backfill import (
+from tests.integration.backfill_helpers import (
     COUNTER_SET,
     assert_same_as_single_update,
     cli,
@@ -318,11 +318,11 @@ def run_cli_terminating(
     import subprocess
     import sys
 
-    from tests.integration.test_backfill import _env
+    from tests.integration.backfill_helpers import cli_env
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "dbmigrate", "backfill", *args],
-        env=_env(dsn),
+        env=cli_env(dsn),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
