@@ -131,7 +131,7 @@ async def _observe_world(
         return replace(obs, problem=problem), sql, None
     obs = replace(obs, checksums={s.name: step_checksum(s, sql) for s in spec.steps})
     dsn, secret_problem = await _read_dsn(platform, spec)
-    sizes: dict[str, TableEstimate] = {}
+    sizes: dict[str, TableEstimate] | None = None  # None: as the last lint weighed them
     if dsn is not None and status.started_at is None and spec.safety.lint != "Off":
         # Before the start the lint gates it: weigh the findings by the tables' sizes.
         sizes = await session.table_sizes(dsn, await lint_cache.tables(spec, sql))
@@ -252,6 +252,7 @@ class LintCache:
         self._findings: tuple[LintFinding, ...] = ()
         self._tables_key: tuple[object, ...] | None = None
         self._tables: list[str] = []
+        self._sizes: Mapping[str, TableEstimate] = {}
         self.runs = 0  # how many times lint really ran
 
     async def findings(
@@ -262,8 +263,13 @@ class LintCache:
         sizes: Mapping[str, TableEstimate] | None = None,
     ) -> tuple[LintFinding, ...]:
         resolved: Resolved = {name: (r.up, r.down) for name, r in sql.items()}
-        # A table's size matters to lint only as small or not: re-lint when that changes.
-        weights = tuple(sorted((table, size.small) for table, size in (sizes or {}).items()))
+        # Once started, sizes are not read again: the findings keep the weights they had.
+        sizes = self._sizes if sizes is None else sizes
+        self._sizes = sizes
+        # What lint uses of a table: small or not, partitioned or not. Re-lint when it changes.
+        weights = tuple(
+            sorted((table, size.small, size.partitioned) for table, size in sizes.items())
+        )
         key = (spec.model_dump_json(), tuple(sorted(resolved.items())), server_version, weights)
         if key != self._key:
             found = await asyncio.to_thread(lint_migration, spec, resolved, server_version, sizes)
