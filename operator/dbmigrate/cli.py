@@ -34,6 +34,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args_in = sys.argv[1:] if argv is None else argv
     chosen = next((a for a in args_in if not a.startswith("-")), None)
+    if chosen is None and args_in == ["--version"]:
+        print(f"dbmigrate {__version__}")  # without importing a subcommand: it starts at once
+        return 0
     parser = build_parser(chosen if chosen in SUBCOMMANDS else None)
     args = parser.parse_args(args_in)
     try:
