@@ -86,3 +86,29 @@ def test_an_unreachable_database_says_so_without_the_dsn(
     captured = capsys.readouterr()
     assert "cannot read the database" in captured.err
     assert "Zq7Xk9vQj" not in captured.err + captured.out
+
+
+@pytest.mark.parametrize(
+    ("new_type", "severity"),
+    [
+        pytest.param("varchar(200)", "info", id="widen"),
+        pytest.param("varchar(50)", "error", id="narrow"),
+    ],
+)
+def test_the_current_column_type_is_read(
+    pg_dsn: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    new_type: str,
+    severity: str,
+) -> None:
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE people (id bigint PRIMARY KEY, name varchar(100))")
+        conn.execute("INSERT INTO people SELECT g, 'p' || g FROM generate_series(1, 50000) g")
+        conn.execute("ANALYZE people")
+    path = tmp_path / "1.up.sql"
+    path.write_text(f"ALTER TABLE people ALTER COLUMN name TYPE {new_type};\n")
+    _, out = _lint(capsys, path, "--dsn", pg_dsn)
+    (finding,) = [f for f in out["findings"] if f["rule"] == "changing-column-type"]
+    assert finding["severity"] == severity
+    assert "character varying(100) in the database" in finding["message"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any, Literal
 
+import pglast
 from pglast import ast
 from pglast.enums import AlterTableType, ConstrType, ObjectType, TransactionStmtKind
 from pglast.stream import RawStream, maybe_double_quote_name
@@ -164,3 +165,44 @@ def has_non_null_default(coldef: Any) -> bool:
     """ADD COLUMN with a DEFAULT other than NULL (existing rows get a value)."""
     default = column_default(coldef)
     return default is not None and not is_null_constant(default)
+
+
+def parse_type(text: str) -> tuple[str, tuple[int, ...]] | None:
+    """A type as the catalog prints it (`character varying(100)`, `numeric(12,2)`) as
+    (`varchar`, (100,)); None when it does not parse."""
+    try:
+        (raw,) = pglast.parse_sql(f"SELECT NULL::{text}")
+    except (pglast.parser.ParseError, ValueError):
+        return None
+    stmt: Any = raw.stmt
+    target = stmt.targetList[0].val
+    if not isinstance(target, ast.TypeCast):
+        return None
+    return type_name(target.typeName), type_modifiers(target.typeName)
+
+
+# Types whose limit only restricts values: a larger limit (or none) is binary-coercible.
+_LIMITED = frozenset({"varchar", "varbit", "bpchar"})
+
+
+def widens(old: tuple[str, tuple[int, ...]], new: tuple[str, tuple[int, ...]]) -> bool | None:
+    """Whether changing a column from `old` to `new` is binary-coercible (catalog-only): True,
+    False (a rewrite or a check of every row), or None (not a case this knows)."""
+    (old_name, old_mods), (new_name, new_mods) = old, new
+    if old_name in ("varchar", "text") and new_name == "text":
+        return True
+    if old_name in _LIMITED and new_name == old_name:
+        if not new_mods:
+            return True
+        return bool(old_mods) and new_mods[0] >= old_mods[0]
+    if old_name == "text" and new_name == "varchar":
+        return not new_mods
+    if old_name == "numeric" and new_name == "numeric":
+        if not new_mods:
+            return True
+        if not old_mods:
+            return False  # unconstrained to constrained: every value is checked
+        old_scale = old_mods[1] if len(old_mods) > 1 else 0
+        new_scale = new_mods[1] if len(new_mods) > 1 else 0
+        return new_scale == old_scale and new_mods[0] >= old_mods[0]
+    return None

@@ -24,6 +24,14 @@ WHERE c.oid = to_regclass(%s)
 """
 
 
+_COLUMNS_SQL = """
+SELECT a.attname, format_type(a.atttypid, a.atttypmod)
+FROM pg_attribute AS a
+WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped
+ORDER BY a.attnum
+"""
+
+
 def _regclass_text(table: str) -> str:
     """`schema.table` with every part double-quoted: the names come from the SQL parser, which
     has already folded unquoted identifiers, so they must be looked up exactly."""
@@ -51,8 +59,9 @@ def fetch_table_estimates(
     conn: psycopg.Connection, tables: Iterable[str]
 ) -> dict[str, TableEstimate]:
     """Estimates for the tables that exist, keyed by the name as given (`users`,
-    `billing.invoices`, resolved with the connection's search_path). A table never analysed
-    has no row estimate (reltuples is -1 from PostgreSQL 14 on, 0 before) but still a size."""
+    `billing.invoices`, resolved with the connection's search_path), with their columns' types.
+    A table never analysed has no row estimate (reltuples is -1 from PostgreSQL 14 on, 0
+    before) but still a size."""
     out: dict[str, TableEstimate] = {}
     with conn.cursor() as cur:
         for table in tables:
@@ -62,9 +71,12 @@ def fetch_table_estimates(
                 continue
             reltuples, size, partitioned = row
             rows = int(reltuples) if reltuples is not None and reltuples >= 0 else None
+            cur.execute(_COLUMNS_SQL, (_regclass_text(table),))
+            columns = tuple((str(name), str(kind)) for name, kind in cur.fetchall())
             out[table] = TableEstimate(
                 rows=rows,
                 size_bytes=int(size) if size is not None else None,
                 partitioned=bool(partitioned),
+                columns=columns,
             )
     return out

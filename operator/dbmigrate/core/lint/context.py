@@ -45,6 +45,11 @@ class TableEstimate:
     rows: int | None = None
     size_bytes: int | None = None
     partitioned: bool = False  # relkind 'p': its rows live in its partitions
+    # (column, type as the catalog prints it): what a type change starts from
+    columns: tuple[tuple[str, str], ...] = ()
+
+    def column_type(self, column: str) -> str | None:
+        return next((t for name, t in self.columns if name == column), None)
 
     def describe(self) -> str:
         """`1,234 rows, 48.0 KiB` (what is known of it)."""

@@ -17,9 +17,12 @@ from dbmigrate.core.sqlast import (
     deparse,
     dotted_name,
     name_in_schema_of,
+    parse_type,
     quote_name,
     relation_name,
+    type_modifiers,
     type_name,
+    widens,
 )
 from dbmigrate.core.statements import Statement
 
@@ -42,6 +45,24 @@ def changing_column_type(s: Statement, effect: StatementEffect, ctx: LintContext
         )
         target = type_name(coldef.typeName)
         using = getattr(coldef, "raw_default", None) is not None
+        current = _current_type(ctx, table, column)
+        if current is not None and not using and coldef.collClause is None:
+            verdict = widens(current[1], (target, type_modifiers(coldef.typeName)))
+            if verdict:
+                yield Hit(
+                    f"{said(s)}: {column} of {table} is {current[0]} in the database, which is "
+                    f"binary-coercible to {new_type}: a catalog change under a brief ACCESS "
+                    "EXCLUSIVE, no rewrite.",
+                    severity="info",
+                )
+                continue
+            if verdict is False:
+                yield Hit(
+                    f"{said(s)}: {column} of {table} is {current[0]} in the database, and "
+                    f"changing it to {new_type} checks or rewrites every row under ACCESS "
+                    f"EXCLUSIVE, blocking reads and writes. {safe}"
+                )
+                continue
         limited = bool(coldef.typeName.typmods)  # varchar(n), numeric(p,s): may narrow
         if not using and limited and target in ("varchar", "numeric", "varbit"):
             yield Hit(
@@ -67,6 +88,17 @@ def changing_column_type(s: Statement, effect: StatementEffect, ctx: LintContext
             "blocking reads and writes for the whole rewrite, and the running application may "
             f"not handle the new type. {safe}"
         )
+
+
+def _current_type(
+    ctx: LintContext, table: str, column: str
+) -> tuple[str, tuple[str, tuple[int, ...]]] | None:
+    """The column's type in the database (given with --dsn / read by the operator): as printed,
+    and parsed."""
+    size = ctx.size_of(table)
+    printed = size.column_type(column) if size is not None else None
+    parsed = parse_type(printed) if printed else None
+    return (printed, parsed) if printed and parsed else None
 
 
 def _drop_advice(what: str) -> str:
