@@ -36,6 +36,7 @@ the accuracy run (files are linted independently by both).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -43,7 +44,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -138,7 +139,7 @@ def load_corpus(path: Path) -> list[Entry]:
 # the linters
 
 
-def ours() -> Linter:
+def ours(dsn: str | None = None) -> Linter:
     # As installed: with bytecode. (pip compiles it at install; a source tree run with
     # PYTHONDONTWRITEBYTECODE would compile every module at every start.)
     env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
@@ -160,6 +161,7 @@ def ours() -> Linter:
             "json",
             "--server-version",
             str(server_version),
+            *(["--dsn", dsn] if dsn else []),
             *files,
         ]
 
@@ -172,7 +174,35 @@ def ours() -> Linter:
             (verdict.errors if f["severity"] == "error" else verdict.warnings).append(f["rule"])
         return out
 
-    return Linter("dbmigrate lint", command, parse, env)
+    name = "dbmigrate lint --dsn (the corpus schema)" if dsn else "dbmigrate lint"
+    return Linter(name, command, parse, env)
+
+
+@contextlib.contextmanager
+def corpus_database() -> Iterator[str]:
+    """A scratch PostgreSQL holding `lint_corpus_schema.sql` (the test tooling's server)."""
+    from dbmigrate_dev.postgres import PostgresServer, free_port
+
+    with tempfile.TemporaryDirectory(prefix="lint-corpus-db-") as tmp:
+        server = PostgresServer(Path(tmp) / "pgdata", free_port())
+        server.init()
+        server.start()
+        try:
+            dsn = server.create_database("corpus")
+            subprocess.run(
+                [sys.executable, "-c", _LOAD_SCHEMA, dsn, str(HERE / "lint_corpus_schema.sql")],
+                check=True,
+            )
+            yield dsn
+        finally:
+            server.stop()
+
+
+_LOAD_SCHEMA = """
+import sys, psycopg
+with psycopg.connect(sys.argv[1], autocommit=True) as conn:
+    conn.execute(open(sys.argv[2]).read())
+"""
 
 
 def squawk_binary() -> Path:
@@ -296,6 +326,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--corpus", type=Path, default=CORPUS)
     parser.add_argument("--ours-only", action="store_true", help="skip squawk")
+    parser.add_argument(
+        "--with-database",
+        action="store_true",
+        help="also lint with --dsn against a scratch PostgreSQL holding the corpus's schema "
+        "(lint_corpus_schema.sql)",
+    )
     parser.add_argument("--json", type=Path, metavar="FILE", help="dump per-entry results")
     parser.add_argument("--runs", type=int, default=10, help="runs of the 20-statement file")
     parser.add_argument("--speed-runs", type=int, default=5, help="runs of the whole corpus")
@@ -309,10 +345,15 @@ def main() -> None:
     args = parser.parse_args()
 
     entries = load_corpus(args.corpus)
+    database = corpus_database() if args.with_database else contextlib.nullcontext(None)
+    with database as dsn:
+        compare(args, entries, dsn)
+
+
+def compare(args: argparse.Namespace, entries: list[Entry], dsn: str | None) -> None:
     dangerous = [e for e in entries if e.dangerous]
     safe = [e for e in entries if not e.dangerous]
-
-    linters = [ours()]
+    linters = [ours()] + ([ours(dsn)] if dsn else [])
     version_note = ""
     if not args.ours_only:
         binary = ensure_squawk()
@@ -416,6 +457,13 @@ def main() -> None:
     for e in false_errors:
         print(f"- [{e.index}] `{one_line(e.sql)}` (said: {ours_v[e.index].rules()})")
         print(f"  - why safe: {e.reason}")
+    if dsn:
+        with_db = results[linters[1].name]
+        changed = [e for e in entries if with_db[e.index].error != ours_v[e.index].error]
+        print(f"\n## What the database changes (--dsn, the corpus schema): {len(changed)}\n")
+        for e in changed:
+            print(f"- [{e.index}] {e.label}: `{one_line(e.sql)}`")
+            print(f"  - without: {ours_v[e.index].rules()}; with: {with_db[e.index].rules()}")
 
     if args.json:
         dump = [
