@@ -53,3 +53,12 @@ def test_lint_of_a_manifest_loads_what_it_needs(tmp_path: Path) -> None:
 def test_version_loads_no_subcommand() -> None:
     loaded = _loaded("--version")
     assert loaded.isdisjoint({*HEAVY, "pglast"})
+
+
+def test_lint_with_a_dsn_adds_only_the_driver(tmp_path: Path) -> None:
+    sql = tmp_path / "1.up.sql"
+    sql.write_text("ALTER TABLE users SET LOGGED;\n")
+    dsn = "postgresql://u@127.0.0.1:1/db?connect_timeout=1"  # refused at once: no server needed
+    loaded = _loaded("lint", "--dsn", dsn, str(sql))
+    assert "psycopg" in loaded
+    assert loaded.isdisjoint(set(HEAVY) - {"psycopg"}), sorted(loaded & set(HEAVY))

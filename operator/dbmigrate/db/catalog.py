@@ -11,7 +11,7 @@ from collections.abc import Iterable
 
 import psycopg
 
-from dbmigrate.core.plan import TableEstimate
+from dbmigrate.core.lint.context import TableEstimate
 from dbmigrate.db.errors import redact_dsn
 
 # What connect() and the look-ups raise when the database cannot be read.
