@@ -16,8 +16,9 @@ SUBCOMMANDS = ("run", "lint", "plan", "apply", "backfill")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    """The parser; with `only`, just that subcommand's module is imported (the others' imports
-    — kopf, the Kubernetes client — would cost a backfill worker seconds at every start)."""
+    """The parser; with `only`, just that subcommand's module is imported ("": none), since the
+    others' imports — kopf, the Kubernetes client — would cost a backfill worker seconds at every
+    start."""
     parser = argparse.ArgumentParser(
         prog="dbmigrate",
         description="Safe PostgreSQL schema and data migrations, on Kubernetes or from a shell.",
@@ -34,10 +35,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args_in = sys.argv[1:] if argv is None else argv
     chosen = next((a for a in args_in if not a.startswith("-")), None)
-    if chosen is None and args_in == ["--version"]:
-        print(f"dbmigrate {__version__}")  # without importing a subcommand: it starts at once
-        return 0
-    parser = build_parser(chosen if chosen in SUBCOMMANDS else None)
+    only = chosen if chosen in SUBCOMMANDS else None
+    if chosen is None and not {"-h", "--help"} & set(args_in):
+        only = ""  # `--version` (or nothing): no subcommand needs importing
+    parser = build_parser(only)
     args = parser.parse_args(args_in)
     try:
         return int(args.handler(args) or 0)

@@ -171,7 +171,11 @@ class Reporter:
                     self.console.print(
                         f"{self._stamp()} [red]{reason:<22}[/] {cond.get('message', '')}"
                     )
-                if reason in NEEDS_A_NEW_SPEC and not status.get("startedAt"):
+                if (
+                    reason in NEEDS_A_NEW_SPEC
+                    and not status.get("startedAt")
+                    and not self.stop.is_set()
+                ):
                     for finding in status.get("lint") or []:
                         if finding.get("severity") == "error" and not finding.get("suppressed"):
                             self.console.print(

@@ -110,8 +110,7 @@ def read_database(dsn: str, tables: list[str]) -> tuple[int, dict[str, TableEsti
     except MalformedDsn as exc:
         raise UsageError(str(exc)) from None
     try:
-        with catalog.connect(dsn) as conn:
-            return catalog.server_major_version(conn), catalog.fetch_table_estimates(conn, tables)
+        return catalog.read_tables(dsn, tables)
     except catalog.DatabaseError as exc:
         raise DatabaseUnreadable(catalog.redact(str(exc), dsn)) from None
 

@@ -48,9 +48,13 @@ def _counts(located: list[Located]) -> tuple[int, int, int]:
     return errors, warnings, suppressed
 
 
-def _context(f: Finding) -> str:
+def _headline(item: Located) -> tuple[str, str, str]:
+    """(where, severity label, context) of a finding's first line."""
+    f = item.finding
+    where = item.file + (f":{item.line}" if item.line is not None else "")
+    label = "suppressed " + f.severity if f.suppressed else f.severity
     parts = (f"step {f.step}" if f.step else "", "down SQL" if f.direction == "down" else "")
-    return ", ".join(x for x in parts if x)
+    return where, label, ", ".join(x for x in parts if x)
 
 
 def _print_text(located: list[Located], files: int) -> None:
@@ -59,22 +63,23 @@ def _print_text(located: list[Located], files: int) -> None:
     summary = f"{files} {noun}: {errors} error(s), {warnings} warning(s)"
     if suppressed:
         summary += f", {suppressed} suppressed"
-    if not sys.stdout.isatty():
-        for item in located:
-            f = item.finding
-            where = item.file + (f":{item.line}" if item.line is not None else "")
-            label = "suppressed " + f.severity if f.suppressed else f.severity
-            context = _context(f)
-            print(f"{where}: {label} {f.rule}" + (f" ({context})" if context else ""))
-            print(f"    {f.message}")
-            if f.suppressed:
-                print(f"    reason: {f.reason or 'none given'}")
-        print(summary if located else f"{files} {noun}: no findings")
+    if not located:
+        summary = f"{files} {noun}: no findings"
+    if sys.stdout.isatty():
+        _print_rich(located, summary, errors > 0)
         return
-    _print_rich(located, files, summary)
+    for item in located:
+        f = item.finding
+        where, label, context = _headline(item)
+        print(f"{where}: {label} {f.rule}" + (f" ({context})" if context else ""))
+        print(f"    {f.message}")
+        if f.suppressed:
+            print(f"    reason: {f.reason or 'none given'}")
+    print(summary)
 
 
-def _print_rich(located: list[Located], files: int, summary: str) -> None:
+def _print_rich(located: list[Located], summary: str, errors: bool) -> None:
+    # Imported here: only a terminal needs rich (start-up time).
     from rich.console import Console
     from rich.markup import escape
 
@@ -82,10 +87,8 @@ def _print_rich(located: list[Located], files: int, summary: str) -> None:
     styles = {"error": "bold red", "warning": "yellow", "info": "cyan"}
     for item in located:
         f = item.finding
-        where = item.file + (f":{item.line}" if item.line is not None else "")
-        context = _context(f)
+        where, label, context = _headline(item)
         style = "dim" if f.suppressed else styles[f.severity]
-        label = "suppressed " + f.severity if f.suppressed else f.severity
         console.print(
             f"{escape(where)}: [{style}]{label}[/] [bold]{escape(f.rule)}[/]"
             + (f" ({escape(context)})" if context else "")
@@ -94,10 +97,9 @@ def _print_rich(located: list[Located], files: int, summary: str) -> None:
         if f.suppressed:
             console.print(f"    reason: {escape(f.reason or 'none given')}", style="dim")
     if not located:
-        noun = "file" if files == 1 else "files"
-        console.print(f"{files} {noun}: [green]no findings[/]")
+        console.print(summary.replace("no findings", "[green]no findings[/]"))
         return
-    console.print(summary, style="bold red" if _counts(located)[0] else None)
+    console.print(summary, style="bold red" if errors else None)
 
 
 def _print_json(located: list[Located]) -> None:
@@ -177,7 +179,7 @@ def sarif(located: list[Located]) -> dict[str, Any]:
     """One run of the `dbmigrate` tool: every rule of the registry (so a viewer can show a
     rule's summary), and a result per finding; a suppressed finding carries an in-source
     suppression with its reason, as code scanning expects."""
-    rule_ids = list(RULES)
+    rule_index = {rule_id: i for i, rule_id in enumerate(RULES)}
     rules = [
         {
             "id": rule.id,
@@ -196,7 +198,7 @@ def sarif(located: list[Located]) -> dict[str, Any]:
             location["region"] = region
         result: dict[str, Any] = {
             "ruleId": f.rule,
-            "ruleIndex": rule_ids.index(f.rule),
+            "ruleIndex": rule_index[f.rule],
             "level": _SARIF_LEVEL[f.severity],
             "message": {"text": (f"down SQL: {f.message}" if f.direction == "down" else f.message)},
             "locations": [{"physicalLocation": location}],

@@ -97,7 +97,7 @@ def _handle(args: argparse.Namespace) -> int:
         estimates: dict[str, TableEstimate] = {}
         if dsn:
             try:
-                estimates, server_version = _read_database(
+                server_version, estimates = catalog.read_tables(
                     dsn, tables_touched(spec, resolved, version)
                 )
             except catalog.DatabaseError as exc:
@@ -120,8 +120,3 @@ def _handle(args: argparse.Namespace) -> int:
         outputs.append(render_plan(plan))
     sys.stdout.write("\n".join(outputs))
     return 0
-
-
-def _read_database(dsn: str, tables: list[str]) -> tuple[dict[str, TableEstimate], int]:
-    with catalog.connect(dsn) as conn:
-        return catalog.fetch_table_estimates(conn, tables), catalog.server_major_version(conn)

@@ -17,18 +17,15 @@ from dbmigrate.db.errors import redact_dsn
 # What connect() and the look-ups raise when the database cannot be read.
 DatabaseError = psycopg.Error
 
-_ESTIMATE_SQL = """
-SELECT c.reltuples::bigint, pg_total_relation_size(c.oid), c.relkind = 'p'
-FROM pg_class AS c
-WHERE c.oid = to_regclass(%s)
-"""
-
-
-_COLUMNS_SQL = """
-SELECT a.attname, format_type(a.atttypid, a.atttypmod)
-FROM pg_attribute AS a
-WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped
-ORDER BY a.attnum
+# Every table in one round trip: the name as given, its estimates and its columns' types.
+_ESTIMATES_SQL = """
+SELECT t.name, c.reltuples::bigint, pg_total_relation_size(c.oid), c.relkind = 'p',
+       ARRAY(SELECT ARRAY[a.attname::text, format_type(a.atttypid, a.atttypmod)]
+             FROM pg_attribute AS a
+             WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+             ORDER BY a.attnum)
+FROM unnest(%s::text[], %s::text[]) AS t(name, regclass)
+JOIN pg_class AS c ON c.oid = to_regclass(t.regclass)
 """
 
 
@@ -62,21 +59,24 @@ def fetch_table_estimates(
     `billing.invoices`, resolved with the connection's search_path), with their columns' types.
     A table never analysed has no row estimate (reltuples is -1 from PostgreSQL 14 on, 0
     before) but still a size."""
+    names = list(dict.fromkeys(tables))
+    if not names:
+        return {}
+    rows = conn.execute(_ESTIMATES_SQL, (names, [_regclass_text(t) for t in names])).fetchall()
     out: dict[str, TableEstimate] = {}
-    with conn.cursor() as cur:
-        for table in tables:
-            cur.execute(_ESTIMATE_SQL, (_regclass_text(table),))
-            row = cur.fetchone()
-            if row is None:
-                continue
-            reltuples, size, partitioned = row
-            rows = int(reltuples) if reltuples is not None and reltuples >= 0 else None
-            cur.execute(_COLUMNS_SQL, (_regclass_text(table),))
-            columns = tuple((str(name), str(kind)) for name, kind in cur.fetchall())
-            out[table] = TableEstimate(
-                rows=rows,
-                size_bytes=int(size) if size is not None else None,
-                partitioned=bool(partitioned),
-                columns=columns,
-            )
+    for table, reltuples, size, partitioned, columns in rows:
+        out[table] = TableEstimate(
+            rows=int(reltuples) if reltuples is not None and reltuples >= 0 else None,
+            size_bytes=int(size) if size is not None else None,
+            partitioned=bool(partitioned),
+            columns=tuple((str(name), str(kind)) for name, kind in columns),
+        )
     return out
+
+
+def read_tables(
+    dsn: str, tables: Iterable[str], *, connect_timeout: int = 10
+) -> tuple[int, dict[str, TableEstimate]]:
+    """The server's major version and the tables' estimates, on a connection of their own."""
+    with connect(dsn, connect_timeout=connect_timeout) as conn:
+        return server_major_version(conn), fetch_table_estimates(conn, tables)

@@ -262,7 +262,7 @@ class LintCache:
         server_version: int,
         sizes: Mapping[str, TableEstimate] | None = None,
     ) -> tuple[LintFinding, ...]:
-        resolved: Resolved = {name: (r.up, r.down) for name, r in sql.items()}
+        resolved = _resolved(sql)
         # Once started, sizes are not read again: the findings keep the weights they had.
         sizes = self._sizes if sizes is None else sizes
         self._sizes = sizes
@@ -279,12 +279,16 @@ class LintCache:
 
     async def tables(self, spec: DatabaseMigrationSpec, sql: dict[str, ResolvedSql]) -> list[str]:
         """The existing tables the migration touches (what its lint weighs by size)."""
-        resolved: Resolved = {name: (r.up, r.down) for name, r in sql.items()}
+        resolved = _resolved(sql)
         key = (spec.model_dump_json(), tuple(sorted(resolved.items())))
         if key != self._tables_key:
             self._tables = await asyncio.to_thread(tables_touched, spec, resolved)
             self._tables_key = key
         return self._tables
+
+
+def _resolved(sql: dict[str, ResolvedSql]) -> Resolved:
+    return {name: (r.up, r.down) for name, r in sql.items()}
 
 
 async def lint(
@@ -314,8 +318,7 @@ def record_lint_and_plan(
         return status  # the SQL is not all there yet
     status = status.model_copy(deep=True)
     if status.plan is None:
-        resolved: Resolved = {name: (r.up, r.down) for name, r in sql.items()}
-        status.plan = render_plan_summary(spec, resolved, server_version)
+        status.plan = render_plan_summary(spec, _resolved(sql), server_version)
     # Errors first: they are what a person must see when the list is cut.
     kept = sorted(obs.lint_findings, key=lambda f: f.severity != "error")
     status.lint = kept[:MAX_FINDINGS_IN_STATUS] or None

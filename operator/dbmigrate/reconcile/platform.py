@@ -134,19 +134,19 @@ class KubernetesPlatform:
             await kube.post_event(self._body, type_, reason, message)
 
     async def read_secret(self, name: str, key: str) -> str:
+        return kube.secret_value(name, await self._permitted_secret(name), key)
+
+    async def check_secret(self, name: str) -> None:
+        if self.secret_label is not None:  # else any Secret: the kubelet reports a missing one
+            await self._permitted_secret(name)
+
+    async def _permitted_secret(self, name: str) -> dict[str, str]:
+        """The Secret's data, once its labels allow this operator to use it."""
         labels, data = await kube.read_secret(self.namespace, name)
         refusal = secret_refusal(self.namespace, name, labels, self.secret_label)
         if refusal:
             raise SecretNotPermitted(refusal)
-        return kube.secret_value(name, data, key)
-
-    async def check_secret(self, name: str) -> None:
-        if self.secret_label is None:
-            return  # any Secret of the namespace; the kubelet reports a missing one
-        labels, _ = await kube.read_secret(self.namespace, name)
-        refusal = secret_refusal(self.namespace, name, labels, self.secret_label)
-        if refusal:
-            raise SecretNotPermitted(refusal)
+        return data
 
     async def read_config_map(self, name: str, key: str) -> str:
         return await kube.read_config_map_value(self.namespace, name, key)

@@ -291,7 +291,9 @@ class MigrationRunner:
         now = time.monotonic()
         if self._sizes is None or self._sizes[0] != key or now - self._sizes[1] > SIZES_MAX_AGE:
             try:
-                sizes = await asyncio.to_thread(_read_table_sizes, dsn, tables)
+                _, sizes = await asyncio.to_thread(
+                    catalog.read_tables, dsn, tables, connect_timeout=5
+                )
             except (catalog.DatabaseError, OSError):
                 return {}  # the pass reports the database as unreachable when it connects
             self._sizes = (key, now, sizes)
@@ -327,8 +329,3 @@ class MigrationRunner:
 
 def _is_stopped(stopped: Any) -> bool:
     return bool(stopped.is_set()) if stopped is not None else False
-
-
-def _read_table_sizes(dsn: str, tables: list[str]) -> dict[str, TableEstimate]:
-    with catalog.connect(dsn, connect_timeout=5) as conn:
-        return catalog.fetch_table_estimates(conn, tables)

@@ -11,7 +11,7 @@ from pglast import ast
 from dbmigrate.core.lint.context import LintContext
 from dbmigrate.core.lint.findings import Finding
 from dbmigrate.core.lint.judging import effect_in_context, note_locks, run_rules
-from dbmigrate.core.lint.rules import RULES, Severity
+from dbmigrate.core.lint.rules import Severity
 from dbmigrate.core.lint.rules.messages import said
 from dbmigrate.core.lint.suppress import Suppression
 from dbmigrate.core.locks import statement_effect
@@ -34,19 +34,8 @@ def analyse_body(
     where = f"In the {body.kind} at line {s.line}"
     when = " (This runs each time the function is called.)" if body.function else ""
 
-    def note(line: int, message: str, severity: Severity = "warning") -> Finding:
-        matched = next((x for x in suppressions if "blocking-lock" in x.rules), None)
-        return Finding(
-            rule="blocking-lock",
-            severity=severity,
-            message=message,
-            step=step,
-            statement=s.index,
-            line=line,
-            direction=context.direction,
-            suppressed=matched is not None,
-            reason=matched.reason if matched is not None else None,
-        )
+    def note(line: int, message: str) -> Finding:
+        return _finding("blocking-lock", "warning", message, s, line, step, context, suppressions)
 
     try:
         embedded = embedded_sql(body, s.text)
@@ -137,21 +126,42 @@ def _uncommitted_batches(
 ) -> Finding:
     """A DO block that updates or deletes in a loop without COMMIT: every batch is part of one
     transaction, so the batching buys nothing (the seed's own DO loop does this)."""
-    rule = RULES["prefer-backfill-step"]
-    matched = next((x for x in suppressions if rule.id in x.rules), None)
-    severity: Severity = "error"
-    return Finding(
-        rule=rule.id,
-        severity=severity,
-        message=f"{where}: {said(inner)} runs in a loop that never COMMITs: every batch is part "
+    return _finding(
+        "prefer-backfill-step",
+        "error",
+        f"{where}: {said(inner)} runs in a loop that never COMMITs: every batch is part "
         "of the DO block's one transaction, so the row locks of every batch are held until it "
         "ends, in one WAL burst, with no progress or resume — the batching buys nothing. Safe "
         "alternative: a backfill step (resumable batches, each committed), or COMMIT inside "
         "the loop (PostgreSQL 11+, with the DO block outside a transaction: sql.transaction: "
         "Never).",
+        s,
+        inner.line,
+        step,
+        context,
+        suppressions,
+    )
+
+
+def _finding(
+    rule: str,
+    severity: Severity,
+    message: str,
+    s: Statement,
+    line: int,
+    step: str | None,
+    context: LintContext,
+    suppressions: list[Suppression],
+) -> Finding:
+    """A finding the body analysis makes itself, suppressed as the statement's comments say."""
+    matched = next((x for x in suppressions if rule in x.rules), None)
+    return Finding(
+        rule=rule,
+        severity=severity,
+        message=message,
         step=step,
         statement=s.index,
-        line=inner.line,
+        line=line,
         direction=context.direction,
         suppressed=matched is not None,
         reason=matched.reason if matched is not None else None,

@@ -48,7 +48,7 @@ class Finding:
 
     def to_status(self) -> LintFinding:
         """The status.lint entry: location and suppression reason folded into the message."""
-        from dbmigrate.api.models import LintFinding
+        from dbmigrate.api.models import LintFinding  # here: pydantic only when needed
 
         message = self.message
         where = self.location()
