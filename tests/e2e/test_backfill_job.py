@@ -3,11 +3,14 @@
 Aspects: a migration with a backfill step on 200 000 rows ends Succeeded with progress in
 status while it runs; the Job is owned by the DatabaseMigration, hardened, and gets the DSN only
 through secretKeyRef; deleting the Job's pod mid-run kills the worker, the Job controller starts
-another pod and it resumes from the checkpoint: the result equals one UPDATE of all rows.
+another pod and it resumes from the checkpoint: the result equals one UPDATE of all rows;
+`parallelism: auto` on 1.2 M rows runs an Indexed Job of 2 workers (said in the step's event
+and status), each with about half the rows.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -139,3 +142,50 @@ def test_a_permanent_worker_error_fails_the_step_at_once(
     assert job["status"].get("failed", 0) == 1
     with psycopg.connect(big_table) as conn:
         assert conn.execute("SELECT sum(v) FROM nokey").fetchone() == (55,)
+
+
+AUTO_ROWS = 1_200_000  # over a million rows to do: `parallelism: auto` stands for 2 workers
+
+
+@pytest.fixture
+def bigger_table(
+    pg_dsn: str, db_secret: Callable[[str, str], None], local_executor: Cluster
+) -> str:
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE users (id bigint PRIMARY KEY, email_verified boolean)")
+        conn.execute("INSERT INTO users SELECT g, NULL FROM generate_series(1, %s) g", (AUTO_ROWS,))
+        conn.execute("VACUUM ANALYZE users")
+    db_secret("db", pg_dsn)
+    return pg_dsn
+
+
+def test_parallelism_auto_runs_the_workers_the_table_needs(
+    cluster: Cluster, namespace: str, bigger_table: str, operator: OperatorProcess
+) -> None:
+    step = {
+        "name": "backfill",
+        "backfill": {
+            "table": "users",
+            "set": "email_verified = true",
+            "where": "email_verified IS NULL",
+            "parallelism": "auto",
+        },
+    }
+    cluster.apply(migration(namespace, [step]))
+    final = wait_phase(cluster, namespace, "Succeeded", timeout=300)
+    (st,) = final["steps"]
+    assert (st["backfill"]["rowsDone"], st["backfill"]["workers"]) == (AUTO_ROWS, 2)
+    job = cluster.get("job", st["job"], "-n", namespace)
+    assert (job["spec"]["completions"], job["spec"]["parallelism"]) == (2, 2)
+    events = cluster.kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+    assert re.search(
+        r"started: job [-a-z0-9]+, 2 workers for ~1,[12][0-9]{2},[0-9]{3} rows", events
+    )
+    with psycopg.connect(bigger_table) as conn:
+        left = conn.execute("SELECT count(*) FROM users WHERE email_verified IS NULL").fetchone()
+        per_worker = conn.execute(
+            "SELECT rows_done FROM dbmigrate.backfill_checkpoints ORDER BY worker"
+        ).fetchall()
+    assert left == (0,)
+    # Slices of about equal rows: neither worker did more than 55 %.
+    assert max(r[0] for r in per_worker) <= AUTO_ROWS * 0.55

@@ -152,6 +152,21 @@ CASES = [
         id="parallelism-too-high",
     ),
     pytest.param(
+        set_path("spec.steps.1.backfill.parallelism", 0),
+        "spec.steps[1].backfill.parallelism",
+        id="parallelism-zero",
+    ),
+    pytest.param(
+        set_path("spec.steps.1.backfill.parallelism", "many"),
+        "backfill.parallelism must be 1 to 16, or auto",
+        id="parallelism-not-auto",
+    ),
+    pytest.param(
+        set_path("spec.steps.1.backfill.parallelism", "4"),
+        "backfill.parallelism must be 1 to 16, or auto",
+        id="parallelism-number-as-string",
+    ),
+    pytest.param(
         set_path("spec.steps.1.backfill.pause", "soon"),
         "spec.steps[1].backfill.pause",
         id="pause-not-a-duration",
@@ -274,6 +289,14 @@ def dry_run(cluster: Cluster, namespace: str, manifest: dict[str, Any]) -> tuple
 
 def test_the_valid_base_is_accepted(cluster: Cluster, namespace: str) -> None:
     code, out = dry_run(cluster, namespace, VALID)
+    assert code == 0, out
+
+
+@pytest.mark.parametrize("parallelism", [1, 16, "auto"], ids=str)
+def test_parallelism_is_a_count_or_auto(cluster: Cluster, namespace: str, parallelism: Any) -> None:
+    manifest = copy.deepcopy(VALID)
+    set_path("spec.steps.1.backfill.parallelism", parallelism)(manifest)
+    code, out = dry_run(cluster, namespace, manifest)
     assert code == 0, out
 
 

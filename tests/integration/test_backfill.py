@@ -31,12 +31,12 @@ import httpx
 import psycopg
 import pytest
 
-from dbmigrate.api.models import BackfillProgress
 from dbmigrate.db.backfill import (
     BackfillEvent,
     BackfillOptions,
     BackfillResult,
     BackfillSqlError,
+    BackfillSummary,
     BatchDone,
     CheckpointMismatch,
     NoPrimaryKey,
@@ -251,7 +251,7 @@ def test_parallel_workers_cover_everything_once(
     assert cps[0].slice_lower is None
     assert cps[1].slice_lower == cps[0].upper_key
     progress = read_backfill_progress(pg_conn, "par")
-    assert (progress.rows_done, progress.percent) == (8000, 100)
+    assert (progress.rows_done, progress.percent, progress.workers) == (8000, 100, 2)
 
 
 def test_workers_starting_apart_share_one_plan(pg_dsn: str, pg_conn: psycopg.Connection[Any]):
@@ -687,7 +687,7 @@ def test_progress_mid_run_and_at_the_end(
     pg_dsn: str, pg_conn: psycopg.Connection[Any], where: str | None, matching: int
 ) -> None:
     make_table(pg_conn, "items", "id bigint PRIMARY KEY", "g", 9000)
-    assert read_backfill_progress(pg_conn, "prog") == BackfillProgress(rows_done=0)
+    assert read_backfill_progress(pg_conn, "prog") == BackfillSummary(rows_done=0)
     stop, on_event = _stop_after(3)
     with connect(pg_dsn) as conn:
         partial = run_backfill(

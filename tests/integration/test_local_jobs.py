@@ -47,7 +47,7 @@ async def test_stop_job_stops_the_in_process_backfill(pg_dsn: str) -> None:
     platform = LocalPlatform(RESOURCE, pg_dsn)
     try:
         spec = DatabaseMigrationSpec.model_validate(RESOURCE["spec"])
-        job = build_backfill_job(RESOURCE, spec, spec.steps[0], "unused")
+        job = build_backfill_job(RESOURCE, spec, spec.steps[0], "unused", 1)
         await platform.start_job(job)
         (active,) = await platform.active_jobs("local")
         assert (active.name, active.deleting) == (job["metadata"]["name"], False)

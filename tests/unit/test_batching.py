@@ -5,8 +5,10 @@ Aspects covered:
   batch, smoothing, halving after a statement timeout, the [1, max] bounds, convergence;
 - statement timeout per batch, retry back-off with jitter, the throttling verdict;
 - `--worker I/N` parsing (including JOB_COMPLETION_INDEX);
-- key-space slices: the even integer split, sample quantiles, slices that are disjoint and
-  cover every key exactly once;
+- key-space slices: the even integer split (the fallback when sampling finds nothing), slices
+  that are disjoint and cover every key exactly once (the sampled quantiles are tested against
+  PostgreSQL in tests/integration/test_backfill_slices.py);
+- `parallelism: auto`: a worker per million rows to do, the server's cap, 1 with a pause;
 - which SQLSTATEs mean the database is unavailable for now (reconnect and resume);
 - progress numbers and text: percent, rows/s, ETA, the progress line, the summary line,
   the default checkpoint name.
@@ -21,6 +23,7 @@ import pytest
 
 from dbmigrate.core.batching import (
     BatchSizer,
+    auto_workers,
     backoff_delay,
     batch_statement_timeout,
     default_checkpoint_name,
@@ -32,7 +35,6 @@ from dbmigrate.core.batching import (
     percent_done,
     progress_text,
     rows_per_second,
-    sample_boundaries,
     split_integer_range,
     summary_text,
     throttle_reason,
@@ -250,20 +252,6 @@ def test_split_integer_range(first: int, last: int, parts: int, expected: list[i
     assert split_integer_range(first, last, parts) == expected
 
 
-@pytest.mark.parametrize(
-    ("sample", "parts", "expected"),
-    [
-        pytest.param(list(range(1, 11)), 2, [5], id="median"),
-        pytest.param(list(range(1, 11)), 5, [2, 4, 6, 8], id="fifths"),
-        pytest.param(["a", "b", "c"], 1, [], id="one-part"),
-        pytest.param([], 3, [], id="empty-sample"),
-        pytest.param(["m"], 3, ["m", "m"], id="tiny-sample"),
-    ],
-)
-def test_sample_boundaries(sample: list[object], parts: int, expected: list[object]) -> None:
-    assert sample_boundaries(sample, parts) == expected
-
-
 def _keys_in(slice_: tuple[int | None, int], keys: range) -> set[int]:
     lower, upper = slice_
     return {k for k in keys if (lower is None or k > lower) and k <= upper}
@@ -286,16 +274,6 @@ def test_integer_slices_cover_every_key_once(first: int, last: int, parts: int) 
     for s in slices:
         seen.extend(_keys_in(s, keys))
     assert sorted(seen) == list(keys)
-
-
-def test_sample_slices_cover_every_key_once() -> None:
-    keys = range(0, 997)
-    sample = list(keys)[::13]
-    boundaries = sample_boundaries(sample, 4)
-    slices = [worker_slice(boundaries, 996, w) for w in range(4)]
-    counts = [len(_keys_in(s, keys)) for s in slices]
-    assert sum(counts) == 997
-    assert max(counts) - min(counts) < 997 * 0.05  # about equal
 
 
 @pytest.mark.parametrize(
@@ -490,3 +468,29 @@ def test_extrapolate_remaining(
 )
 def test_transient_sqlstates(sqlstate: str | None, transient: bool) -> None:
     assert is_transient_sqlstate(sqlstate) is transient
+
+
+@pytest.mark.parametrize(
+    ("rows", "server", "pause", "expected"),
+    [
+        pytest.param(None, 3, 0.0, 1, id="no-statistics"),
+        pytest.param(0.0, 3, 0.0, 1, id="nothing-to-do"),
+        pytest.param(100_000.0, 3, 0.0, 1, id="small-table"),
+        pytest.param(1_000_000.0, 3, 0.0, 1, id="one-million"),
+        pytest.param(1_000_001.0, 3, 0.0, 2, id="just-over-one-million"),
+        pytest.param(2_500_000.0, 3, 0.0, 3, id="per-million"),
+        pytest.param(50_000_000.0, 3, 0.0, 3, id="server-cap"),
+        pytest.param(50_000_000.0, 1, 0.0, 1, id="parallel-query-off"),
+        pytest.param(50_000_000.0, None, 0.0, 16, id="api-cap"),
+        pytest.param(50_000_000.0, 3, 0.1, 1, id="pause-means-gentle"),
+    ],
+)
+def test_auto_workers(rows: float | None, server: int | None, pause: float, expected: int) -> None:
+    workers, why = auto_workers(rows, server_parallel_workers=server, pause_seconds=pause)
+    assert workers == expected
+    assert why.startswith(f"{expected} worker")
+
+
+def test_auto_workers_says_the_server_capped_it() -> None:
+    _, why = auto_workers(9_000_000.0, server_parallel_workers=3, pause_seconds=0.0)
+    assert "max_parallel_workers_per_gather + 1 is 3" in why

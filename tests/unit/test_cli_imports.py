@@ -1,11 +1,13 @@
 """What a command loads is what it uses: `dbmigrate lint` of SQL files starts without the
-operator's dependencies (kopf, the Kubernetes client, pydantic, rich, YAML, psycopg), and
+operator's dependencies (kopf, the Kubernetes client, pydantic, rich, YAML, psycopg), the
+backfill worker (`dbmigrate backfill`, one per Job pod) with the driver alone, and
 `--version` without any subcommand. Asserted on the import graph of a fresh process, not on
 time (BENCHMARKS.md has the times)."""
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,9 +28,13 @@ print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
 """
 
 
-def _loaded(*argv: str) -> set[str]:
+def _loaded(*argv: str, env: dict[str, str] | None = None) -> set[str]:
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, check=True
+        [sys.executable, "-c", PROBE, *argv],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **(env or {})},
     )
     return set(json.loads(proc.stdout.splitlines()[-1]))
 
@@ -62,3 +68,21 @@ def test_lint_with_a_dsn_adds_only_the_driver(tmp_path: Path) -> None:
     loaded = _loaded("lint", "--dsn", dsn, str(sql))
     assert "psycopg" in loaded
     assert loaded.isdisjoint(set(HEAVY) - {"psycopg"}), sorted(loaded & set(HEAVY))
+
+
+def test_the_backfill_worker_loads_the_driver_and_nothing_of_the_operator() -> None:
+    # Refused at once (no server needed), and given up after one reconnect: the probe runs the
+    # worker's whole start, its connection attempts and its failure report.
+    dsn = "postgresql://u@127.0.0.1:1/db?connect_timeout=1"
+    loaded = _loaded(
+        "backfill",
+        "--table",
+        "t",
+        "--set",
+        "a = 1",
+        "--max-reconnects",
+        "1",
+        env={"DBMIGRATE_DSN": dsn},
+    )
+    assert "psycopg" in loaded, "the probe ran the worker"
+    assert loaded.isdisjoint({*HEAVY, "pglast"} - {"psycopg"}), sorted(loaded & set(HEAVY))

@@ -122,6 +122,11 @@ class FakeDatabase:
     async def release_lock(self) -> None:
         self.lock_held = False
 
+    async def backfill_workers(self, checkpoint: str, backfill: Any) -> tuple[int, str]:
+        """`parallelism: auto` stands for 3 here (the database decides it in production)."""
+        workers = 3 if backfill.parallelism == "auto" else backfill.parallelism
+        return workers, f"{workers} workers"
+
 
 def make_pass(
     *,
@@ -130,6 +135,7 @@ def make_pass(
     states: dict[str, str] | None = None,
     result: StepResult | None = None,
     platform: FakePlatform | None = None,
+    steps: list[dict[str, Any]] | None = None,
     **spec_extra: Any,
 ) -> tuple[effects.Pass, FakePlatform, FakeDatabase]:
     spec = DatabaseMigrationSpec.model_validate(
@@ -138,7 +144,7 @@ def make_pass(
             "database": {"dsnSecretRef": {"name": "db", "key": "dsn"}},
             "target": {"deployment": "app"},
             "rollback": {"policy": policy},
-            "steps": STEPS,
+            "steps": steps or STEPS,
             **spec_extra,
         }
     )
@@ -228,6 +234,29 @@ async def test_run_step(kind: str, expected: list[Any]) -> None:
         assert db.calls == []
         (job,) = fake.jobs
         assert step_of(fake, name)["job"] == job["metadata"]["name"]
+
+
+@pytest.mark.parametrize(
+    ("parallelism", "workers"),
+    [pytest.param(2, 2, id="a-number"), pytest.param("auto", 3, id="auto-as-resolved")],
+)
+async def test_a_backfill_job_runs_the_resolved_worker_count(
+    parallelism: int | str, workers: int
+) -> None:
+    steps = [dict(s) for s in STEPS]
+    steps[1] = {
+        "name": "backfill",
+        "backfill": {"table": "t", "set": "c = 1", "parallelism": parallelism},
+    }
+    p, fake, _ = make_pass(steps=steps)
+    await effects.carry_out(p, d.RunStep("backfill"))
+    (job,) = fake.jobs
+    assert (job["spec"]["completions"], job["spec"]["parallelism"]) == (workers, workers)
+    assert (
+        f"$(JOB_COMPLETION_INDEX)/{workers}"
+        in job["spec"]["template"]["spec"]["containers"][0]["args"]
+    )
+    assert fake.events[-1][2].endswith(f"started: job {job['metadata']['name']}, {workers} workers")
 
 
 LABEL_422 = (

@@ -18,12 +18,14 @@ from typing import Any
 import pytest
 
 from dbmigrate.api.models import DatabaseMigrationSpec
-from dbmigrate.commands.backfill import EXIT_FAILED, EXIT_RETRYABLE, EXIT_STOPPED, EXIT_USAGE
-from dbmigrate.core.jobs import (
+from dbmigrate.api.worker import (
     BACKFILL_EXIT_FAILED,
     BACKFILL_EXIT_RETRYABLE,
     BACKFILL_EXIT_STOPPED,
     BACKFILL_EXIT_USAGE,
+)
+from dbmigrate.commands.backfill import EXIT_FAILED, EXIT_RETRYABLE, EXIT_STOPPED, EXIT_USAGE
+from dbmigrate.core.jobs import (
     build_backfill_job,
     build_tool_job,
     job_name,
@@ -52,6 +54,14 @@ def spec(
             **extra,
         }
     )
+
+
+def workers_of(s: DatabaseMigrationSpec) -> int:
+    """The step's `parallelism` as the operator resolves a number: itself."""
+    bf = s.steps[0].backfill
+    assert bf is not None
+    assert isinstance(bf.parallelism, int)
+    return bf.parallelism
 
 
 def args_of(job: dict[str, Any]) -> list[str]:
@@ -85,7 +95,7 @@ def args_of(job: dict[str, Any]) -> list[str]:
 )
 def test_backfill_worker_arguments(backfill: dict[str, Any], expected: list[str]) -> None:
     s = spec(backfill=backfill)
-    args = args_of(build_backfill_job(BODY, s, s.steps[0], "img:1"))
+    args = args_of(build_backfill_job(BODY, s, s.steps[0], "img:1", workers_of(s)))
     pairs = set(itertools.pairwise(args))
     for flag, value in zip(expected[::2], expected[1::2], strict=True):
         assert (flag, value) in pairs
@@ -95,7 +105,7 @@ def test_backfill_worker_arguments(backfill: dict[str, Any], expected: list[str]
 
 def test_backfill_job_shape() -> None:
     s = spec(backfill={"table": "users", "set": "a = 1", "parallelism": 3})
-    job = build_backfill_job(BODY, s, s.steps[0], "img:1")
+    job = build_backfill_job(BODY, s, s.steps[0], "img:1", workers_of(s))
     pod = job["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["image"] == "img:1"
@@ -198,7 +208,7 @@ def test_long_names_are_labels_cut_and_annotations_whole() -> None:
     name = "backfill-" + "x" * 61
     body = {"metadata": {"name": name, "namespace": "shop", "uid": "u-1"}}
     s = spec(backfill={"table": "users", "set": "a = 1"})
-    job = build_backfill_job(body, s, s.steps[0], "img:1")
+    job = build_backfill_job(body, s, s.steps[0], "img:1", workers_of(s))
     for meta in (job["metadata"], job["spec"]["template"]["metadata"]):
         assert meta["labels"]["dbmigrate.io/migration"] == label_value(name)
         assert all(len(v) <= 63 for v in meta["labels"].values())
@@ -233,7 +243,9 @@ def policy_action(policy: dict[str, Any], exit_code: int) -> str:
 def test_pod_failure_policy_by_exit_code(code: int, action: str) -> None:
     """The worker's exit codes (commands/backfill.py) and the Job's policy (core/jobs.py) agree."""
     s = spec(backfill={"table": "users", "set": "a = 1"})
-    policy = build_backfill_job(BODY, s, s.steps[0], "img:1")["spec"]["podFailurePolicy"]
+    policy = build_backfill_job(BODY, s, s.steps[0], "img:1", workers_of(s))["spec"][
+        "podFailurePolicy"
+    ]
     assert policy_action(policy, code) == action
     assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]} in policy[
         "rules"
@@ -308,7 +320,7 @@ def test_every_job_meets_the_restricted_pod_security_standard(
     if "job" in step:
         job = build_tool_job(BODY, s, s.steps[0])
     else:
-        job = build_backfill_job(BODY, s, s.steps[0], "dbmigrate:1")
+        job = build_backfill_job(BODY, s, s.steps[0], "dbmigrate:1", workers_of(s))
     assert restricted_violations(job) == []
     pod = job["spec"]["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False  # no token unless asked
@@ -331,3 +343,10 @@ def test_a_tool_job_has_a_deadline() -> None:
     assert build_tool_job(BODY, s, s.steps[0])["spec"]["activeDeadlineSeconds"] == 1200
     s = spec(job={"image": "flyway:10"})
     assert build_tool_job(BODY, s, s.steps[0])["spec"]["activeDeadlineSeconds"] == 3600
+
+
+@pytest.mark.parametrize("workers", [0, 17], ids=["none", "over-the-api-bound"])
+def test_a_backfill_job_has_1_to_16_workers(workers: int) -> None:
+    s = spec(backfill={"table": "users", "set": "a = 1", "parallelism": "auto"})
+    with pytest.raises(ValueError, match="1 to 16 workers"):
+        build_backfill_job(BODY, s, s.steps[0], "img:1", workers)

@@ -36,6 +36,7 @@ _KEEP_KEYS = {
     "format",
     "x-kubernetes-validations",
     "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-int-or-string",
 }
 
 

@@ -1,23 +1,14 @@
-"""Go-style durations (`500ms`, `30s`, `5m`, `1h30m`) as used throughout the API."""
+"""Go-style durations (`500ms`, `30s`, `5m`, `1h30m`) as used throughout the API: parsing and
+formatting, without pydantic (the backfill worker and the linter use them; the models' field
+type is `api.schema.Duration`)."""
 
 from __future__ import annotations
 
 import re
-from typing import Annotated
-
-from pydantic import Field
 
 DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
 _PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-Duration = Annotated[
-    str,
-    Field(
-        pattern=DURATION_PATTERN,
-        json_schema_extra={"x-dbmigrate-format": "duration"},
-    ),
-]
 
 
 def parse_duration(text: str) -> float:

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
-from dbmigrate.api.durations import Duration, parse_duration
+from dbmigrate.api.durations import parse_duration
 from dbmigrate.api.schema import (
     DNS_LABEL,
     DNS_SUBDOMAIN,
@@ -26,6 +26,7 @@ from dbmigrate.api.schema import (
     SHORT_NAMES,
     SINGULAR,
     VERSION,
+    Duration,
     Model,
     cel_rules,
 )

@@ -9,10 +9,12 @@ rendering.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
+
+from dbmigrate.api.durations import DURATION_PATTERN
 
 GROUP = "dbmigrate.io"
 VERSION = "v1alpha1"
@@ -31,6 +33,16 @@ ROLLBACK_REQUESTED = "requested"
 # Inline SQL is part of the object (etcd stores it whole, every pass lints it): larger migrations
 # keep their SQL in a ConfigMap (upFrom / downFrom).
 MAX_INLINE_SQL = 65536
+
+
+# A duration field (`500ms`, `30s`, `1h30m`); `api.durations` parses it.
+Duration = Annotated[
+    str,
+    Field(
+        pattern=DURATION_PATTERN,
+        json_schema_extra={"x-dbmigrate-format": "duration"},
+    ),
+]
 
 
 def cel_rules(*rules: dict[str, str]) -> dict[str, Any]:

@@ -38,6 +38,8 @@ class BackfillProgress(_Status):
     percent: int | None = None
     rows_per_second: int | None = None
     eta: str | None = None
+    # The workers it runs with (`parallelism`, or what `auto` stood for).
+    workers: int | None = None
 
 
 class StepStatus(_Status):

@@ -5,18 +5,19 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, WithJsonSchema
 
-from dbmigrate.api.durations import Duration
 from dbmigrate.api.schema import (
     CONFIG_KEY,
     DNS_LABEL,
     DNS_SUBDOMAIN,
     MAX_INLINE_SQL,
     QUALIFIED_TABLE,
+    Duration,
     Model,
     cel_rules,
 )
+from dbmigrate.api.worker import MAX_PARALLELISM
 
 
 class SecretKeyRef(Model):
@@ -131,12 +132,27 @@ class Backfill(Model):
     ]
     pause: Annotated[Duration, Field(default="0s", description="Sleep between batches.")]
     parallelism: Annotated[
-        int,
-        Field(
-            default=1,
-            ge=1,
-            le=16,
-            description="Key ranges worked on by that many pods (an Indexed Job).",
+        Annotated[int, Field(ge=1, le=MAX_PARALLELISM, strict=True)] | Literal["auto"],
+        Field(default=1),
+        WithJsonSchema(
+            {
+                "x-kubernetes-int-or-string": True,
+                "default": 1,
+                "description": (
+                    f"Key slices worked on by that many pods (an Indexed Job), 1 to "
+                    f"{MAX_PARALLELISM}; `auto`: chosen when the step starts, from the table's "
+                    "size (a worker per million rows), at most the server's "
+                    "max_parallel_workers_per_gather + 1, and 1 when `pause` is set. Slices "
+                    "hold about as many rows each."
+                ),
+                **cel_rules(
+                    {
+                        "rule": "type(self) == int ? (self >= 1 && self <= "
+                        f"{MAX_PARALLELISM}) : self == 'auto'",
+                        "message": f"backfill.parallelism must be 1 to {MAX_PARALLELISM}, or auto",
+                    }
+                ),
+            }
         ),
     ]
 

@@ -33,14 +33,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import psycopg
 
 from dbmigrate.api.durations import parse_duration
-from dbmigrate.commands.backfill_progress import open_display, result_text
-from dbmigrate.core.batching import CONTENTION_SQLSTATES, parse_worker
-from dbmigrate.core.jobs import (
+from dbmigrate.api.worker import (
     BACKFILL_EXIT_FAILED,
     BACKFILL_EXIT_RETRYABLE,
     BACKFILL_EXIT_STOPPED,
     BACKFILL_EXIT_USAGE,
 )
+from dbmigrate.commands.backfill_progress import open_display, result_text
+from dbmigrate.core.batching import CONTENTION_SQLSTATES, parse_worker
 from dbmigrate.db.backfill import (
     APPLICATION_NAME_PREFIX,
     CHECKPOINT_TABLE,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from dbmigrate.api.durations import format_duration
+from dbmigrate.api.worker import MAX_PARALLELISM
 
 K = TypeVar("K")
 
@@ -166,6 +167,37 @@ def parse_worker(text: str, job_index: str | None = None) -> tuple[int, int]:
     return index, count
 
 
+# `parallelism: auto`: a worker per this many rows to do. Below it a second worker gains less
+# than its pod's start costs (hack/bench/backfill_parallel.py: at 100 000 rows two workers
+# finished within a few hundred milliseconds of one).
+AUTO_ROWS_PER_WORKER = 1_000_000
+
+
+def auto_workers(
+    rows_to_do: float | None, *, server_parallel_workers: int | None, pause_seconds: float
+) -> tuple[int, str]:
+    """The worker count `parallelism: auto` stands for, and why, in words.
+
+    A worker per AUTO_ROWS_PER_WORKER rows to do, at most what the server lets one query use
+    (`max_parallel_workers_per_gather` + 1 backends: the administrator's budget of cores for
+    a single statement, 3 by default), and 1 when the step has a `pause` (its author asked for
+    room for the application between batches, which more workers would take back).
+    """
+    if pause_seconds > 0:
+        return 1, "1 worker: the step pauses between batches"
+    if rows_to_do is None or rows_to_do <= 0:
+        return 1, "1 worker: no rows to do by the table's statistics"
+    by_size = math.ceil(rows_to_do / AUTO_ROWS_PER_WORKER)
+    cap = MAX_PARALLELISM if server_parallel_workers is None else max(1, server_parallel_workers)
+    workers = max(1, min(by_size, cap, MAX_PARALLELISM))
+    why = (
+        f"{workers} worker{'s' if workers > 1 else ''} for ~{format_count(round(rows_to_do))} rows"
+    )
+    if by_size > workers and workers == cap:
+        why += f" (the server's max_parallel_workers_per_gather + 1 is {cap})"
+    return workers, why
+
+
 def split_integer_range(first: int, last: int, parts: int) -> list[int]:
     """Inner boundaries cutting the keys [first, last] into `parts` equal slices.
 
@@ -178,21 +210,6 @@ def split_integer_range(first: int, last: int, parts: int) -> list[int]:
         return [last] * (parts - 1)
     span = last - first + 1
     return [first - 1 + span * i // parts for i in range(1, parts)]
-
-
-def sample_boundaries(sorted_keys: Sequence[K], parts: int) -> list[K]:
-    """Inner boundaries cutting a sorted sample of keys into `parts` slices of equal count.
-
-    Used when the key is not a single integer: the quantiles of a sample of the table's keys
-    approximate equal row counts per worker. Returns `parts - 1` non-decreasing keys, or an
-    empty list when the sample is empty (then the first slice takes everything).
-    """
-    if parts < 1:
-        raise ValueError("parts must be >= 1")
-    n = len(sorted_keys)
-    if n == 0:
-        return []
-    return [sorted_keys[max(n * i // parts - 1, 0)] for i in range(1, parts)]
 
 
 def worker_slice(boundaries: Sequence[K], upper: K, worker: int) -> tuple[K | None, K]:

@@ -18,6 +18,12 @@ from typing import Any
 
 from dbmigrate.api.durations import parse_duration
 from dbmigrate.api.models import GROUP, KIND, VERSION, DatabaseMigrationSpec, PodTemplate, Step
+from dbmigrate.api.worker import (
+    BACKFILL_EXIT_FAILED,
+    BACKFILL_EXIT_RETRYABLE,
+    BACKFILL_EXIT_USAGE,
+    MAX_PARALLELISM,
+)
 
 LABEL_MIGRATION = f"{GROUP}/migration"
 LABEL_STEP = f"{GROUP}/step"
@@ -26,16 +32,6 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 ANNOTATION_MIGRATION = f"{GROUP}/migration"
 ANNOTATION_STEP = f"{GROUP}/step"
 BACKFILL_BACKOFF_LIMIT = 6  # a killed worker pod is retried; it resumes from its checkpoint
-
-# The exit codes of `dbmigrate backfill` (commands/backfill.py uses these), and what the Job's
-# podFailurePolicy does with each:
-BACKFILL_EXIT_FAILED = 1  # an error that cannot heal (no primary key, bad SQL): FailJob
-BACKFILL_EXIT_USAGE = 2  # bad arguments: FailJob
-# The database stayed unavailable (connection lost or refused, 57P01, 53300, ...) or a lock
-# stayed taken past the worker's own retries with back-off (EX_TEMPFAIL of sysexits.h): the
-# pod is retried (Count, up to backoffLimitPerIndex) and resumes from its checkpoint.
-BACKFILL_EXIT_RETRYABLE = 75
-BACKFILL_EXIT_STOPPED = 143  # SIGTERM (128 + 15): finished its batch and stopped; retried
 
 LABEL_VALUE_MAX = 63
 # A Job's name is the value of its pods' `batch.kubernetes.io/job-name` label (at most 63), and
@@ -189,13 +185,15 @@ def _apply_pod_template(job: dict[str, Any], template: PodTemplate) -> None:
 
 
 def build_backfill_job(
-    body: dict[str, Any], spec: DatabaseMigrationSpec, step: Step, image: str
+    body: dict[str, Any], spec: DatabaseMigrationSpec, step: Step, image: str, workers: int
 ) -> dict[str, Any]:
-    """The Job running `dbmigrate backfill` for a backfill step (Indexed when parallel)."""
+    """The Job running `dbmigrate backfill` for a backfill step with `workers` pods (an
+    Indexed Job): `parallelism` as resolved for this step (`auto` stands for a number)."""
     bf = step.backfill
     if bf is None:
         raise ValueError(f"step {step.name!r} is not a backfill step")
-    workers = bf.parallelism
+    if not 1 <= workers <= MAX_PARALLELISM:
+        raise ValueError(f"a backfill runs with 1 to {MAX_PARALLELISM} workers, not {workers}")
     args = [
         "backfill",
         "--table",

@@ -24,10 +24,11 @@ from dbmigrate.api.models import (
     Step,
     StepStatus,
 )
+from dbmigrate.api.steps import Backfill
 from dbmigrate.core import decide as d
 from dbmigrate.core import slo
 from dbmigrate.core.conditions import set_conditions
-from dbmigrate.core.jobs import build_backfill_job, build_tool_job
+from dbmigrate.core.jobs import backfill_checkpoint_name, build_backfill_job, build_tool_job
 from dbmigrate.core.lint import count_blocking
 from dbmigrate.core.statements import checksum
 from dbmigrate.core.status import count_progress, status_patch
@@ -58,6 +59,10 @@ class StepDatabase(Protocol):
         ...
 
     async def release_lock(self) -> None: ...
+
+    async def backfill_workers(self, checkpoint: str, backfill: Backfill) -> tuple[int, str]:
+        """The workers a backfill step runs with (`parallelism: auto` resolved), and why."""
+        ...
 
 
 @dataclass
@@ -204,9 +209,14 @@ async def run_step(p: Pass, action: d.RunStep) -> float:
     st.message = None
     status.phase = "Progressing"
     status.current_step = step.name
+    workers = ""
     if step.kind in ("backfill", "job"):
-        if step.kind == "backfill":
-            job = build_backfill_job(p.body, spec, step, p.settings.image)
+        if step.backfill is not None:
+            count, why = await p.database.backfill_workers(
+                backfill_checkpoint_name(spec.migration_id, step.name), step.backfill
+            )
+            workers = f", {why}"
+            job = build_backfill_job(p.body, spec, step, p.settings.image, count)
         else:
             job = build_tool_job(p.body, spec, step)
         try:
@@ -223,7 +233,7 @@ async def run_step(p: Pass, action: d.RunStep) -> float:
         await p.report.event(
             "Normal",
             reasons.STEP_STARTED,
-            f"step {step.name!r} ({step.kind}) started: job {st.job}",
+            f"step {step.name!r} ({step.kind}) started: job {st.job}{workers}",
         )
         return 0.0
     await p.report.save(status, reasons.STEP_RUNNING, f"step {step.name!r} running")

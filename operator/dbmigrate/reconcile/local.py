@@ -134,7 +134,7 @@ class LocalPlatform:
             self._jobs[name] = [failed]
             return
         bf = step.backfill
-        workers = bf.parallelism
+        workers = int(job["spec"]["completions"])  # `parallelism` as resolved for this run
         stop = self._stop[name] = threading.Event()
         self._jobs[name] = [
             self._pool.submit(

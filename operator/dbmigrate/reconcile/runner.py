@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -23,18 +24,20 @@ from psycopg.pq import TransactionStatus
 from pydantic import ValidationError
 
 from dbmigrate.api import reasons
+from dbmigrate.api.durations import parse_duration
 from dbmigrate.api.models import (
     BackfillProgress,
     DatabaseMigrationSpec,
     DatabaseMigrationStatus,
 )
+from dbmigrate.api.steps import Backfill
 from dbmigrate.core import decide as d
 from dbmigrate.core.conditions import set_conditions
 from dbmigrate.core.locks import DEFAULT_SERVER_VERSION
 from dbmigrate.core.plan import TableEstimate
 from dbmigrate.core.status import status_patch, with_step_list
 from dbmigrate.db import catalog, executor, history
-from dbmigrate.db.backfill import read_backfill_progress
+from dbmigrate.db.backfill import read_backfill_progress, resolve_workers
 from dbmigrate.db.errors import first_line, redact_dsn
 from dbmigrate.db.executor import StepResult
 from dbmigrate.metrics import registry as metrics
@@ -309,7 +312,8 @@ class MigrationRunner:
         assert self.conn is not None  # observe connected before decide chose a database action
         return await executor.apply_sql(self.conn, **step)
 
-    def read_progress(self, checkpoint: str, table: str, where: str | None) -> BackfillProgress:
+    def _progress_connection(self) -> psycopg.Connection[Any]:
+        """The session for estimates (progress, worker counts), opened on first use."""
         assert self._dsn is not None
         if self._progress_conn is None or self._progress_conn.closed:
             self._progress_conn = psycopg.connect(
@@ -320,11 +324,36 @@ class MigrationRunner:
                 # an estimate is not worth waiting for: never a lock, never a long scan
                 options="-c statement_timeout=5s -c lock_timeout=1s",
             )
+        return self._progress_conn
+
+    def read_progress(self, checkpoint: str, table: str, where: str | None) -> BackfillProgress:
+        conn = self._progress_connection()
         try:
-            return read_backfill_progress(self._progress_conn, checkpoint, table=table, where=where)
+            summary = read_backfill_progress(conn, checkpoint, table=table, where=where)
         except psycopg.OperationalError:
-            self._progress_conn.close()
+            conn.close()
             raise
+        return BackfillProgress(**dataclasses.asdict(summary))
+
+    async def backfill_workers(self, checkpoint: str, backfill: Backfill) -> tuple[int, str]:
+        """How many workers the step's Job runs (`parallelism: auto` resolved), and why."""
+
+        def resolve() -> tuple[int, str]:
+            conn = self._progress_connection()
+            try:
+                return resolve_workers(
+                    conn,
+                    checkpoint,
+                    backfill.table,
+                    backfill.where,
+                    parallelism=backfill.parallelism,
+                    pause_seconds=parse_duration(backfill.pause),
+                )
+            except psycopg.OperationalError:
+                conn.close()
+                raise
+
+        return await asyncio.to_thread(resolve)
 
 
 def _is_stopped(stopped: Any) -> bool:

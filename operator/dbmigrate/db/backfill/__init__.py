@@ -7,6 +7,7 @@ The database side of a backfill worker and of its progress readout, one concern 
 - `checkpoints`: the checkpoint table (`CHECKPOINT_TABLE`), its DDL, the plan made by the
   first worker and every write a worker makes to its own row;
 - `slices`: one slice of the key space per parallel worker;
+- `workers`: how many workers a step runs with (`parallelism: auto` decided once);
 - `batches`: the boundary query and the UPDATE of one batch, run in one short transaction;
 - `retry`: the errors retried (and those that mean the connection is gone for now) and the
   back-off shared by the worker's retry loops;
@@ -37,6 +38,7 @@ from dbmigrate.db.backfill.model import (
     BackfillOptions,
     BackfillResult,
     BackfillSqlError,
+    BackfillSummary,
     BatchDone,
     BoundaryMethod,
     CheckpointMismatch,
@@ -54,6 +56,7 @@ from dbmigrate.db.backfill.retry import RETRYABLE, transient_error
 from dbmigrate.db.backfill.table import TableInfo, check_statements, read_table
 from dbmigrate.db.backfill.throttle import APPLICATION_NAME_PREFIX, read_strain
 from dbmigrate.db.backfill.worker import run_backfill, run_backfill_reconnecting
+from dbmigrate.db.backfill.workers import resolve_workers
 
 __all__ = [
     "APPLICATION_NAME_PREFIX",
@@ -68,6 +71,7 @@ __all__ = [
     "BackfillOptions",
     "BackfillResult",
     "BackfillSqlError",
+    "BackfillSummary",
     "BatchDone",
     "BatchStatements",
     "BoundaryMethod",
@@ -92,6 +96,7 @@ __all__ = [
     "read_checkpoints",
     "read_strain",
     "read_table",
+    "resolve_workers",
     "run_backfill",
     "run_backfill_reconnecting",
     "transient_error",

@@ -217,7 +217,7 @@ def claim_checkpoint(
                 conn.execute(FORGET_CHECKPOINTS, (name,))
                 existing = []
         if not existing:
-            slices = plan_slices(conn, info, opts.workers)
+            slices = plan_slices(conn, info, opts.workers, opts.where)
             with conn.cursor() as cur:
                 cur.executemany(
                     f"""

@@ -100,6 +100,19 @@ class BackfillOptions:
 
 
 @dataclass(frozen=True)
+class BackfillSummary:
+    """How far a backfill is over all its workers (`read_backfill_progress`); the operator
+    shows it as `status.steps[].backfill`."""
+
+    rows_done: int = 0
+    rows_estimated: int | None = None
+    percent: int | None = None
+    rows_per_second: int | None = None
+    eta: str | None = None
+    workers: int | None = None  # the count its plan was made for; None before any worker ran
+
+
+@dataclass(frozen=True)
 class Started:
     """The worker has its slice; `rows_estimated` counts rows done earlier plus rows left."""
 

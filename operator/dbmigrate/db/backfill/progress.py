@@ -17,10 +17,9 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from dbmigrate.api.models import BackfillProgress
 from dbmigrate.core.batching import eta_seconds, extrapolate_remaining, format_eta, percent_done
 from dbmigrate.db.backfill.checkpoints import CHECKPOINT_TABLE, Checkpoint, read_checkpoints
-from dbmigrate.db.backfill.model import BackfillError
+from dbmigrate.db.backfill.model import BackfillError, BackfillSummary
 from dbmigrate.db.backfill.table import (
     TableInfo,
     planner_rows,
@@ -126,7 +125,7 @@ def read_backfill_progress(
     *,
     table: str | None = None,
     where: str | None = None,
-) -> BackfillProgress:
+) -> BackfillSummary:
     """The backfill's progress over all its workers, for `status.steps[].backfill`.
 
     The operator passes the step's own `table` and `where`: the estimate then runs the spec's
@@ -142,7 +141,7 @@ def read_backfill_progress(
     """
     cps = read_checkpoints(conn, checkpoint)
     if not cps:
-        return BackfillProgress(rows_done=0)
+        return BackfillSummary(rows_done=0)
     done = sum(c.rows_done for c in cps)
     workers = cps[0].workers
     finished = len(cps) == workers and all(c.finished for c in cps)
@@ -183,10 +182,11 @@ def read_backfill_progress(
                 [(c.resume_after, c.upper_key) for c in unfinished_cps],
             )
         estimated = None if remaining is None else done + round(remaining)
-    return BackfillProgress(
+    return BackfillSummary(
         rows_done=done,
         rows_estimated=estimated,
         percent=percent_done(done, estimated, finished=finished),
         rows_per_second=None if rate is None else round(rate),
         eta="0s" if finished else format_eta(eta_seconds(done, estimated, rate)),
+        workers=workers,
     )
