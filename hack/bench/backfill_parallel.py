@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from _common import database, machine, markdown_table
+from _common import LoadResult, OltpLoad, database, machine, markdown_table
 
 from dbmigrate.core.batching import format_count
 from dbmigrate.db.backfill import BackfillOptions, delete_checkpoints, run_backfill
@@ -68,6 +68,7 @@ class Run:
     worker_cpu: float | None = None
     finished: list[float] = field(default_factory=list)  # per worker, seconds from the start
     worker_rows: list[int] = field(default_factory=list)
+    load: LoadResult | None = None
 
     @property
     def spread(self) -> float | None:
@@ -318,6 +319,25 @@ class Bench:
             worker_rows=[d["rows"] for d in done],
         )
 
+    def with_load(self, shape: str, body: Any, threads: int) -> Run:
+        """`body` while the application reads and writes rows of the table (open loop)."""
+
+        def loaded(shape: str) -> Run:
+            with OltpLoad(
+                self.dsn, table=self.table(shape), max_id=self.rows, threads=threads
+            ) as load:
+                run: Run = body(shape)
+                run.load = load.stop()
+            return run
+
+        return self.measure("load", shape, loaded)
+
+    def idle_load(self, shape: str, seconds: float, threads: int) -> LoadResult:
+        self.reset(shape)
+        with OltpLoad(self.dsn, table=self.table(shape), max_id=self.rows, threads=threads) as load:
+            time.sleep(seconds)
+            return load.stop()
+
     def close(self, keep: bool) -> None:
         if not keep:
             self.conn.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
@@ -387,6 +407,12 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat", type=int, default=1, help="run each method this many times, keep the fastest"
     )
     parser.add_argument("--keep", action="store_true", help=f"keep schema {SCHEMA}")
+    parser.add_argument(
+        "--oltp-threads",
+        type=int,
+        default=3,
+        help="application threads (200 ops/s each) for the latency table; 0: skip it",
+    )
     args = parser.parse_args(argv)
     shapes = [s for s in args.shapes.split(",") if s]
     unknown = sorted(set(shapes) - set(SHAPES))
@@ -395,7 +421,10 @@ def main(argv: list[str] | None = None) -> int:
     with database(args.dsn) as dsn:
         bench = Bench(dsn, args.rows)
         try:
-            return report(bench, shapes, args.repeat)
+            code = report(bench, shapes, args.repeat)
+            if args.oltp_threads > 0:
+                report_load(bench, args.oltp_threads)
+            return code
         finally:
             bench.close(args.keep)
 
@@ -462,6 +491,44 @@ def report(bench: Bench, shapes: list[str], repeat: int) -> int:
         )
         print(flush=True)
     return 0
+
+
+def report_load(bench: Bench, threads: int) -> None:
+    """Application latency on the even table while 1 and 2 workers and one UPDATE run."""
+    shape = "even"
+    rows = []
+
+    def row(label: str, seconds: str, rate: str, load: LoadResult) -> list[object]:
+        return [
+            label,
+            seconds,
+            rate,
+            f"{load.p(50) * 1000:.1f}",
+            f"{load.p(99) * 1000:.1f}",
+            f"{load.p(99.9) * 1000:.1f}",
+            f"{max(load.latencies) * 1000:.1f}",
+            load.errors,
+        ]
+
+    bench.log("load: idle")
+    rows.append(row("no migration (5 s)", "-", "-", bench.idle_load(shape, 5.0, threads)))
+    for label, body in [
+        ("(a) one UPDATE", bench.single_update),
+        ("(1) dbmigrate, 1 worker", lambda s: bench.ours(s, 1)),
+        ("(2) dbmigrate, 2 workers", lambda s: bench.ours(s, 2)),
+    ]:
+        bench.log(f"load: {label}")
+        run = bench.with_load(shape, body, threads)
+        assert run.load is not None
+        rows.append(row(label, f"{run.seconds:.2f}", f"{run.rows / run.seconds:,.0f}", run.load))
+    print(f"## Application latency during the backfill (even, {threads} threads x 200 ops/s)\n")
+    print(
+        markdown_table(
+            ["during", "seconds", "rows/s", "p50 ms", "p99 ms", "p99.9 ms", "max ms", "errors"],
+            rows,
+        )
+    )
+    print(flush=True)
 
 
 if __name__ == "__main__":
