@@ -15,6 +15,8 @@ from dbmigrate.api.crd import build_crd
 def _type(prop: dict[str, Any]) -> str:
     if "enum" in prop:
         return " \\| ".join(f"`{v}`" for v in prop["enum"])
+    if prop.get("x-kubernetes-int-or-string"):
+        return "integer or string"
     kind = prop.get("type", "object")
     if kind == "array":
         return f"list of {_type(prop.get('items', {}))}"
