@@ -319,6 +319,37 @@ class Bench:
             worker_rows=[d["rows"] for d in done],
         )
 
+    def explain_batch(self, shape: str, rows: int = 100_000) -> dict[str, Any]:
+        """EXPLAIN (ANALYZE, BUFFERS, WAL) of one batch UPDATE of `rows` keys (rolled back)."""
+        self.reset(shape)
+        table = self.table(shape)
+        key = "(tenant, id)" if shape == "text" else "id"
+        row = self.conn.execute(
+            f"SELECT {key} FROM {table} ORDER BY {key} OFFSET %s LIMIT 1", (rows - 1,)
+        ).fetchone()
+        assert row is not None
+        bound = "ROW(%s, %s)" if shape == "text" else "%s"
+        params = tuple(row[0]) if shape == "text" else (row[0],)
+        with self.conn.transaction(force_rollback=True):
+            plan = self.conn.execute(
+                f"EXPLAIN (ANALYZE, BUFFERS, WAL, FORMAT JSON) UPDATE {table} SET {SET} "
+                f"WHERE {key} <= {bound} AND {WHERE}",
+                params,
+            ).fetchone()
+        assert plan is not None
+        top = plan[0][0]
+        p = top["Plan"]
+        return {
+            "ms": top["Execution Time"],
+            "shared hit": p.get("Shared Hit Blocks", 0),
+            "shared read": p.get("Shared Read Blocks", 0),
+            "dirtied": p.get("Shared Dirtied Blocks", 0),
+            "WAL records": p.get("WAL Records", 0),
+            "WAL FPI": p.get("WAL FPI", 0),
+            "WAL MiB": p.get("WAL Bytes", 0) / 2**20,
+            "trigger ms": sum(t.get("Time", 0.0) for t in top.get("Triggers", [])),
+        }
+
     def with_load(self, shape: str, body: Any, threads: int) -> Run:
         """`body` while the application reads and writes rows of the table (open loop)."""
 
@@ -490,6 +521,41 @@ def report(bench: Bench, shapes: list[str], repeat: int) -> int:
             )
         )
         print(flush=True)
+    print("## One batch of 100 000 rows: EXPLAIN (ANALYZE, BUFFERS, WAL)\n")
+    explained = []
+    for shape in shapes:
+        bench.log(f"{shape}: explain one batch")
+        e = bench.explain_batch(shape)
+        explained.append(
+            [
+                shape,
+                f"{e['ms']:.0f}",
+                e["shared hit"],
+                e["shared read"],
+                e["dirtied"],
+                e["WAL records"],
+                e["WAL FPI"],
+                f"{e['WAL MiB']:.1f}",
+                f"{e['trigger ms']:.0f}",
+            ]
+        )
+    print(
+        markdown_table(
+            [
+                "shape",
+                "ms",
+                "shared hit",
+                "shared read",
+                "dirtied",
+                "WAL records",
+                "WAL FPI",
+                "WAL MiB",
+                "triggers ms",
+            ],
+            explained,
+        )
+    )
+    print(flush=True)
     return 0
 
 
