@@ -9,7 +9,8 @@ Aspects covered:
   end like one UPDATE (every row once, the trigger run for each);
 - `parallelism: auto` (`resolve_workers`): the count from the table's statistics, the
   server's `max_parallel_workers_per_gather`, a pause; an existing plan's count wins (a
-  restart never changes it); a missing table gives 1 and leaves the error to the worker.
+  restart never changes it); a missing table or a `where` that does not plan gives 1 and
+  leaves the error to the worker.
 """
 
 from __future__ import annotations
@@ -247,6 +248,18 @@ def test_auto_on_a_missing_table_leaves_the_error_to_the_worker(
     )
     assert workers == 1
     assert "not readable" in why
+
+
+def test_auto_with_a_where_that_does_not_plan_leaves_the_error_to_the_worker(
+    pg_conn: psycopg.Connection[Any],
+) -> None:
+    pg_conn.execute("CREATE TABLE t (id bigint PRIMARY KEY)")
+    workers, why = resolve_workers(
+        pg_conn, "cp", "t", "no_such_column IS NULL", parallelism="auto", pause_seconds=0.0
+    )
+    assert workers == 1
+    assert "where does not plan" in why
+    assert pg_conn.execute("SELECT 1").fetchone() == (1,)  # the session is still usable
 
 
 def test_a_number_is_taken_as_it_is(pg_conn: psycopg.Connection[Any]) -> None:

@@ -72,7 +72,7 @@ def sample_percent(conn: psycopg.Connection[Any], info: TableInfo, where_sql: st
 
     SYSTEM sampling reads whole pages, and rows on a page have neighbouring keys when the
     table was filled in key order: the quantiles are as good as the number of pages sampled
-    (1 000 rows on 80 pages cut a 1 M row table 45/55). So at least MIN_SAMPLE_PAGES pages,
+    (10 000 rows from 80 pages cut a 1 M row table 45/55). So at least MIN_SAMPLE_PAGES pages,
     and enough pages for KEY_SAMPLE_ROWS rows to do; a `where` matching 1 % of the table needs
     100x the pages, at most MAX_SAMPLE_FACTOR x, so that a planner wrong by far never makes us
     read a big table whole.

@@ -39,13 +39,19 @@ def resolve_workers(
         info = read_table(conn, table)
     except BackfillError:
         return 1, "1 worker: the table is not readable (the worker will say why)"
-    to_do = (
-        planner_rows(
-            conn, sql.SQL("SELECT 1 FROM {} WHERE {}").format(info.ident, sql.SQL(where_sql))
+    try:
+        to_do = (
+            planner_rows(
+                conn, sql.SQL("SELECT 1 FROM {} WHERE {}").format(info.ident, sql.SQL(where_sql))
+            )
+            if where_sql
+            else table_rows_estimate(conn, info)
         )
-        if where_sql
-        else table_rows_estimate(conn, info)
-    )
+    except psycopg.Error:
+        if conn.closed or conn.broken:
+            raise  # the database is away: the pass fails and is retried
+        # An invalid `where`: one worker, whose check of the SQL fails the step and says why.
+        return 1, "1 worker: the step's where does not plan (the worker will say why)"
     setting = conn.execute(
         "SELECT current_setting('max_parallel_workers_per_gather')::int"
     ).fetchone()
