@@ -131,9 +131,10 @@ def shape_ddl(shape: str, table: str) -> list[str]:
 
 
 class Bench:
-    def __init__(self, dsn: str, rows: int) -> None:
+    def __init__(self, dsn: str, rows: int, *, autovacuum: bool = True) -> None:
         self.dsn = dsn
         self.rows = rows
+        self.autovacuum = autovacuum
         self.conn = psycopg.connect(dsn, autocommit=True)
         self.postmaster = _postmaster_pid(self.conn)
 
@@ -185,6 +186,12 @@ class Bench:
             c.execute(
                 f"INSERT INTO {SCHEMA}.sessions (user_id) SELECT id FROM {table} WHERE id % 10 = 0"
             )
+        if not self.autovacuum:
+            # Batches commit as they go, so autovacuum starts on the table mid-run and takes a
+            # core; the single statements leave their dead rows only at the end.
+            leaves = [f"{table}_p{i}" for i in range(4)] if shape == "partitioned" else [table]
+            for leaf in leaves:  # a partitioned table has no storage parameters of its own
+                c.execute(f"ALTER TABLE {leaf} SET (autovacuum_enabled = false)")
         c.execute(f"VACUUM (ANALYZE) {table}")
         c.execute("CHECKPOINT")
 
@@ -439,6 +446,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--keep", action="store_true", help=f"keep schema {SCHEMA}")
     parser.add_argument(
+        "--no-autovacuum",
+        action="store_true",
+        help="switch autovacuum off on the benchmark's table (to see what it costs the batches)",
+    )
+    parser.add_argument(
         "--oltp-threads",
         type=int,
         default=3,
@@ -450,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown shapes {unknown}; choose from {', '.join(SHAPES)}")
     with database(args.dsn) as dsn:
-        bench = Bench(dsn, args.rows)
+        bench = Bench(dsn, args.rows, autovacuum=not args.no_autovacuum)
         try:
             code = report(bench, shapes, args.repeat)
             if args.oltp_threads > 0:
@@ -466,6 +478,7 @@ def report(bench: Bench, shapes: list[str], repeat: int) -> int:
     print(
         f"# Parallel backfill: {format_count(bench.rows)} rows, "
         f"PostgreSQL {server[0] if server else '?'}, fastest of {repeat}"
+        + ("" if bench.autovacuum else ", autovacuum off on the table")
     )
     print(f"machine: {machine()}\n")
     methods = [
