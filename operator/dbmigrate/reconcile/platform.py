@@ -116,9 +116,7 @@ class KubernetesPlatform:
 
         A patch that would change nothing in the status this pass saw is not sent: a waiting
         migration computes the same status every pass."""
-        if self._resource_version is not None and not merge_patch_changes(
-            self._status_seen, patch
-        ):
+        if self._resource_version is not None and not merge_patch_changes(self._status_seen, patch):
             return
         try:
             written = await kube.patch_migration_status(
