@@ -8,7 +8,8 @@ API requests counted by `dbmigrate_dev.counted_operator`) and then, in one names
    operator to Succeeded, in waves of one per database (one migration per database at a time is
    the operator's rule; a wave's migrations run concurrently);
    then, with only finished objects present, the operator is measured for `--window` seconds:
-   RSS, CPU, API requests per minute, database connections;
+   RSS, CPU, API requests per minute, database connections — once in the operator that ran
+   them, once in a new one after a restart (and the requests the restart cost);
 2. active: `active` migrations, one per database: CREATE TABLE, then an awaitRollout gate on a
    Deployment that stays on v1 (so they stay active, waiting), then an ALTER TABLE; measured
    the same way once every one waits at its gate;
@@ -21,6 +22,10 @@ API requests counted by `dbmigrate_dev.counted_operator`) and then, in one names
    behind the lock, retrying) apart from the others; then the lock is released.
 
     .venv/bin/python hack/bench/fleet.py [--objects 500] [--active 50] [--window 60]
+
+Diagnostics: `--profile FILE` (cProfile of the operator over the window with the active ones),
+`--objects-file FILE` (its live objects by type once the finished ones ran), `--operator-env
+NAME=VALUE`. The namespace `fleet-bench` is deleted before and after.
 
 Benchmarks are not tests: it prints tables whose figures go into BENCHMARKS.md (Fleet).
 """
