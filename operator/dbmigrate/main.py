@@ -93,16 +93,28 @@ async def run_migration(
     )
     runner = MigrationRunner(platform, SETTINGS)
     memo["runner"] = runner
-    await runner.run(
-        stopped,
-        deleted=lambda: bool(
-            stopped.reason and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED
-        ),
-    )
+    try:
+        await runner.run(
+            stopped,
+            deleted=lambda: bool(
+                stopped.reason and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED
+            ),
+        )
+    finally:
+        forget_runner(memo, runner)
     # Exit only when kopf stops the daemon (the filter no longer matches once the final status
     # arrives): kopf never spawns again a daemon that returned on its own, and a finished
     # migration must get a runner again when a rollback is requested of it.
     await stopped.wait()
+
+
+def forget_runner(memo: kopf.Memo, runner: MigrationRunner) -> None:
+    """A finished runner is not kept: kopf keeps each object's memo for as long as the object
+    exists, and with it the runner's last resource, status and lint (hack/bench/fleet.py saw
+    the operator's memory grow with every finished migration). A wake-up has nothing to wake
+    then; a rollback requested later gets a new runner."""
+    if memo.get("runner") is runner:
+        del memo["runner"]
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL)

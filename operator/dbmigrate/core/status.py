@@ -33,3 +33,21 @@ def count_progress(status: DatabaseMigrationStatus) -> str:
     """`done/total` steps, as `kubectl get` shows it."""
     done = sum(1 for s in status.steps or [] if s.state == "Succeeded")
     return f"{done}/{len(status.steps or [])}"
+
+
+def merge_patch_changes(current: dict[str, Any], patch: dict[str, Any]) -> bool:
+    """Whether the JSON merge patch (RFC 7386) `patch` would change `current`.
+
+    A waiting migration computes the same status pass after pass: such a patch is not sent
+    (at fleet scale it was one of every four API requests of a waiting migration).
+    """
+    for key, value in patch.items():
+        if value is None:
+            if key in current:
+                return True
+        elif isinstance(value, dict) and isinstance(current.get(key), dict):
+            if merge_patch_changes(current[key], value):
+                return True
+        elif key not in current or current[key] != value:
+            return True
+    return False

@@ -17,6 +17,7 @@ from dbmigrate.core.access import secret_refusal
 from dbmigrate.core.decide import ActiveJob, JobState
 from dbmigrate.core.jobs import job_selector
 from dbmigrate.core.rollout import UndoPlan, argo_application_refusal, plan_rollout_undo
+from dbmigrate.core.status import merge_patch_changes
 from dbmigrate.kube import cluster as kube
 
 NotFound = kube.NotFound
@@ -111,7 +112,12 @@ class KubernetesPlatform:
         """Write the status only over the one this pass saw: two operators (a peering hand-over)
         must not clobber each other's status. The object also changes when only its metadata
         does (kopf's own annotations); then the write is based on the new version and sent
-        again. Raises `StatusConflict` when someone else wrote the status."""
+        again. Raises `StatusConflict` when someone else wrote the status.
+
+        A patch that would change nothing in the status this pass saw is not sent: a waiting
+        migration computes the same status every pass."""
+        if self._resource_version is not None and not merge_patch_changes(self._status_seen, patch):
+            return
         try:
             written = await kube.patch_migration_status(
                 self.namespace, self.name, patch, self._resource_version
