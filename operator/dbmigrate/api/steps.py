@@ -138,6 +138,8 @@ class Backfill(Model):
             {
                 "x-kubernetes-int-or-string": True,
                 "default": 1,
+                # Bounds the CEL rule's cost estimate (a string of unknown length is costly).
+                "maxLength": 4,
                 "description": (
                     f"Key slices worked on by that many pods (an Indexed Job), 1 to "
                     f"{MAX_PARALLELISM}; `auto`: chosen when the step starts, from the table's "
