@@ -38,7 +38,7 @@ SETTINGS = Settings.from_env()
 KOPF_PREFIX = f"operator.{GROUP}"
 
 
-def configure(settings: kopf.OperatorSettings, *, peering: bool) -> None:
+def configure(settings: kopf.OperatorSettings, *, peering: bool, ours: Settings = SETTINGS) -> None:
     """kopf's own bookkeeping goes under operator.dbmigrate.io, not kopf.zalando.org."""
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     # Not GROUP itself: kopf ignores every annotation under its storage prefix when it compares
@@ -49,13 +49,15 @@ def configure(settings: kopf.OperatorSettings, *, peering: bool) -> None:
         prefix=KOPF_PREFIX, key="last-handled-configuration"
     )
     settings.posting.level = logging.WARNING  # our own events are posted by the runner
-    settings.peering.name = SETTINGS.peering_name
+    settings.peering.name = ours.peering_name
     # kopf pauses every operator when peers share a priority: give each replica its own.
     settings.peering.priority = secrets.randbelow(1_000_000)
     settings.peering.standalone = not peering
     settings.peering.mandatory = peering
-    settings.watching.server_timeout = 300
-    settings.networking.request_timeout = 60
+    # Measured at 2 000 migrations (BENCHMARKS.md "Fleet"): kopf's watches cost ~1 API request
+    # a minute with these and a restart 10-11 in all; no figure called for other values.
+    settings.watching.server_timeout = ours.watch_timeout
+    settings.networking.request_timeout = ours.request_timeout
 
 
 def migration_is_active(status: kopf.Status, annotations: kopf.Annotations, **_: Any) -> bool:

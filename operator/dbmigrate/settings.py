@@ -19,6 +19,10 @@ class Settings:
     peering_name: str = "dbmigrate"
     # Only Secrets with this label may be used by a migration (None: any in its namespace).
     secret_label: tuple[str, str] | None = None
+    # kopf: seconds the API server keeps a watch open before kopf opens it again, and for one
+    # API request (chart values operator.kopf.*; BENCHMARKS.md "Fleet" for what they cost).
+    watch_timeout: int = 300
+    request_timeout: float = 60.0
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -32,4 +36,6 @@ class Settings:
             ),
             peering_name=e.get("DBMIGRATE_PEERING", "dbmigrate"),
             secret_label=parse_secret_label(e.get("DBMIGRATE_SECRET_LABEL", "")),
+            watch_timeout=int(e.get("DBMIGRATE_WATCH_TIMEOUT", "300")),
+            request_timeout=float(e.get("DBMIGRATE_REQUEST_TIMEOUT", "60")),
         )

@@ -27,9 +27,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
 import yaml
 
+from dbmigrate import main
 from dbmigrate.cli import build_parser
 from dbmigrate.settings import DEFAULT_IMAGE, Settings
 from dbmigrate_dev.cluster_client import Cluster
@@ -293,6 +295,28 @@ def test_secret_label_mode_reaches_the_operator(
 ) -> None:
     settings = Settings.from_env(env_of(container(render(helm, values))))
     assert settings.secret_label == label
+
+
+@pytest.mark.parametrize(
+    ("values", "timeouts"),
+    [
+        pytest.param({}, (300, 60.0), id="defaults"),
+        pytest.param(
+            {"operator": {"kopf": {"watchTimeout": 50, "requestTimeout": 20}}},
+            (50, 20.0),
+            id="behind-a-proxy",
+        ),
+    ],
+)
+def test_kopf_timeouts_reach_kopf(
+    helm: str, values: dict[str, Any], timeouts: tuple[int, float]
+) -> None:
+    settings = Settings.from_env(env_of(container(render(helm, values))))
+    assert (settings.watch_timeout, settings.request_timeout) == timeouts
+    kopf_settings = kopf.OperatorSettings()
+    main.configure(kopf_settings, peering=False, ours=settings)
+    assert kopf_settings.watching.server_timeout == timeouts[0]
+    assert kopf_settings.networking.request_timeout == timeouts[1]
 
 
 @pytest.mark.parametrize(
