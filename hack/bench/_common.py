@@ -1,5 +1,6 @@
-"""Shared helpers of the benchmarks in hack/bench: a database to run against, a concurrent
-OLTP-like load with its latency percentiles, and Markdown tables.
+"""Shared helpers of the benchmarks in hack/bench: a database to run against, the seed's users
+table to backfill, a concurrent OLTP-like load with its latency percentiles, our package as
+installed (bytecode compiled), and Markdown tables.
 
 Benchmarks are not tests: they print a table whose figures go into BENCHMARKS.md.
 """
@@ -11,6 +12,8 @@ import math
 import os
 import platform
 import random
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -37,6 +40,41 @@ def database(dsn: str | None) -> Iterator[str]:
             yield server.create_database("bench")
         finally:
             server.stop()
+
+
+def create_pristine_users(conn: psycopg.Connection, schema: str, rows: int) -> str:
+    """`<schema>.pristine`: `rows` users (g bigint, email, email_confirmed_at: 70 % confirmed,
+    the same rows every time), that each benchmark copies into the table it backfills."""
+    conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    conn.execute(f"CREATE SCHEMA {schema}")
+    conn.execute("SELECT setseed(0.42)")
+    conn.execute(
+        f"""
+        CREATE TABLE {schema}.pristine AS
+        SELECT g::bigint AS g, 'user' || g || '@example.com' AS email,
+               CASE WHEN random() < 0.7
+                    THEN timestamptz '2024-01-01' + random() * interval '365 days' END
+                   AS email_confirmed_at
+        FROM generate_series(1, %s) AS g
+        """,
+        (rows,),
+    )
+    return f"{schema}.pristine"
+
+
+def installed_env(repo: Path) -> dict[str, str]:
+    """The environment to run our package as installed: with bytecode (pip compiles it at
+    install; a source tree run with PYTHONDONTWRITEBYTECODE would compile every module at every
+    start), compiled here once."""
+    env = {**os.environ, "PYTHONPATH": str(repo / "operator")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(repo / "operator" / "dbmigrate")],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    return env
 
 
 def machine() -> str:

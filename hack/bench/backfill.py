@@ -27,7 +27,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
-from _common import LoadResult, OltpLoad, database, machine, markdown_table
+from _common import (
+    LoadResult,
+    OltpLoad,
+    create_pristine_users,
+    database,
+    machine,
+    markdown_table,
+)
 
 from dbmigrate.core.batching import format_count
 from dbmigrate.db.backfill import (
@@ -98,22 +105,7 @@ class Bench:
 
     def create_pristine(self) -> None:
         self.log(f"creating {format_count(self.rows)} pristine rows")
-        c = self.conn
-        c.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-        c.execute(f"CREATE SCHEMA {SCHEMA}")
-        c.execute("SELECT setseed(0.42)")
-        c.execute(
-            f"""
-            CREATE TABLE {SCHEMA}.users_pristine AS
-            SELECT g::bigint AS id, 'user' || g || '@example.com' AS email,
-                   CASE WHEN random() < 0.7
-                        THEN timestamptz '2024-01-01' + random() * interval '365 days' END
-                       AS email_confirmed_at,
-                   NULL::boolean AS email_verified
-            FROM generate_series(1, %s) AS g
-            """,
-            (self.rows,),
-        )
+        create_pristine_users(self.conn, SCHEMA, self.rows)
 
     def reset(self) -> None:
         c = self.conn
@@ -122,7 +114,10 @@ class Bench:
             f"CREATE TABLE {TABLE} (id bigserial PRIMARY KEY, email text, "
             "email_confirmed_at timestamptz, email_verified boolean)"
         )
-        c.execute(f"INSERT INTO {TABLE} SELECT * FROM {SCHEMA}.users_pristine ORDER BY id")
+        c.execute(
+            f"INSERT INTO {TABLE} SELECT g, email, email_confirmed_at, NULL "
+            f"FROM {SCHEMA}.pristine ORDER BY g"
+        )
         c.execute(f"SELECT setval(pg_get_serial_sequence('{TABLE}', 'id'), %s)", (self.rows,))
         c.execute(f"VACUUM (ANALYZE) {TABLE}")
         c.execute("CHECKPOINT")

@@ -47,7 +47,14 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from _common import LoadResult, OltpLoad, database, machine, markdown_table
+from _common import (
+    LoadResult,
+    OltpLoad,
+    create_pristine_users,
+    database,
+    machine,
+    markdown_table,
+)
 
 from dbmigrate.core.batching import format_count
 from dbmigrate.db.backfill import BackfillOptions, delete_checkpoints, run_backfill
@@ -146,21 +153,7 @@ class Bench:
 
     def create_pristine(self) -> None:
         self.log(f"creating {format_count(self.rows)} pristine rows")
-        c = self.conn
-        c.execute(f"DROP SCHEMA IF EXISTS {SCHEMA} CASCADE")
-        c.execute(f"CREATE SCHEMA {SCHEMA}")
-        c.execute("SELECT setseed(0.42)")
-        c.execute(
-            f"""
-            CREATE TABLE {SCHEMA}.pristine AS
-            SELECT g::bigint AS g, 'user' || g || '@example.com' AS email,
-                   CASE WHEN random() < 0.7
-                        THEN timestamptz '2024-01-01' + random() * interval '365 days' END
-                       AS email_confirmed_at
-            FROM generate_series(1, %s) AS g
-            """,
-            (self.rows,),
-        )
+        create_pristine_users(self.conn, SCHEMA, self.rows)
 
     def reset(self, shape: str) -> None:
         c = self.conn

@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import machine, markdown_table
+from _common import installed_env, machine, markdown_table
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "hack" / "bench"))
@@ -51,13 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args(argv)
-    env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", str(REPO / "operator" / "dbmigrate")],
-        env=env,
-        check=True,
-    )
+    env = installed_env(REPO)
     with tempfile.TemporaryDirectory() as tmp:
         sql = Path(tmp) / "twenty.sql"
         sql.write_text(twenty_statement_file(load_corpus(CORPUS)), encoding="utf-8")

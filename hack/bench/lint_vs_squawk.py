@@ -50,7 +50,7 @@ from pathlib import Path
 
 import pglast
 import yaml
-from _common import machine, markdown_table
+from _common import installed_env, machine, markdown_table
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -140,16 +140,7 @@ def load_corpus(path: Path) -> list[Entry]:
 
 
 def ours(dsn: str | None = None) -> Linter:
-    # As installed: with bytecode. (pip compiles it at install; a source tree run with
-    # PYTHONDONTWRITEBYTECODE would compile every module at every start.)
-    env = {**os.environ, "PYTHONPATH": str(REPO / "operator")}
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    subprocess.run(
-        [sys.executable, "-m", "compileall", "-q", str(REPO / "operator" / "dbmigrate")],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    env = installed_env(REPO)
 
     def command(files: Sequence[str], server_version: int) -> list[str]:
         return [
