@@ -146,5 +146,9 @@ def sample_quantiles(
         condition=condition,
         key=info.key_json(),
     )
+    if plan.keep < 1.0:
+        # The same table gives the same slices (like REPEATABLE for the pages): a plan can be
+        # reproduced, and a test of it is not left to chance.
+        conn.execute("SELECT setseed(0.5)")
     rows = conn.execute(query, {"upper": upper, "workers": workers}).fetchall()
     return [r[0] for r in rows]
