@@ -26,7 +26,7 @@ from dbmigrate.core import decide as d
 from dbmigrate.core.rollout import UndoPlan
 from dbmigrate.core.steps import ResolvedSql
 from dbmigrate.db.executor import StepResult
-from dbmigrate.reconcile import effects
+from dbmigrate.reconcile import effects, passes
 from dbmigrate.reconcile.platform import Invalid
 from dbmigrate.settings import Settings
 
@@ -160,7 +160,7 @@ def make_pass(
     db = FakeDatabase(result=result or StepResult(True, duration_ms=7))
     body = {"metadata": {"name": "m", "namespace": "ns", "uid": "u-1", "generation": 1}}
     the_pass = effects.Pass(
-        report=effects.Reporter(fake, generation=1, dsn=DSN),  # type: ignore[arg-type]
+        report=passes.Reporter(fake, generation=1, dsn=DSN),  # type: ignore[arg-type]
         database=db,
         settings=Settings(image="dbmigrate:test"),
         body=body,

@@ -41,8 +41,9 @@ from dbmigrate.db.backfill import read_backfill_progress, resolve_workers
 from dbmigrate.db.errors import first_line, redact_dsn
 from dbmigrate.db.executor import StepResult
 from dbmigrate.metrics import registry as metrics
-from dbmigrate.reconcile.effects import EventMemory, Pass, Reporter, carry_out, now_iso
+from dbmigrate.reconcile.effects import carry_out
 from dbmigrate.reconcile.observe import LintCache, observe, rollback_requested
+from dbmigrate.reconcile.passes import EventMemory, Pass, Reporter, now_iso
 from dbmigrate.reconcile.platform import NotFound, Platform
 from dbmigrate.settings import Settings
 
