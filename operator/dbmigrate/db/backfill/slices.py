@@ -23,7 +23,7 @@ import psycopg
 from psycopg import sql
 
 from dbmigrate.core.batching import split_integer_range, worker_slice
-from dbmigrate.db.backfill.table import TableInfo, planner_rows, table_rows_estimate
+from dbmigrate.db.backfill.table import TableInfo, rows_to_do_estimate, table_rows_estimate
 
 # Keys of rows to do sampled to cut the key space into slices of about equal row counts.
 KEY_SAMPLE_ROWS = 30_000
@@ -89,13 +89,7 @@ def plan_sample(conn: psycopg.Connection[Any], info: TableInfo, where_sql: str |
     2.5 s backfill, on its critical path, since the other workers wait for the plan.
     """
     total = table_rows_estimate(conn, info)
-    to_do = (
-        planner_rows(
-            conn, sql.SQL("SELECT 1 FROM {} WHERE {}").format(info.ident, sql.SQL(where_sql))
-        )
-        if where_sql
-        else total
-    )
+    to_do = rows_to_do_estimate(conn, info, where_sql) if where_sql else total
     row = conn.execute(
         "SELECT sum(relpages) FROM pg_class WHERE oid = %s OR oid IN "
         "(SELECT relid FROM pg_partition_tree(%s) WHERE isleaf)",

@@ -153,6 +153,17 @@ def table_rows_estimate(conn: psycopg.Connection[Any], info: TableInfo) -> float
     return planner_rows(conn, sql.SQL("SELECT 1 FROM {}").format(info.ident))
 
 
+def rows_to_do_estimate(
+    conn: psycopg.Connection[Any], info: TableInfo, where_sql: str | None
+) -> float:
+    """Rows matching `where_sql` by the planner (the table's rows without one); never scans."""
+    if not where_sql:
+        return table_rows_estimate(conn, info)
+    return planner_rows(
+        conn, sql.SQL("SELECT 1 FROM {} WHERE {}").format(info.ident, sql.SQL(where_sql))
+    )
+
+
 def planner_rows(conn: psycopg.Connection[Any], query: sql.Composable) -> float:
     """The planner's row count for `query`, which is planned, never run."""
     # binary=True forces the extended protocol: one statement only, whatever `where` holds.

@@ -11,12 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from dbmigrate.core.batching import auto_workers
 from dbmigrate.db.backfill.checkpoints import read_checkpoints
 from dbmigrate.db.backfill.model import BackfillError
-from dbmigrate.db.backfill.table import planner_rows, read_table, table_rows_estimate
+from dbmigrate.db.backfill.table import read_table, rows_to_do_estimate
 
 
 def resolve_workers(
@@ -40,13 +39,7 @@ def resolve_workers(
     except BackfillError:
         return 1, "1 worker: the table is not readable (the worker will say why)"
     try:
-        to_do = (
-            planner_rows(
-                conn, sql.SQL("SELECT 1 FROM {} WHERE {}").format(info.ident, sql.SQL(where_sql))
-            )
-            if where_sql
-            else table_rows_estimate(conn, info)
-        )
+        to_do = rows_to_do_estimate(conn, info, where_sql)
     except psycopg.Error:
         if conn.closed or conn.broken:
             raise  # the database is away: the pass fails and is retried
