@@ -20,6 +20,8 @@ from typing import Any, Literal, TypeVar
 import yaml
 from kubernetes import config
 
+import dbmigrate
+
 T = TypeVar("T")
 Manifest = dict[str, Any]
 
@@ -110,6 +112,9 @@ class Cluster:
         slug = re.sub(r"[^a-z0-9-]+", "-", hint.lower()).strip("-")[:40].strip("-") or "e2e"
         name = f"{slug}-{uuid.uuid4().hex[:6]}"
         self.kubectl("create", "namespace", name)
+        # The Jobs' pods run this checkout's code, whichever checkout started the executor.
+        source = str(Path(dbmigrate.__file__).resolve().parent.parent)
+        self.kubectl("annotate", "namespace", name, f"dev.dbmigrate.io/source={source}")
         wait_for(
             lambda: (
                 self.kubectl("get", "serviceaccount", "default", "-n", name, check=False).returncode

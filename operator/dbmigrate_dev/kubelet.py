@@ -29,7 +29,8 @@ Images:
 Failpoints (`dbmigrate.failpoints`) reach a pod's processes the way a chaos tool reaches a
 cluster: a namespace annotated `dev.dbmigrate.io/failpoints: "name=action,..."` gets them in
 the environment of the first pod of each Job (so a crash happens once, and the Job's next pod
-shows the recovery).
+shows the recovery). A namespace annotated `dev.dbmigrate.io/source: DIR` runs its pods with
+`PYTHONPATH=DIR`: the code of the checkout whose tests made the namespace, not the executor's.
 
 Run as `python -m dbmigrate_dev.kubelet --kubeconfig FILE --state-dir DIR`;
 `hack/local-cluster.sh up` starts it. `--list-images` prints the image names (one per line),
@@ -91,6 +92,9 @@ FIELD_MANAGER = "dbmigrate-local-executor"
 # The first `docker stop`-like signal, then SIGKILL: a pod's own grace period, capped so that a
 # test deleting a pod does not wait half a minute.
 FAILPOINTS_ANNOTATION = "dev.dbmigrate.io/failpoints"
+# The directory holding the `dbmigrate` package the namespace's pods are to run (PYTHONPATH):
+# a test run from another checkout than the executor's gets its own code in its Jobs' pods.
+SOURCE_ANNOTATION = "dev.dbmigrate.io/source"
 MAX_GRACE_SECONDS = float(os.environ.get("DBMIGRATE_EXECUTOR_MAX_GRACE", "10"))
 # Kubernetes caps a termination message at 4096 bytes; keep well under it.
 MESSAGE_TAIL_BYTES = 2048
@@ -663,7 +667,15 @@ class Executor:
         failpoints = self.failpoints_for(pod)
         if failpoints:
             env[FAILPOINTS_ENV] = failpoints
+        source = self.namespace_annotation(pod, SOURCE_ANNOTATION)
+        if source and Path(source, "dbmigrate").is_dir():
+            env["PYTHONPATH"] = source
         return env
+
+    def namespace_annotation(self, pod: Obj, key: str) -> str | None:
+        namespace = self._get(self.core.read_namespace, pod["metadata"]["namespace"]) or {}
+        value = ((namespace.get("metadata") or {}).get("annotations") or {}).get(key)
+        return str(value) if value else None
 
     def failpoints_for(self, pod: Obj) -> str | None:
         """The failpoints of the pod's namespace (its annotation), for the first pod of a Job."""
@@ -673,10 +685,7 @@ class Executor:
         )
         if owner is None:
             return None
-        namespace = self._get(self.core.read_namespace, meta["namespace"]) or {}
-        spec = ((namespace.get("metadata") or {}).get("annotations") or {}).get(
-            FAILPOINTS_ANNOTATION
-        )
+        spec = self.namespace_annotation(pod, FAILPOINTS_ANNOTATION)
         with self.lock:
             if not spec or owner in self.failpoints_given:
                 return None
