@@ -270,6 +270,24 @@ CASES = [
         id="negative-lock-retries",
     ),
     pytest.param(set_path("spec.suspend", "yes"), "spec.suspend", id="suspend-not-bool"),
+    pytest.param(
+        set_path("spec.checklist", {"require": ["Approval", "Approval"]}),
+        "spec.checklist.require[1]",
+        id="checklist-item-twice",
+    ),
+    pytest.param(
+        set_path("spec.checklist", {"require": ["Smoke"]}),
+        "spec.checklist.require[0]",
+        id="checklist-unknown-item",
+    ),
+    pytest.param(
+        lambda m: (
+            m["spec"].pop("analysis"),
+            m["spec"].update(checklist={"require": ["Monitoring"]}),
+        ),
+        "checklist item Monitoring needs spec.analysis",
+        id="checklist-monitoring-without-analysis",
+    ),
 ]
 
 

@@ -13,8 +13,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
+from dbmigrate.api.checklist import Checklist
 from dbmigrate.api.durations import parse_duration
 from dbmigrate.api.schema import (
+    APPROVAL_ANNOTATION,
     DNS_LABEL,
     DNS_SUBDOMAIN,
     GROUP,
@@ -47,6 +49,7 @@ from dbmigrate.api.status import (
 from dbmigrate.api.steps import PodTemplate, SecretKeyRef, Step
 
 __all__ = [
+    "APPROVAL_ANNOTATION",
     "GROUP",
     "KIND",
     "PLURAL",
@@ -60,6 +63,7 @@ __all__ = [
     "AnalysisStatus",
     "ArgoCDRollbackStatus",
     "BackfillProgress",
+    "Checklist",
     "Condition",
     "DatabaseMigration",
     "DatabaseMigrationSpec",
@@ -303,6 +307,12 @@ class DatabaseMigrationSpec(Model):
                 "message": "awaitRollout steps need target.deployment",
                 "fieldPath": ".target",
             },
+            {
+                "rule": "!has(self.checklist) || !has(self.checklist.require) || "
+                "!('Monitoring' in self.checklist.require) || has(self.analysis)",
+                "message": "checklist item Monitoring needs spec.analysis",
+                "fieldPath": ".checklist.require",
+            },
         )
     )
 
@@ -350,6 +360,14 @@ class DatabaseMigrationSpec(Model):
     ]
     suspend: Annotated[
         bool, Field(default=False, description="Finish the running step, then wait.")
+    ]
+    checklist: Annotated[
+        Checklist | None,
+        Field(
+            default=None,
+            description="The pre-deployment checklist items the first step waits for "
+            "(status.checklist shows them all).",
+        ),
     ]
 
     def step(self, name: str) -> Step:

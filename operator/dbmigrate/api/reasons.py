@@ -21,6 +21,8 @@ WAITING_FOR_ROLLOUT: Final = "WaitingForRollout"
 ANOTHER_MIGRATION_RUNNING: Final = "AnotherMigrationRunning"
 SUSPENDED: Final = "Suspended"
 SETTLING: Final = "Settling"  # all steps done, analysis keeps watching for `settle`
+# a required item of spec.checklist does not hold yet: the first step waits
+CHECKLIST_INCOMPLETE: Final = "ChecklistIncomplete"
 SUCCEEDED: Final = "Succeeded"
 
 # step failures
@@ -96,6 +98,7 @@ ALL_REASONS: Final = (
     ANOTHER_MIGRATION_RUNNING,
     SUSPENDED,
     SETTLING,
+    CHECKLIST_INCOMPLETE,
     SUCCEEDED,
     ROLLOUT_FAILED,
     ROLLOUT_TIMEOUT,

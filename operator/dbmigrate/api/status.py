@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
+from dbmigrate.api.checklist import ChecklistStatus
 from dbmigrate.api.schema import Model
 
 Phase = Literal[
@@ -130,6 +131,7 @@ class DatabaseMigrationStatus(_Status):
     rollback: RollbackStatus | None = None
     lint: list[LintFinding] | None = None
     plan: str | None = None
+    checklist: ChecklistStatus | None = None
     conditions: list[Condition] | None = None
 
     def step(self, name: str) -> StepStatus | None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from dbmigrate.api.checklist import ChecklistStatus
 from dbmigrate.api.models import (
     ROLLBACK_ANNOTATION,
     ROLLBACK_REQUESTED,
@@ -96,6 +97,8 @@ class Observation:
     rollout_gates: bool = True
     slo_breach: str | None = None  # reason text when analysis says roll back
     analysis_pause: str | None = None  # reason text when analysis says pause
+    # The pre-deployment checklist as it stands (its required items hold the first step).
+    checklist: ChecklistStatus | None = None
 
 
 # ------------------------------------------------------------------------------------------------

@@ -48,6 +48,7 @@ from dbmigrate.core.actions import (
     is_active,
     is_applied,
 )
+from dbmigrate.core.checklist import missing_needs_a_new_spec, waiting_message
 from dbmigrate.core.rollback import (
     decide_failed,
     decide_finished_rollback,
@@ -84,6 +85,7 @@ __all__ = [
     "decide",
     "decide_rollback",
     "fail_step",
+    "holds_lock_before_start",
     "is_active",
     "is_applied",
     "past_point_of_no_return",
@@ -134,6 +136,32 @@ def _rollout_gate(spec: DatabaseMigrationSpec, obs: Observation, step: Step) -> 
     return None
 
 
+def pre_start_gate(
+    spec: DatabaseMigrationSpec, status: DatabaseMigrationStatus, obs: Observation
+) -> Action | None:
+    """What holds the first step before the migration lock is even taken: the required
+    checklist items (a migration waiting for its approval must not keep other migrations of
+    the database waiting)."""
+    checklist = obs.checklist
+    if checklist is not None and not checklist.complete:
+        return Wait(
+            "Waiting",
+            reasons.CHECKLIST_INCOMPLETE,
+            waiting_message(checklist),
+            stalled=missing_needs_a_new_spec(checklist),
+            requeue_after=30.0,
+        )
+    return None
+
+
+def holds_lock_before_start(
+    spec: DatabaseMigrationSpec, status: DatabaseMigrationStatus, obs: Observation
+) -> bool:
+    """Whether a migration that has not started yet takes the lock this pass (not while a gate
+    before the lock holds it)."""
+    return pre_start_gate(spec, status, obs) is None
+
+
 # ------------------------------------------------------------------------------------------------
 # decide
 
@@ -180,14 +208,6 @@ def decide(
             stalled=obs.problem.reason != reasons.DATABASE_UNREACHABLE,
             requeue_after=10.0,
         )
-    if not obs.lock_held:
-        return Wait(
-            "Waiting",
-            reasons.ANOTHER_MIGRATION_RUNNING,
-            "another migration holds this database's migration lock; waiting for it to finish",
-            requeue_after=5.0,
-        )
-
     for step in spec.steps:
         row = obs.applied.get(step.name)
         expected = obs.checksums.get(step.name)
@@ -216,6 +236,18 @@ def decide(
                 stalled=True,
                 requeue_after=60.0,
             )
+
+    if status.started_at is None:
+        gate = pre_start_gate(spec, status, obs)
+        if gate is not None:
+            return gate
+    if not obs.lock_held:
+        return Wait(
+            "Waiting",
+            reasons.ANOTHER_MIGRATION_RUNNING,
+            "another migration holds this database's migration lock; waiting for it to finish",
+            requeue_after=5.0,
+        )
 
     if status.started_at is None:
         revision = obs.deployment.revision if obs.deployment is not None else None

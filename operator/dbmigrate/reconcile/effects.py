@@ -64,7 +64,14 @@ async def start(p: Pass, action: d.Start) -> float:
         st.checksum = p.obs.checksums.get(st.name)
     await p.report.save(status, reasons.STEP_RUNNING, "migration started")
     rev = f" (deployment revision {action.target_revision})" if action.target_revision else ""
-    await p.report.event("Normal", reasons.STARTED, f"migration {spec.migration_id} started{rev}")
+    checked = ""
+    if status.checklist is not None and spec.checklist is not None and spec.checklist.require:
+        approval = status.checklist.item("Approval")
+        approved = f"; {approval.detail}" if approval is not None and approval.satisfied else ""
+        checked = f"; checklist complete ({', '.join(spec.checklist.require)}{approved})"
+    await p.report.event(
+        "Normal", reasons.STARTED, f"migration {spec.migration_id} started{rev}{checked}"
+    )
     findings = list(p.obs.lint_findings)
     if findings and spec.safety.lint == "Warn":
         await p.report.event(

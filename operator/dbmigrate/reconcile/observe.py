@@ -40,6 +40,7 @@ from dbmigrate.db import history
 from dbmigrate.db.errors import MalformedDsn, check_dsn, first_line, redact_dsn
 from dbmigrate.db.history import MigrationLockLost
 from dbmigrate.metrics import registry as metrics
+from dbmigrate.reconcile.checklist import MonitoringCache, evaluate_checklist
 from dbmigrate.reconcile.platform import NotFound, Platform, SecretNotPermitted
 from dbmigrate.reconcile.slo import measure_round
 
@@ -92,8 +93,15 @@ async def observe(
     status: DatabaseMigrationStatus,
     body: dict[str, Any],
     lint_cache: LintCache,
+    monitoring: MonitoringCache | None = None,
 ) -> Observed:
-    obs, sql, dsn = await _observe_world(platform, session, spec, status, body, lint_cache)
+    monitoring = monitoring or MonitoringCache()
+    obs, sql, dsn = await _observe_world(
+        platform, session, spec, status, body, lint_cache, monitoring
+    )
+    if obs.checklist is not None:
+        status = status.model_copy(deep=True)
+        status.checklist = obs.checklist
     status = record_lint_and_plan(spec, status, obs, sql, session.server_version)
     status = await _record_backfill_progress(session, spec, status, dsn)
     status, obs, changes = await _measure_slo(spec, status, obs)
@@ -107,6 +115,7 @@ async def _observe_world(
     status: DatabaseMigrationStatus,
     body: dict[str, Any],
     lint_cache: LintCache,
+    monitoring: MonitoringCache,
 ) -> tuple[d.Observation, dict[str, ResolvedSql], str | None]:
     obs = d.Observation(
         now=datetime.now(UTC),
@@ -136,6 +145,8 @@ async def _observe_world(
         # Before the start the lint gates it: weigh the findings by the tables' sizes.
         sizes = await session.table_sizes(dsn, await lint_cache.tables(spec, sql))
     obs = await lint(spec, obs, sql, session.server_version, lint_cache, sizes)
+    checklist = await evaluate_checklist(spec, status, obs, body["metadata"], monitoring)
+    obs = replace(obs, checklist=checklist)
     if secret_problem is not None or dsn is None:
         return replace(obs, problem=secret_problem), sql, None
     try:
@@ -188,8 +199,11 @@ def wants_lock(
     failed or blocked by lint: other migrations of this database must not wait on it."""
     started = status.started_at is not None
     blocked_by_lint = not started and obs.lint_errors > 0 and spec.safety.lint == "Enforce"
+    gated = not started and not d.holds_lock_before_start(spec, status, obs)
     return obs.rollback_requested or (
-        not blocked_by_lint and ((status.phase or "Pending") != "Failed" or not started)
+        not blocked_by_lint
+        and not gated
+        and ((status.phase or "Pending") != "Failed" or not started)
     )
 
 

@@ -41,6 +41,7 @@ from dbmigrate.db.backfill import read_backfill_progress, resolve_workers
 from dbmigrate.db.errors import first_line, redact_dsn
 from dbmigrate.db.executor import StepResult
 from dbmigrate.metrics import registry as metrics
+from dbmigrate.reconcile.checklist import MonitoringCache
 from dbmigrate.reconcile.effects import carry_out
 from dbmigrate.reconcile.observe import LintCache, observe, rollback_requested
 from dbmigrate.reconcile.passes import EventMemory, Pass, Reporter, now_iso
@@ -77,6 +78,7 @@ class MigrationRunner:
         self.wakeup = asyncio.Event()
         self._events = EventMemory()
         self._lint = LintCache()
+        self._monitoring = MonitoringCache()
         self._dsn: str | None = None  # the last one read, for redaction
         self._progress_conn: psycopg.Connection[Any] | None = None
         # (tables, when read, their size estimates): what the lint gate weighs findings by
@@ -226,7 +228,7 @@ class MigrationRunner:
             wait = d.Wait("Failed", reasons.INVALID_SPEC, f"invalid spec: {exc}", stalled=True)
             await report.report_wait(status, wait)
             return 60.0
-        seen = await observe(self.platform, self, spec, status, body, self._lint)
+        seen = await observe(self.platform, self, spec, status, body, self._lint, self._monitoring)
         self._dsn = report.dsn = seen.dsn or self._dsn
         await report.verdict_changes(seen.verdict_changes)
         action = d.decide(spec, seen.status, seen.obs)
