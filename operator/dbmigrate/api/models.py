@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, field_validator
 
 from dbmigrate.api.durations import parse_duration
+from dbmigrate.api.rehearsal import Rehearsal, RehearsalStatus
 from dbmigrate.api.schema import (
     DNS_LABEL,
     DNS_SUBDOMAIN,
@@ -70,6 +71,8 @@ __all__ = [
     "Model",
     "Phase",
     "PodTemplate",
+    "Rehearsal",
+    "RehearsalStatus",
     "RollbackStatus",
     "Safety",
     "Step",
@@ -339,6 +342,16 @@ class DatabaseMigrationSpec(Model):
         ),
     ]
     analysis: Analysis | None = None
+    rehearsal: Annotated[
+        Rehearsal | None,
+        Field(
+            default=None,
+            description="Rehearse the migration on a scratch copy of the database (schema and "
+            "sample rows) before the first step: up, verify, down, the schema compared with "
+            "the start, up again. A failed rehearsal stops the migration before it touches "
+            "the real database.",
+        ),
+    ]
     rollback: Annotated[Rollback, Field(default_factory=Rollback)]
     safety: Annotated[Safety, Field(default_factory=Safety)]
     pod_template: Annotated[

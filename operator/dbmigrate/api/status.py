@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
+from dbmigrate.api.rehearsal import RehearsalStatus
 from dbmigrate.api.schema import Model
 
 Phase = Literal[
@@ -128,6 +129,7 @@ class DatabaseMigrationStatus(_Status):
     steps: list[StepStatus] | None = None
     analysis: AnalysisStatus | None = None
     rollback: RollbackStatus | None = None
+    rehearsal: RehearsalStatus | None = None
     lint: list[LintFinding] | None = None
     plan: str | None = None
     conditions: list[Condition] | None = None

@@ -123,6 +123,12 @@ class Start:
 
 
 @dataclass(frozen=True)
+class Rehearse:
+    """Before the start: run the migration on a scratch copy of the database (spec.rehearsal)
+    and record what it found in status.rehearsal."""
+
+
+@dataclass(frozen=True)
 class RunStep:
     """Apply a step (sql: run it now; backfill/job: create its Job; awaitRollout: done)."""
 
@@ -212,6 +218,7 @@ class Done:
 Action = (
     Wait
     | Start
+    | Rehearse
     | RunStep
     | RecordStep
     | FailStep

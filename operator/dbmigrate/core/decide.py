@@ -36,6 +36,7 @@ from dbmigrate.core.actions import (
     Observation,
     RecordStep,
     RefuseRollback,
+    Rehearse,
     RevertStep,
     RunStep,
     Start,
@@ -48,6 +49,7 @@ from dbmigrate.core.actions import (
     is_active,
     is_applied,
 )
+from dbmigrate.core.rehearsal import rehearsal_gate
 from dbmigrate.core.rollback import (
     decide_failed,
     decide_finished_rollback,
@@ -73,6 +75,7 @@ __all__ = [
     "Observation",
     "RecordStep",
     "RefuseRollback",
+    "Rehearse",
     "RevertStep",
     "RunStep",
     "Start",
@@ -180,6 +183,11 @@ def decide(
             stalled=obs.problem.reason != reasons.DATABASE_UNREACHABLE,
             requeue_after=10.0,
         )
+    # Before the start: the rehearsal on a scratch copy (a failed one holds no lock, so its
+    # verdict comes before the lock wait).
+    gate = rehearsal_gate(spec, status, obs)
+    if gate is not None:
+        return gate
     if not obs.lock_held:
         return Wait(
             "Waiting",

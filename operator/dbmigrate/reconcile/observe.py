@@ -34,6 +34,7 @@ from dbmigrate.core.access import job_secret_names
 from dbmigrate.core.jobs import backfill_checkpoint_name, job_name
 from dbmigrate.core.lint import Resolved, count_blocking, lint_migration
 from dbmigrate.core.plan import TableEstimate, render_plan_summary, tables_touched
+from dbmigrate.core.rehearsal import rehearsal_failed
 from dbmigrate.core.rollout import rollout_state
 from dbmigrate.core.steps import ResolvedSql, step_checksum
 from dbmigrate.db import history
@@ -188,8 +189,9 @@ def wants_lock(
     failed or blocked by lint: other migrations of this database must not wait on it."""
     started = status.started_at is not None
     blocked_by_lint = not started and obs.lint_errors > 0 and spec.safety.lint == "Enforce"
+    blocked = blocked_by_lint or rehearsal_failed(status, obs.generation)
     return obs.rollback_requested or (
-        not blocked_by_lint and ((status.phase or "Pending") != "Failed" or not started)
+        not blocked and ((status.phase or "Pending") != "Failed" or not started)
     )
 
 
