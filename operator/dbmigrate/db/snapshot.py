@@ -167,7 +167,7 @@ async def read_snapshot(conn: psycopg.AsyncConnection) -> SchemaSnapshot:
                     "kind": kind,
                     "labels" if kind == "enum" else "base type": base,
                     "constraints": constraints,
-                    "null": notnull,
+                    "nullability": notnull,
                     "default": default,
                 },
             )
@@ -178,7 +178,7 @@ async def read_snapshot(conn: psycopg.AsyncConnection) -> SchemaSnapshot:
     for table, column, type_, null, default, identity, generated, collation in await rows(_COLUMNS):
         attrs = {
             "type": type_,
-            "null": null,
+            "nullability": null,
             "default": default,
             "identity": identity,
             "generated": generated,
