@@ -4,7 +4,9 @@ Aspects: a migration whose down leaves an index behind fails its rehearsal befor
 (status.rehearsal Failed with the index in schemaDiff, Ready/Stalled reason RehearsalFailed, a
 Warning event), and the real database is untouched: no history, no column, no index, no scratch
 database left; a migration whose rehearsal passes goes on to Succeeded (status.rehearsal Passed
-with its phases, RehearsalPassed event, the steps applied once on the real database).
+with its phases, RehearsalPassed event, the steps applied once on the real database); an
+operator that dies mid-rehearsal (a failpoint, its scratch database filled) leaves no verdict,
+and the next one rehearses again, dropping the leftover first, and goes on.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import pytest
 
 from dbmigrate_dev.cluster_client import Cluster
 from tests.e2e.helpers import columns, condition, history, migration, wait_phase
+from tests.e2e.helpers import status as status_of
 from tests.fixtures.operator import OperatorProcess
 
 UP = "ALTER TABLE users ADD COLUMN flag boolean;\nCREATE INDEX users_email_idx ON users (email);"
@@ -111,3 +114,33 @@ def test_rehearsal_passes_and_the_migration_goes_on(
     assert scratch_databases(seed_db) == []
     describe = cluster.kubectl("describe", "dbm", "m", "-n", namespace).stdout
     assert "RehearsalPassed" in describe
+
+
+def test_operator_dying_mid_rehearsal_rehearses_again_and_drops_the_leftover(
+    cluster: Cluster, namespace: str, seed_db: str, operator: OperatorProcess
+) -> None:
+    operator.stop()
+    operator.env = {"DBMIGRATE_FAILPOINTS": "rehearsal.scratch-filled=crash"}
+    operator.start()
+    steps = [
+        {
+            "name": "expand",
+            "sql": {
+                "up": UP,
+                "down": "DROP INDEX users_email_idx;\nALTER TABLE users DROP COLUMN flag;",
+            },
+        }
+    ]
+    cluster.apply(migration(namespace, steps, rehearsal={"sampleRows": 20}))
+    assert operator.proc is not None
+    operator.proc.wait(60)  # the failpoint: exit 137 with the scratch database filled
+    assert operator.proc.returncode == 137
+    (leftover,) = scratch_databases(seed_db)
+    assert "rehearsal" not in status_of(cluster, namespace)
+    operator.env = {}
+    operator.start()
+    st = wait_phase(cluster, namespace, "Succeeded", timeout=120)
+    assert st["rehearsal"]["result"] == "Passed"
+    assert st["rehearsal"]["database"] == leftover
+    assert scratch_databases(seed_db) == []
+    assert history(seed_db) == [("expand", "up")]

@@ -26,6 +26,7 @@ from typing import Any
 import psycopg
 from psycopg import sql as pgsql
 
+from dbmigrate import failpoints
 from dbmigrate.api.durations import format_duration, parse_duration
 from dbmigrate.api.models import DatabaseMigrationSpec, Step
 from dbmigrate.api.rehearsal import (
@@ -306,6 +307,7 @@ class _Rehearsal:
 
     async def run(self) -> None:
         await self.copy()
+        failpoints.hit("rehearsal.scratch-filled")
         conn = self.conn
         assert conn is not None
         if not await history.try_migration_lock(conn):
