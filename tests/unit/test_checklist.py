@@ -4,6 +4,7 @@ lock it does not take while it waits."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 from dbmigrate.api import reasons
 from dbmigrate.api.checklist import ChecklistStatus
 from dbmigrate.api.models import DatabaseMigrationSpec, DatabaseMigrationStatus
+from dbmigrate.api.rehearsal import RehearsalStatus, RehearsalStep
 from dbmigrate.core import decide as d
 from dbmigrate.core.checklist import (
     Approval,
@@ -244,3 +246,50 @@ def test_the_gate_holds_only_before_the_start() -> None:
     action = d.decide(s, st, obs)
     assert isinstance(action, d.RunStep)
     assert wants_lock(s, st, obs)
+
+
+def _rehearsed(result: str) -> DatabaseMigrationStatus:
+    done = RehearsalStatus(
+        result=result,  # type: ignore[arg-type]
+        generation=1,
+        seconds=2.5,
+        rows_copied=100,
+        steps=[
+            RehearsalStep(step="expand", phase="up", seconds=0.5, result="Succeeded"),
+            RehearsalStep(step="expand", phase="down", seconds=0.25, result="Succeeded"),
+        ],
+        message=None if result == "Passed" else "down did not restore the schema",
+    )
+    return DatabaseMigrationStatus(rehearsal=done)
+
+
+@pytest.mark.parametrize(
+    ("st", "lock_held", "action", "wants"),
+    [
+        pytest.param(DatabaseMigrationStatus(), True, d.Rehearse, True, id="rehearse-first"),
+        pytest.param(DatabaseMigrationStatus(), False, d.Wait, True, id="lock-for-rehearsal"),
+        pytest.param(_rehearsed("Passed"), False, d.Wait, False, id="then-the-checklist"),
+        pytest.param(_rehearsed("Failed"), False, d.Wait, False, id="failed-rehearsal-stops"),
+    ],
+)
+def test_the_rehearsal_comes_before_the_approval(
+    st: DatabaseMigrationStatus, lock_held: bool, action: type, wants: bool
+) -> None:
+    s = spec(rehearsal={}, checklist={"require": ["Rehearsal", "Approval"]})
+    obs = d.Observation(now=NOW, rollout_gates=False, lock_held=lock_held)
+    obs = replace(obs, checklist=evaluate_checklist(s, st, ChecklistFacts()))
+    got = d.decide(s, st, obs)
+    assert isinstance(got, action)
+    assert wants_lock(s, st, obs) is wants
+    if isinstance(got, d.Wait) and st.rehearsal is not None:
+        expected = (
+            reasons.CHECKLIST_INCOMPLETE
+            if st.rehearsal.result == "Passed"
+            else reasons.REHEARSAL_FAILED
+        )
+        assert got.reason == expected
+    rehearsal = obs.checklist.item("Rehearsal") if obs.checklist else None
+    assert rehearsal is not None
+    if st.rehearsal is not None and st.rehearsal.result == "Passed":
+        assert rehearsal.satisfied
+        assert rehearsal.detail == "passed in 2.5s (up 0.5s, down 0.2s; 100 rows copied)"

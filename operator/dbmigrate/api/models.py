@@ -15,6 +15,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from dbmigrate.api.checklist import Checklist
 from dbmigrate.api.durations import parse_duration
+from dbmigrate.api.rehearsal import Rehearsal, RehearsalStatus
 from dbmigrate.api.schema import (
     APPROVAL_ANNOTATION,
     DNS_LABEL,
@@ -74,6 +75,8 @@ __all__ = [
     "Model",
     "Phase",
     "PodTemplate",
+    "Rehearsal",
+    "RehearsalStatus",
     "RollbackStatus",
     "Safety",
     "Step",
@@ -313,6 +316,12 @@ class DatabaseMigrationSpec(Model):
                 "message": "checklist item Monitoring needs spec.analysis",
                 "fieldPath": ".checklist.require",
             },
+            {
+                "rule": "!has(self.checklist) || !has(self.checklist.require) || "
+                "!('Rehearsal' in self.checklist.require) || has(self.rehearsal)",
+                "message": "checklist item Rehearsal needs spec.rehearsal",
+                "fieldPath": ".checklist.require",
+            },
         )
     )
 
@@ -349,6 +358,16 @@ class DatabaseMigrationSpec(Model):
         ),
     ]
     analysis: Analysis | None = None
+    rehearsal: Annotated[
+        Rehearsal | None,
+        Field(
+            default=None,
+            description="Rehearse the migration on a scratch copy of the database (schema and "
+            "sample rows) before the first step: up, verify, down, the schema compared with "
+            "the start, up again. A failed rehearsal stops the migration before it touches "
+            "the real database.",
+        ),
+    ]
     rollback: Annotated[Rollback, Field(default_factory=Rollback)]
     safety: Annotated[Safety, Field(default_factory=Safety)]
     pod_template: Annotated[

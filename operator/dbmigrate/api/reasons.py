@@ -24,6 +24,7 @@ SETTLING: Final = "Settling"  # all steps done, analysis keeps watching for `set
 # a required item of spec.checklist does not hold yet: the first step waits
 CHECKLIST_INCOMPLETE: Final = "ChecklistIncomplete"
 SUCCEEDED: Final = "Succeeded"
+REHEARSING: Final = "Rehearsing"  # the migration runs on a scratch copy before it starts
 
 # step failures
 ROLLOUT_FAILED: Final = "RolloutFailed"
@@ -50,6 +51,13 @@ INVALID_SPEC: Final = "InvalidSpec"
 TRANSIENT_ERROR: Final = "TransientError"  # an unexpected error; retried with backoff
 JOB_NAME_CONFLICT: Final = "JobNameConflict"  # a Job not ours holds the step's Job name
 
+# rehearsal (spec.rehearsal)
+# the migration failed its rehearsal on the scratch copy: nothing runs on the real database
+REHEARSAL_FAILED: Final = "RehearsalFailed"
+# the rehearsal could not run (no CREATEDB, pg_dump missing or too old, scratch server down):
+# not a verdict on the migration; retried with backoff
+REHEARSAL_UNAVAILABLE: Final = "RehearsalUnavailable"
+
 # analysis and rollback
 SLO_BREACHED: Final = "SloBreached"
 ANALYSIS_INCONCLUSIVE: Final = "AnalysisInconclusive"
@@ -75,6 +83,7 @@ STEP_REVERTED: Final = "StepReverted"
 ANALYSIS_VERDICT: Final = "AnalysisVerdict"
 ARGO_CD_NOT_PAUSED: Final = "ArgoCDNotPaused"
 ARGO_CD_AUTO_SYNC_PAUSED: Final = "ArgoCDAutoSyncPaused"
+REHEARSAL_PASSED: Final = "RehearsalPassed"
 
 EVENT_REASONS: Final = (
     STARTED,
@@ -89,6 +98,7 @@ EVENT_REASONS: Final = (
     ANALYSIS_VERDICT,
     ARGO_CD_NOT_PAUSED,
     ARGO_CD_AUTO_SYNC_PAUSED,
+    REHEARSAL_PASSED,
 )
 
 ALL_REASONS: Final = (
@@ -100,6 +110,7 @@ ALL_REASONS: Final = (
     SETTLING,
     CHECKLIST_INCOMPLETE,
     SUCCEEDED,
+    REHEARSING,
     ROLLOUT_FAILED,
     ROLLOUT_TIMEOUT,
     LOCK_TIMEOUT,
@@ -119,6 +130,8 @@ ALL_REASONS: Final = (
     INVALID_SPEC,
     TRANSIENT_ERROR,
     JOB_NAME_CONFLICT,
+    REHEARSAL_FAILED,
+    REHEARSAL_UNAVAILABLE,
     SLO_BREACHED,
     ANALYSIS_INCONCLUSIVE,
     ROLLBACK_REQUESTED,

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import ConfigDict, Field
 
 from dbmigrate.api.checklist import ChecklistStatus
+from dbmigrate.api.rehearsal import RehearsalStatus
 from dbmigrate.api.schema import Model
 
 Phase = Literal[
@@ -129,6 +130,7 @@ class DatabaseMigrationStatus(_Status):
     steps: list[StepStatus] | None = None
     analysis: AnalysisStatus | None = None
     rollback: RollbackStatus | None = None
+    rehearsal: RehearsalStatus | None = None
     lint: list[LintFinding] | None = None
     plan: str | None = None
     checklist: ChecklistStatus | None = None

@@ -126,6 +126,12 @@ class Start:
 
 
 @dataclass(frozen=True)
+class Rehearse:
+    """Before the start: run the migration on a scratch copy of the database (spec.rehearsal)
+    and record what it found in status.rehearsal."""
+
+
+@dataclass(frozen=True)
 class RunStep:
     """Apply a step (sql: run it now; backfill/job: create its Job; awaitRollout: done)."""
 
@@ -215,6 +221,7 @@ class Done:
 Action = (
     Wait
     | Start
+    | Rehearse
     | RunStep
     | RecordStep
     | FailStep

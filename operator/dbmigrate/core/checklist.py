@@ -75,7 +75,7 @@ def evaluate_checklist(
     required = set(spec.checklist.require if spec.checklist else ())
     judges = {
         "Lint": lambda: _lint(spec, facts),
-        "Rehearsal": lambda: _rehearsal(status),
+        "Rehearsal": lambda: _rehearsal(spec, status),
         "Backup": lambda: _backup(),
         "RollbackPlan": lambda: _rollback_plan(spec.steps),
         "Monitoring": lambda: _monitoring(spec, facts, status),
@@ -142,9 +142,23 @@ def _lint(spec: DatabaseMigrationSpec, facts: ChecklistFacts) -> _Judged:
     return _Judged(True, f"passed: no error finding{note}")
 
 
-def _rehearsal(status: DatabaseMigrationStatus) -> _Judged:
-    del status
-    return _Judged(False, "not configured (spec.rehearsal)")
+def _rehearsal(spec: DatabaseMigrationSpec, status: DatabaseMigrationStatus) -> _Judged:
+    if spec.rehearsal is None:
+        return _Judged(False, "not configured (spec.rehearsal)")
+    done = status.rehearsal
+    if done is None:
+        return _Judged(False, "runs on a scratch copy before the first step")
+    if done.result != "Passed":
+        return _Judged(False, f"failed: {done.message or 'see status.rehearsal'}")
+    # The measured durations, per phase (up, verify, down, up again).
+    per_phase: dict[str, float] = {}
+    for step in done.steps or []:
+        per_phase[step.phase] = per_phase.get(step.phase, 0.0) + step.seconds
+    phases = ", ".join(f"{phase} {seconds:.1f}s" for phase, seconds in per_phase.items())
+    detail = f"passed in {done.seconds or 0.0:.1f}s ({phases}; {done.rows_copied} rows copied)"
+    if done.up_only:
+        detail += f"; up only past the point of no return: {', '.join(done.up_only)}"
+    return _Judged(True, detail)
 
 
 def _backup() -> _Judged:

@@ -36,6 +36,7 @@ from dbmigrate.core.actions import (
     Observation,
     RecordStep,
     RefuseRollback,
+    Rehearse,
     RevertStep,
     RunStep,
     Start,
@@ -49,6 +50,7 @@ from dbmigrate.core.actions import (
     is_applied,
 )
 from dbmigrate.core.checklist import missing_needs_a_new_spec, waiting_message
+from dbmigrate.core.rehearsal import rehearsal_failed, rehearsal_gate, rehearsal_pending
 from dbmigrate.core.rollback import (
     decide_failed,
     decide_finished_rollback,
@@ -74,6 +76,7 @@ __all__ = [
     "Observation",
     "RecordStep",
     "RefuseRollback",
+    "Rehearse",
     "RevertStep",
     "RunStep",
     "Start",
@@ -139,9 +142,15 @@ def _rollout_gate(spec: DatabaseMigrationSpec, obs: Observation, step: Step) -> 
 def pre_start_gate(
     spec: DatabaseMigrationSpec, status: DatabaseMigrationStatus, obs: Observation
 ) -> Action | None:
-    """What holds the first step before the migration lock is even taken: the required
-    checklist items (a migration waiting for its approval must not keep other migrations of
+    """What holds the first step: first the rehearsal on a scratch copy (under the migration
+    lock; a failed one stops the migration), then the required checklist items (waited for
+    without the lock: a migration waiting for its approval must not keep other migrations of
     the database waiting)."""
+    gate = rehearsal_gate(spec, status, obs)
+    if gate is not None:
+        return gate
+    if status.started_at is not None or rehearsal_pending(spec, status):
+        return None
     checklist = obs.checklist
     if checklist is not None and not checklist.complete:
         return Wait(
@@ -157,9 +166,13 @@ def pre_start_gate(
 def holds_lock_before_start(
     spec: DatabaseMigrationSpec, status: DatabaseMigrationStatus, obs: Observation
 ) -> bool:
-    """Whether a migration that has not started yet takes the lock this pass (not while a gate
-    before the lock holds it)."""
-    return pre_start_gate(spec, status, obs) is None
+    """Whether a migration that has not started yet takes the lock this pass: to rehearse, and
+    to start once nothing holds it; not after a failed rehearsal nor while the checklist waits."""
+    if rehearsal_failed(status, obs.generation):
+        return False
+    if rehearsal_pending(spec, status):
+        return True
+    return obs.checklist is None or obs.checklist.complete
 
 
 # ------------------------------------------------------------------------------------------------
@@ -237,10 +250,9 @@ def decide(
                 requeue_after=60.0,
             )
 
-    if status.started_at is None:
-        gate = pre_start_gate(spec, status, obs)
-        if gate is not None:
-            return gate
+    gate = pre_start_gate(spec, status, obs)
+    if gate is not None:
+        return gate
     if not obs.lock_held:
         return Wait(
             "Waiting",

@@ -33,6 +33,7 @@ from dbmigrate.reconcile.passes import (
     seconds_since,
 )
 from dbmigrate.reconcile.platform import Invalid
+from dbmigrate.reconcile.rehearsing import rehearse_migration
 
 
 async def carry_out(p: Pass, action: d.Action) -> float | None:
@@ -375,6 +376,7 @@ async def _finish(p: Pass, phase: str, reason: str, message: str) -> None:
 EFFECTS: dict[type, Callable[[Pass, Any], Awaitable[float | None]]] = {
     d.Wait: wait,
     d.Start: start,
+    d.Rehearse: rehearse_migration,
     d.RunStep: run_step,
     d.RecordStep: record_step,
     d.FailStep: fail_step,
