@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
+from dbmigrate.api.backup import Backup
 from dbmigrate.api.durations import parse_duration
 from dbmigrate.api.schema import (
     DNS_LABEL,
@@ -60,6 +61,7 @@ __all__ = [
     "AnalysisStatus",
     "ArgoCDRollbackStatus",
     "BackfillProgress",
+    "Backup",
     "Condition",
     "DatabaseMigration",
     "DatabaseMigrationSpec",
@@ -341,6 +343,14 @@ class DatabaseMigrationSpec(Model):
     analysis: Analysis | None = None
     rollback: Annotated[Rollback, Field(default_factory=Rollback)]
     safety: Annotated[Safety, Field(default_factory=Safety)]
+    backup: Annotated[
+        Backup | None,
+        Field(
+            default=None,
+            description="Take a verified pg_dump before the first step or before the point of "
+            "no return; a failed backup stops the migration before that step (BackupFailed).",
+        ),
+    ]
     pod_template: Annotated[
         PodTemplate | None,
         Field(

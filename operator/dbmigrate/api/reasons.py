@@ -22,6 +22,7 @@ ANOTHER_MIGRATION_RUNNING: Final = "AnotherMigrationRunning"
 SUSPENDED: Final = "Suspended"
 SETTLING: Final = "Settling"  # all steps done, analysis keeps watching for `settle`
 SUCCEEDED: Final = "Succeeded"
+BACKING_UP: Final = "BackingUp"  # the backup Job runs; the step it guards waits for it
 
 # step failures
 ROLLOUT_FAILED: Final = "RolloutFailed"
@@ -31,6 +32,8 @@ SQL_ERROR: Final = "SqlError"
 VERIFY_FAILED: Final = "VerifyFailed"
 JOB_FAILED: Final = "JobFailed"
 JOB_INVALID: Final = "JobInvalid"  # the API server rejected the step's Job (422)
+# the backup before the guarded step failed or could not be verified: that step does not start
+BACKUP_FAILED: Final = "BackupFailed"
 
 # configuration / runtime problems (retried while they last)
 LINT_FAILED: Final = "LintFailed"
@@ -73,6 +76,9 @@ STEP_REVERTED: Final = "StepReverted"
 ANALYSIS_VERDICT: Final = "AnalysisVerdict"
 ARGO_CD_NOT_PAUSED: Final = "ArgoCDNotPaused"
 ARGO_CD_AUTO_SYNC_PAUSED: Final = "ArgoCDAutoSyncPaused"
+BACKUP_STARTED: Final = "BackupStarted"
+BACKUP_SUCCEEDED: Final = "BackupSucceeded"
+BACKUP_SKIPPED: Final = "BackupSkipped"
 
 EVENT_REASONS: Final = (
     STARTED,
@@ -87,6 +93,9 @@ EVENT_REASONS: Final = (
     ANALYSIS_VERDICT,
     ARGO_CD_NOT_PAUSED,
     ARGO_CD_AUTO_SYNC_PAUSED,
+    BACKUP_STARTED,
+    BACKUP_SUCCEEDED,
+    BACKUP_SKIPPED,
 )
 
 ALL_REASONS: Final = (
@@ -97,6 +106,7 @@ ALL_REASONS: Final = (
     SUSPENDED,
     SETTLING,
     SUCCEEDED,
+    BACKING_UP,
     ROLLOUT_FAILED,
     ROLLOUT_TIMEOUT,
     LOCK_TIMEOUT,
@@ -104,6 +114,7 @@ ALL_REASONS: Final = (
     VERIFY_FAILED,
     JOB_FAILED,
     JOB_INVALID,
+    BACKUP_FAILED,
     LINT_FAILED,
     SECRET_NOT_FOUND,
     INVALID_DSN,

@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
+from dbmigrate.api.backup import BackupStatus
 from dbmigrate.api.schema import Model
 
 Phase = Literal[
@@ -129,6 +130,7 @@ class DatabaseMigrationStatus(_Status):
     analysis: AnalysisStatus | None = None
     rollback: RollbackStatus | None = None
     lint: list[LintFinding] | None = None
+    backup: BackupStatus | None = None
     plan: str | None = None
     conditions: list[Condition] | None = None
 

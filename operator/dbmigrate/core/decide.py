@@ -27,16 +27,20 @@ from dbmigrate.core.actions import (
     ActiveJob,
     AppliedStep,
     AwaitManualRollback,
+    BackupRecord,
     ConfigProblem,
     Direction,
     Done,
+    FailBackup,
     FailStep,
     FinishRollback,
     JobState,
     Observation,
+    RecordBackup,
     RecordStep,
     RefuseRollback,
     RevertStep,
+    RunBackup,
     RunStep,
     Start,
     StartRollback,
@@ -48,6 +52,7 @@ from dbmigrate.core.actions import (
     is_active,
     is_applied,
 )
+from dbmigrate.core.backup import backup_retry, decide_backup
 from dbmigrate.core.rollback import (
     decide_failed,
     decide_finished_rollback,
@@ -64,16 +69,20 @@ __all__ = [
     "ActiveJob",
     "AppliedStep",
     "AwaitManualRollback",
+    "BackupRecord",
     "ConfigProblem",
     "Direction",
     "Done",
+    "FailBackup",
     "FailStep",
     "FinishRollback",
     "JobState",
     "Observation",
+    "RecordBackup",
     "RecordStep",
     "RefuseRollback",
     "RevertStep",
+    "RunBackup",
     "RunStep",
     "Start",
     "StartRollback",
@@ -149,7 +158,7 @@ def decide(
         return Done()
     if phase == "RollingBack":
         return decide_rollback(spec, status, obs)
-    if phase == "Failed" and status.started_at is not None:
+    if phase == "Failed" and status.started_at is not None and not backup_retry(status, obs):
         return decide_failed(spec, status, obs)
 
     if obs.rollback_requested:
@@ -276,6 +285,11 @@ def _decide_step(
             step=step.name,
             requeue_after=5.0,
         )
+
+    if not running:
+        backup = decide_backup(spec, status, obs, step)
+        if backup is not None:
+            return backup
 
     if step.kind == "awaitRollout":
         return _decide_await_rollout(spec, status, obs, step)
