@@ -125,7 +125,9 @@ class SeaweedS3:
                 last = exc
                 time.sleep(0.5)
         self.stop()
-        raise RuntimeError(f"SeaweedFS S3 not ready within {timeout:g}s: {last}\n{self._log_tail()}")
+        raise RuntimeError(
+            f"SeaweedFS S3 not ready within {timeout:g}s: {last}\n{self._log_tail()}"
+        )
 
     def client(self, *, secret_key: str | None = None) -> Any:
         from minio import Minio

@@ -62,7 +62,8 @@ def _fingerprint(dsn: str, table: str) -> tuple[int, str]:
 def _tables(dsn: str) -> set[str]:
     with psycopg.connect(dsn, autocommit=True) as conn:
         rows = conn.execute(
-            "SELECT relname FROM pg_class WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace"
+            "SELECT relname FROM pg_class "
+            "WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace"
         ).fetchall()
     return {r[0] for r in rows}
 
@@ -158,7 +159,8 @@ def test_tables_scope_to_a_directory_restores_the_same_rows(
     )
     assert done.returncode == 0, done.stderr
     files = list(out.iterdir())
-    assert len(files) == 1 and files[0].name.startswith(f"{MIGRATION}-drop-old-")
+    assert len(files) == 1
+    assert files[0].name.startswith(f"{MIGRATION}-drop-old-")
     data = files[0].read_bytes()
     record = _record(pg_dsn, "drop-old", "uid-1")
     assert record is not None
@@ -209,7 +211,8 @@ def test_tables_scope_to_s3(
     )
     assert done.returncode == 0, done.stderr
     keys = seaweed_s3.list_keys(s3_bucket)
-    assert len(keys) == 1 and keys[0].startswith(f"prod/db1/{MIGRATION}-drop-old-")
+    assert len(keys) == 1
+    assert keys[0].startswith(f"prod/db1/{MIGRATION}-drop-old-")
     data = seaweed_s3.read_object(s3_bucket, keys[0])
     record = _record(pg_dsn, "drop-old", "uid-1")
     assert record is not None
@@ -244,7 +247,9 @@ def test_database_scope_to_s3_restores_every_table(
     assert done.returncode == 0, done.stderr
     (key,) = seaweed_s3.list_keys(s3_bucket)
     record = _record(pg_dsn, "drop-old", "uid-1")
-    assert record is not None and record[3] == "Database" and record[4] == []
+    assert record is not None
+    assert record[3] == "Database"
+    assert record[4] == []
     _restore(seaweed_s3.read_object(s3_bucket, key), fresh_dsn)
     assert _tables(fresh_dsn) == {"users", "orders"}
     for table in ("users", "orders"):
