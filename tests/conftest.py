@@ -22,6 +22,7 @@ pytest_plugins = [
     "tests.fixtures.image",
     "tests.fixtures.chart",
     "tests.fixtures.app",
+    "tests.fixtures.s3",
 ]
 
 

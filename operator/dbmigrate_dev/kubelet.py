@@ -26,6 +26,16 @@ Images:
 - more from `DBMIGRATE_EXECUTOR_IMAGES` (or `--image`), `IMAGE=host|dbmigrate|docker`
   comma-separated.
 
+Volumes: a local process shares the host's filesystem (no mount namespace), so a volume cannot
+appear at its mountPath. A `persistentVolumeClaim` volume is emulated as far as a program that
+is told its paths can tell: the claim's bound PersistentVolume (hostPath or local, what a
+single-node cluster has; the pod waits while the claim is unbound, as pods wait for volumes)
+gives a host directory (plus the mount's subPath), and every env value and argument naming a
+path under the mountPath is rewritten to the same path under that directory. A program that
+finds the mount by itself (without being told the path) would not see it; the operator's own
+Jobs are always told (`--output-dir /backup/...`). emptyDir mounts are not emulated (processes
+use the host's /tmp); the Docker runner mounts emptyDir as tmpfs and projected volumes.
+
 Failpoints (`dbmigrate.failpoints`) reach a pod's processes the way a chaos tool reaches a
 cluster: a namespace annotated `dev.dbmigrate.io/failpoints: "name=action,..."` gets them in
 the environment of the first pod of each Job (so a crash happens once, and the Job's next pod
@@ -68,10 +78,13 @@ from dbmigrate_dev.kubelet_podspec import (
     ConfigError,
     EnvSources,
     build_argv,
+    claim_host_path,
+    claim_mounts,
     docker_run_args,
     projected_files,
     resolve_env,
     run_as,
+    under_mounts,
 )
 
 DBMIGRATE_IMAGE = "localhost/dbmigrate:dev"
@@ -438,10 +451,16 @@ class PodRun(threading.Thread):
             )
         if runner == RUNNER_DOCKER:
             return self._docker_argv_env(c, sources)
-        env = {**base, **resolve_env(self.pod, c.spec, sources)}
+        own = resolve_env(self.pod, c.spec, sources)
+        # No mount namespace here: a path under a claim's mountPath is its host directory.
+        mounts = claim_mounts(
+            self.pod, c.spec, lambda claim: self.ex.claim_host_dir(self.ns, claim)
+        )
+        own = {k: under_mounts(v, mounts) for k, v in own.items()}
+        env = {**base, **own}
         if runner == RUNNER_HOST:
-            return build_argv(c.spec, [], env), env
-        argv = build_argv(c.spec, ["dbmigrate"], env)
+            return [under_mounts(a, mounts) for a in build_argv(c.spec, [], env)], env
+        argv = [under_mounts(a, mounts) for a in build_argv(c.spec, ["dbmigrate"], env)]
         if argv[0] == "dbmigrate":
             # The operator's image: its `dbmigrate` is this virtualenv's.
             argv = [self.ex.python, "-m", "dbmigrate", *argv[1:]]
@@ -671,6 +690,20 @@ class Executor:
         if source and Path(source, "dbmigrate").is_dir():
             env["PYTHONPATH"] = source
         return env
+
+    def claim_host_dir(self, namespace: str, claim: str) -> str:
+        """The host directory of the volume bound to the claim (ConfigError while unbound: the
+        pod waits, as a kubelet waits for its volumes)."""
+        pvc = self._get(self.core.read_namespaced_persistent_volume_claim, claim, namespace)
+        if pvc is None:
+            raise ConfigError(f'persistentvolumeclaim "{claim}" not found')
+        volume = (pvc.get("spec") or {}).get("volumeName")
+        if (pvc.get("status") or {}).get("phase") != "Bound" or not volume:
+            raise ConfigError(f'persistentvolumeclaim "{claim}" is not bound yet')
+        pv = self._get(self.core.read_persistent_volume, volume)
+        if pv is None:
+            raise ConfigError(f'persistentvolume "{volume}" of claim "{claim}" not found')
+        return claim_host_path(pv)
 
     def namespace_annotation(self, pod: Obj, key: str) -> str | None:
         namespace = self._get(self.core.read_namespace, pod["metadata"]["namespace"]) or {}

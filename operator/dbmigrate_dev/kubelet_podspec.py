@@ -2,8 +2,9 @@
 
 The kubelet's rules, for the local pod executor (`dbmigrate_dev.kubelet`): `command` and
 `args` against the image's entrypoint, `$(VAR)` expansion, and env from `value`, `fieldRef`,
-`secretKeyRef`, `configMapKeyRef` and `envFrom`. Pure: Secrets and ConfigMaps come through
-`EnvSources`, whose readers the executor supplies.
+`secretKeyRef`, `configMapKeyRef` and `envFrom`; where a persistentVolumeClaim mount is on the
+host (`claim_mounts`, `under_mounts`). Pure: Secrets, ConfigMaps and volumes come through
+readers the executor supplies.
 """
 
 from __future__ import annotations
@@ -243,3 +244,42 @@ def docker_run_args(
         args += ["--entrypoint", command[0]]
         rest = command[1:] + rest
     return [*args, container["image"], *rest], client_env
+
+
+def claim_host_path(pv: Obj) -> str:
+    """The host directory of a bound PersistentVolume: its `hostPath` or `local` path (the
+    kinds a single-node cluster has); any other kind cannot be reached from a local process."""
+    spec = pv.get("spec") or {}
+    for kind in ("hostPath", "local"):
+        if kind in spec:
+            return str(spec[kind]["path"])
+    raise ConfigError(
+        f"persistentvolume {pv['metadata']['name']!r}: only hostPath and local volumes are "
+        "supported by the local executor"
+    )
+
+
+def claim_mounts(pod: Obj, container: Obj, host_dir: Callable[[str], str]) -> dict[str, str]:
+    """{mountPath: host directory} of the container's persistentVolumeClaim mounts (with their
+    subPath); `host_dir(claim)` finds the bound volume's directory (ConfigError while unbound)."""
+    volumes = {v["name"]: v for v in pod["spec"].get("volumes") or []}
+    mounts: dict[str, str] = {}
+    for vm in container.get("volumeMounts") or []:
+        volume = volumes.get(vm["name"]) or {}
+        claim = volume.get("persistentVolumeClaim")
+        if claim is None:
+            continue
+        where = host_dir(claim["claimName"])
+        if vm.get("subPath"):
+            where = f"{where.rstrip('/')}/{vm['subPath']}"
+        mounts[vm["mountPath"].rstrip("/") or "/"] = where
+    return mounts
+
+
+def under_mounts(value: str, mounts: Mapping[str, str]) -> str:
+    """`value` with a leading mount path (the whole value, or the path before a `/`) replaced by
+    its host directory: how a local process finds a file the container would find there."""
+    for mount, host in sorted(mounts.items(), key=lambda m: -len(m[0])):
+        if value == mount or value.startswith(mount + "/"):
+            return host + value[len(mount) :]
+    return value

@@ -86,3 +86,12 @@ def test_the_backfill_worker_loads_the_driver_and_nothing_of_the_operator() -> N
     )
     assert "psycopg" in loaded, "the probe ran the worker"
     assert loaded.isdisjoint({*HEAVY, "pglast"} - {"psycopg"}), sorted(loaded & set(HEAVY))
+
+
+def test_the_backup_worker_loads_the_driver_and_nothing_of_the_operator(tmp_path: Path) -> None:
+    # Refused at once (no server needed): the probe runs the worker's start and its failure.
+    dsn = "postgresql://u@127.0.0.1:1/db?connect_timeout=1"
+    args = ("backup", "--migration-id", "m", "--step", "s", "--table", "t")
+    loaded = _loaded(*args, "--output-dir", str(tmp_path), env={"DBMIGRATE_DSN": dsn})
+    assert "psycopg" in loaded, "the probe ran the worker"
+    assert loaded.isdisjoint({*HEAVY, "pglast", "minio"} - {"psycopg"}), sorted(loaded & set(HEAVY))

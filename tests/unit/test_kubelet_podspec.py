@@ -1,5 +1,6 @@
 """What the local pod executor asks of a Docker engine for a pod's container (`docker run`
-options), and the files of a projected ServiceAccount volume: pure, from pod specs."""
+options), the files of a projected ServiceAccount volume, and where a persistentVolumeClaim
+mount is on the host for a local process: pure, from pod specs."""
 
 from __future__ import annotations
 
@@ -10,8 +11,11 @@ import pytest
 from dbmigrate_dev.kubelet_podspec import (
     ConfigError,
     EnvSources,
+    claim_host_path,
+    claim_mounts,
     docker_run_args,
     projected_files,
+    under_mounts,
 )
 
 IMAGE = "localhost/dbmigrate:container"
@@ -192,3 +196,46 @@ def test_projected_files(
     else:
         with pytest.raises(ConfigError, match=expected):
             projected_files(spec, KUBE_API_ACCESS, sources(config_maps), lambda: token)
+
+
+def test_claim_mounts_and_paths_under_them() -> None:
+    container = {
+        "name": "backup",
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": "backup", "mountPath": "/backup"},
+            {"name": "more", "mountPath": "/data/", "subPath": "a/b"},
+        ],
+    }
+    spec = {
+        "volumes": [
+            {"name": "tmp", "emptyDir": {}},
+            {"name": "backup", "persistentVolumeClaim": {"claimName": "c1"}},
+            {"name": "more", "persistentVolumeClaim": {"claimName": "c2"}},
+        ]
+    }
+    hosts = {"c1": "/srv/pv1", "c2": "/srv/pv2/"}
+    mounts = claim_mounts(pod(container, **spec), container, hosts.__getitem__)
+    assert mounts == {"/backup": "/srv/pv1", "/data": "/srv/pv2/a/b"}
+    assert under_mounts("/backup", mounts) == "/srv/pv1"
+    assert under_mounts("/backup/shop/x.dump", mounts) == "/srv/pv1/shop/x.dump"
+    assert under_mounts("/data/f", mounts) == "/srv/pv2/a/b/f"
+    assert under_mounts("/backups-not-a-mount", mounts) == "/backups-not-a-mount"
+    assert under_mounts("pvc:c1/x", mounts) == "pvc:c1/x"
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        pytest.param({"hostPath": {"path": "/srv/pv"}}, "/srv/pv", id="host-path"),
+        pytest.param({"local": {"path": "/mnt/disk"}}, "/mnt/disk", id="local"),
+        pytest.param({"nfs": {"server": "n", "path": "/x"}}, None, id="nfs-refused"),
+    ],
+)
+def test_claim_host_path(spec: dict[str, Any], expected: str | None) -> None:
+    pv = {"metadata": {"name": "pv"}, "spec": spec}
+    if expected is None:
+        with pytest.raises(ConfigError, match="only hostPath and local"):
+            claim_host_path(pv)
+    else:
+        assert claim_host_path(pv) == expected

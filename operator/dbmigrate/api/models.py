@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
+from dbmigrate.api.backup import Backup
 from dbmigrate.api.checklist import Checklist
 from dbmigrate.api.durations import parse_duration
 from dbmigrate.api.rehearsal import Rehearsal, RehearsalStatus
@@ -64,6 +65,7 @@ __all__ = [
     "AnalysisStatus",
     "ArgoCDRollbackStatus",
     "BackfillProgress",
+    "Backup",
     "Checklist",
     "Condition",
     "DatabaseMigration",
@@ -322,6 +324,12 @@ class DatabaseMigrationSpec(Model):
                 "message": "checklist item Rehearsal needs spec.rehearsal",
                 "fieldPath": ".checklist.require",
             },
+            {
+                "rule": "!has(self.checklist) || !has(self.checklist.require) || "
+                "!('Backup' in self.checklist.require) || has(self.backup)",
+                "message": "checklist item Backup needs spec.backup",
+                "fieldPath": ".checklist.require",
+            },
         )
     )
 
@@ -370,6 +378,14 @@ class DatabaseMigrationSpec(Model):
     ]
     rollback: Annotated[Rollback, Field(default_factory=Rollback)]
     safety: Annotated[Safety, Field(default_factory=Safety)]
+    backup: Annotated[
+        Backup | None,
+        Field(
+            default=None,
+            description="Take a verified pg_dump before the first step or before the point of "
+            "no return; a failed backup stops the migration before that step (BackupFailed).",
+        ),
+    ]
     pod_template: Annotated[
         PodTemplate | None,
         Field(

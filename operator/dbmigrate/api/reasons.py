@@ -25,6 +25,7 @@ SETTLING: Final = "Settling"  # all steps done, analysis keeps watching for `set
 CHECKLIST_INCOMPLETE: Final = "ChecklistIncomplete"
 SUCCEEDED: Final = "Succeeded"
 REHEARSING: Final = "Rehearsing"  # the migration runs on a scratch copy before it starts
+BACKING_UP: Final = "BackingUp"  # the backup Job runs; the step it guards waits for it
 
 # step failures
 ROLLOUT_FAILED: Final = "RolloutFailed"
@@ -34,6 +35,8 @@ SQL_ERROR: Final = "SqlError"
 VERIFY_FAILED: Final = "VerifyFailed"
 JOB_FAILED: Final = "JobFailed"
 JOB_INVALID: Final = "JobInvalid"  # the API server rejected the step's Job (422)
+# the backup before the guarded step failed or could not be verified: that step does not start
+BACKUP_FAILED: Final = "BackupFailed"
 
 # configuration / runtime problems (retried while they last)
 LINT_FAILED: Final = "LintFailed"
@@ -84,6 +87,9 @@ ANALYSIS_VERDICT: Final = "AnalysisVerdict"
 ARGO_CD_NOT_PAUSED: Final = "ArgoCDNotPaused"
 ARGO_CD_AUTO_SYNC_PAUSED: Final = "ArgoCDAutoSyncPaused"
 REHEARSAL_PASSED: Final = "RehearsalPassed"
+BACKUP_STARTED: Final = "BackupStarted"
+BACKUP_SUCCEEDED: Final = "BackupSucceeded"
+BACKUP_SKIPPED: Final = "BackupSkipped"
 
 EVENT_REASONS: Final = (
     STARTED,
@@ -99,6 +105,9 @@ EVENT_REASONS: Final = (
     ARGO_CD_NOT_PAUSED,
     ARGO_CD_AUTO_SYNC_PAUSED,
     REHEARSAL_PASSED,
+    BACKUP_STARTED,
+    BACKUP_SUCCEEDED,
+    BACKUP_SKIPPED,
 )
 
 ALL_REASONS: Final = (
@@ -111,6 +120,7 @@ ALL_REASONS: Final = (
     CHECKLIST_INCOMPLETE,
     SUCCEEDED,
     REHEARSING,
+    BACKING_UP,
     ROLLOUT_FAILED,
     ROLLOUT_TIMEOUT,
     LOCK_TIMEOUT,
@@ -118,6 +128,7 @@ ALL_REASONS: Final = (
     VERIFY_FAILED,
     JOB_FAILED,
     JOB_INVALID,
+    BACKUP_FAILED,
     LINT_FAILED,
     SECRET_NOT_FOUND,
     INVALID_DSN,

@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field
 
+from dbmigrate.api.backup import BackupStatus
 from dbmigrate.api.checklist import ChecklistStatus
 from dbmigrate.api.rehearsal import RehearsalStatus
 from dbmigrate.api.schema import Model
@@ -132,6 +133,7 @@ class DatabaseMigrationStatus(_Status):
     rollback: RollbackStatus | None = None
     rehearsal: RehearsalStatus | None = None
     lint: list[LintFinding] | None = None
+    backup: BackupStatus | None = None
     plan: str | None = None
     checklist: ChecklistStatus | None = None
     conditions: list[Condition] | None = None

@@ -15,3 +15,16 @@ BACKFILL_EXIT_USAGE = 2  # bad arguments: FailJob
 # pod is retried (Count, up to backoffLimitPerIndex) and resumes from its checkpoint.
 BACKFILL_EXIT_RETRYABLE = 75
 BACKFILL_EXIT_STOPPED = 143  # SIGTERM (128 + 15): finished its batch and stopped; retried
+
+# `dbmigrate backup` (the worker of backup Jobs, `core.jobs.build_backup_job`): the S3
+# credentials come from these environment variables (secretKeyRef), never from arguments.
+BACKUP_S3_ACCESS_KEY_ENV = "DBMIGRATE_S3_ACCESS_KEY_ID"
+BACKUP_S3_SECRET_KEY_ENV = "DBMIGRATE_S3_SECRET_ACCESS_KEY"  # noqa: S105 - a variable's name
+# Where a backup Job mounts its PersistentVolumeClaim.
+BACKUP_MOUNT_PATH = "/backup"
+# Its exit codes: the podFailurePolicy fails the Job at once on FAILED and USAGE (a server
+# newer than pg_dump, a missing table, a wrong password or bucket do not heal by retrying);
+# RETRYABLE (the database or the storage unreachable) is retried up to the backoffLimit.
+BACKUP_EXIT_FAILED = 1
+BACKUP_EXIT_USAGE = 2
+BACKUP_EXIT_RETRYABLE = 75

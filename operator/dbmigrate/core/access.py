@@ -43,9 +43,12 @@ def secret_refusal(
 
 
 def job_secret_names(spec: DatabaseMigrationSpec) -> tuple[str, ...]:
-    """The Secrets the migration's tool Jobs read through `valueFrom.secretKeyRef`, besides the
-    DSN Secret (which every backfill Job mounts too), in order of first mention."""
+    """The Secrets the migration's tool Jobs read through `valueFrom.secretKeyRef`, and the S3
+    credentials of its backup Job, besides the DSN Secret (which every backfill and backup Job
+    mounts too), in order of first mention."""
     names: list[str] = []
+    if spec.backup is not None and spec.backup.s3 is not None:
+        names.append(spec.backup.s3.credentials_secret_ref.name)
     for step in spec.steps:
         for env in (step.job.env or []) if step.job else []:
             ref = env.value_from.secret_key_ref if env.value_from else None

@@ -56,6 +56,23 @@ class JobState:
 
 
 @dataclass(frozen=True)
+class BackupRecord:
+    """A verified backup as its worker recorded it in `dbmigrate.backups` (the truth about
+    whether the guarded step may start: a Job that completed without this row took none)."""
+
+    step: str
+    location: str
+    size_bytes: int
+    sha256: str
+    seconds: float
+    scope: str
+    tables: tuple[str, ...]
+    server_version: str
+    client_version: str
+    finished_at: str
+
+
+@dataclass(frozen=True)
 class ActiveJob:
     """A Job of this migration (its uid in the ownerReference) that has not finished, or whose
     deletion is under way: its pods may still run a backfill batch or a tool."""
@@ -87,6 +104,10 @@ class Observation:
     deployment: RolloutState | None = None
     deployment_missing: bool = False
     jobs: dict[str, JobState] = field(default_factory=dict)
+    # spec.backup: the verified backup recorded for the guarded step by this migration (its
+    # uid), and the backup Job of that step when it exists
+    backup: BackupRecord | None = None
+    backup_job: JobState | None = None
     # While rolling back: the migration's Jobs that still run (or are being deleted).
     active_jobs: tuple[ActiveJob, ...] = ()
     problem: ConfigProblem | None = None
@@ -136,6 +157,31 @@ class RunStep:
     """Apply a step (sql: run it now; backfill/job: create its Job; awaitRollout: done)."""
 
     step: str
+
+
+@dataclass(frozen=True)
+class RunBackup:
+    """Create the backup Job that must record a verified backup before `step` starts."""
+
+    step: str
+
+
+@dataclass(frozen=True)
+class RecordBackup:
+    """The backup before `step` is recorded in the database: show it in status.backup (or, with
+    `record` None, that no backup is taken where there is no cluster to run its Job)."""
+
+    step: str
+    record: BackupRecord | None
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class FailBackup:
+    """The backup before `step` failed or cannot be trusted: `step` does not start."""
+
+    step: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -223,6 +269,9 @@ Action = (
     | Start
     | Rehearse
     | RunStep
+    | RunBackup
+    | RecordBackup
+    | FailBackup
     | RecordStep
     | FailStep
     | AwaitManualRollback

@@ -76,7 +76,7 @@ def evaluate_checklist(
     judges = {
         "Lint": lambda: _lint(spec, facts),
         "Rehearsal": lambda: _rehearsal(spec, status),
-        "Backup": lambda: _backup(),
+        "Backup": lambda: _backup(spec, status),
         "RollbackPlan": lambda: _rollback_plan(spec.steps),
         "Monitoring": lambda: _monitoring(spec, facts, status),
         "Approval": lambda: _approval(facts.approval),
@@ -161,8 +161,28 @@ def _rehearsal(spec: DatabaseMigrationSpec, status: DatabaseMigrationStatus) -> 
     return _Judged(True, detail)
 
 
-def _backup() -> _Judged:
-    return _Judged(False, "not configured (spec.backup)")
+def _backup(spec: DatabaseMigrationSpec, status: DatabaseMigrationStatus) -> _Judged:
+    """Configured is what the start needs: the guarded step cannot run without a verified
+    backup. Once taken, the item says where, how big, and its checksum."""
+    if spec.backup is None:
+        return _Judged(False, "not configured (spec.backup)")
+    done = status.backup
+    if done is not None and done.state == "Succeeded":
+        size = f"{(done.size_bytes or 0) / 1e6:.1f} MB"
+        digest = (done.sha256 or "")[:12]
+        return _Judged(
+            True,
+            f"taken and verified before step {done.before_step!r}: {done.location}, {size}, "
+            f"sha256 {digest}",
+        )
+    if done is not None and done.state == "Failed":
+        return _Judged(True, f"configured; the last attempt failed: {done.message or ''}")
+    storage = "a PersistentVolumeClaim" if spec.backup.persistent_volume_claim else "S3"
+    return _Judged(
+        True,
+        f"configured ({spec.backup.when}, to {storage}); taken and verified before the "
+        "step it guards",
+    )
 
 
 def _rollback_plan(steps: Sequence[Step]) -> _Judged:

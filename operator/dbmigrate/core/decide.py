@@ -27,17 +27,21 @@ from dbmigrate.core.actions import (
     ActiveJob,
     AppliedStep,
     AwaitManualRollback,
+    BackupRecord,
     ConfigProblem,
     Direction,
     Done,
+    FailBackup,
     FailStep,
     FinishRollback,
     JobState,
     Observation,
+    RecordBackup,
     RecordStep,
     RefuseRollback,
     Rehearse,
     RevertStep,
+    RunBackup,
     RunStep,
     Start,
     StartRollback,
@@ -49,6 +53,7 @@ from dbmigrate.core.actions import (
     is_active,
     is_applied,
 )
+from dbmigrate.core.backup import backup_retry, decide_backup
 from dbmigrate.core.checklist import missing_needs_a_new_spec, waiting_message
 from dbmigrate.core.rehearsal import rehearsal_failed, rehearsal_gate, rehearsal_pending
 from dbmigrate.core.rollback import (
@@ -67,17 +72,21 @@ __all__ = [
     "ActiveJob",
     "AppliedStep",
     "AwaitManualRollback",
+    "BackupRecord",
     "ConfigProblem",
     "Direction",
     "Done",
+    "FailBackup",
     "FailStep",
     "FinishRollback",
     "JobState",
     "Observation",
+    "RecordBackup",
     "RecordStep",
     "RefuseRollback",
     "Rehearse",
     "RevertStep",
+    "RunBackup",
     "RunStep",
     "Start",
     "StartRollback",
@@ -190,7 +199,7 @@ def decide(
         return Done()
     if phase == "RollingBack":
         return decide_rollback(spec, status, obs)
-    if phase == "Failed" and status.started_at is not None:
+    if phase == "Failed" and status.started_at is not None and not backup_retry(status, obs):
         return decide_failed(spec, status, obs)
 
     if obs.rollback_requested:
@@ -320,6 +329,11 @@ def _decide_step(
             step=step.name,
             requeue_after=5.0,
         )
+
+    if not running:
+        backup = decide_backup(spec, status, obs, step)
+        if backup is not None:
+            return backup
 
     if step.kind == "awaitRollout":
         return _decide_await_rollout(spec, status, obs, step)

@@ -1,4 +1,5 @@
-"""Pure builders of the Kubernetes Jobs a migration runs: backfill workers and tool jobs.
+"""Pure builders of the Kubernetes Jobs a migration runs: backfill workers, tool jobs and the
+backup before the guarded step.
 
 The DSN reaches a backfill worker only through `secretKeyRef` (env `DBMIGRATE_DSN`), never as an
 argument. Pods are hardened (non-root, read-only root filesystem, no privilege escalation, all
@@ -16,14 +17,21 @@ import hashlib
 import re
 from typing import Any
 
+from dbmigrate.api.backup import S3_ACCESS_KEY_ID_KEY, S3_SECRET_ACCESS_KEY_KEY
 from dbmigrate.api.durations import parse_duration
 from dbmigrate.api.models import GROUP, KIND, VERSION, DatabaseMigrationSpec, PodTemplate, Step
 from dbmigrate.api.worker import (
     BACKFILL_EXIT_FAILED,
     BACKFILL_EXIT_RETRYABLE,
     BACKFILL_EXIT_USAGE,
+    BACKUP_EXIT_FAILED,
+    BACKUP_EXIT_USAGE,
+    BACKUP_MOUNT_PATH,
+    BACKUP_S3_ACCESS_KEY_ENV,
+    BACKUP_S3_SECRET_KEY_ENV,
     MAX_PARALLELISM,
 )
+from dbmigrate.core.backup import backup_job_step
 
 LABEL_MIGRATION = f"{GROUP}/migration"
 LABEL_STEP = f"{GROUP}/step"
@@ -114,20 +122,24 @@ TOOL_POD_SECURITY = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDe
 
 def _job_skeleton(
     body: dict[str, Any],
-    step: Step,
+    step: str,
     container: dict[str, Any],
     backoff_limit: int,
     pod_security: dict[str, Any],
     template: PodTemplate | None,
+    *,
+    job_step: str | None = None,
 ) -> dict[str, Any]:
+    """`job_step`: what the Job is named after and annotated with, when it is not the step
+    itself (the backup Job guarding `step`)."""
     meta = body["metadata"]
-    name = job_name(meta["name"], step.name, meta["uid"])
+    name = job_name(meta["name"], job_step or step, meta["uid"])
     labels = {
         LABEL_MIGRATION: label_value(meta["name"]),
-        LABEL_STEP: label_value(step.name),
+        LABEL_STEP: label_value(step),
         LABEL_MANAGED_BY: "dbmigrate",
     }
-    annotations = {ANNOTATION_MIGRATION: meta["name"], ANNOTATION_STEP: step.name}
+    annotations = {ANNOTATION_MIGRATION: meta["name"], ANNOTATION_STEP: job_step or step}
     job = {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -238,7 +250,12 @@ def build_backfill_job(
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     job = _job_skeleton(
-        body, step, container, BACKFILL_BACKOFF_LIMIT, OWN_IMAGE_POD_SECURITY, spec.pod_template
+        body,
+        step.name,
+        container,
+        BACKFILL_BACKOFF_LIMIT,
+        OWN_IMAGE_POD_SECURITY,
+        spec.pod_template,
     )
     job["spec"]["completionMode"] = "Indexed"
     job["spec"]["completions"] = workers
@@ -310,7 +327,118 @@ def build_tool_job(body: dict[str, Any], spec: DatabaseMigrationSpec, step: Step
     if tool.env:
         container["env"] = [e.to_k8s() for e in tool.env]
     job = _job_skeleton(
-        body, step, container, tool.backoff_limit, TOOL_POD_SECURITY, spec.pod_template
+        body, step.name, container, tool.backoff_limit, TOOL_POD_SECURITY, spec.pod_template
     )
     job["spec"]["activeDeadlineSeconds"] = max(1, round(parse_duration(tool.timeout)))
+    return job
+
+
+BACKUP_BACKOFF_LIMIT = 1  # one more pod after a retryable failure (storage or database away)
+
+
+def build_backup_job(
+    body: dict[str, Any],
+    spec: DatabaseMigrationSpec,
+    step: str,
+    image: str,
+    tables: list[str],
+) -> dict[str, Any]:
+    """The Job running `dbmigrate backup` before `step` (the step `spec.backup` guards).
+
+    `tables`: what a Tables-scope backup dumps (the existing tables the migration touches, as
+    `core.plan.tables_touched` finds them). The DSN and the S3 credentials reach the worker only
+    through secretKeyRef; a PersistentVolumeClaim is mounted at BACKUP_MOUNT_PATH.
+    """
+    backup = spec.backup
+    if backup is None:
+        raise ValueError("the migration has no spec.backup")
+    meta = body["metadata"]
+    args = [
+        "backup",
+        "--migration-id",
+        spec.migration_id,
+        "--step",
+        step,
+        "--run",
+        meta["uid"],
+        "--scope",
+        backup.scope,
+    ]
+    if backup.scope == "Tables":
+        for table in tables:
+            args += ["--table", table]
+    ref = spec.database.dsn_secret_ref
+    env: list[dict[str, Any]] = [
+        {
+            "name": "DBMIGRATE_DSN",
+            "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
+        },
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]  # noqa: S108
+    volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
+    if backup.persistent_volume_claim is not None:
+        claim = backup.persistent_volume_claim
+        out = BACKUP_MOUNT_PATH + (f"/{claim.sub_path}" if claim.sub_path else "")
+        args += [
+            "--output-dir",
+            out,
+            "--location",
+            f"pvc:{claim.claim_name}" + out[len(BACKUP_MOUNT_PATH) :],
+        ]
+        volumes.append({"name": "backup", "persistentVolumeClaim": {"claimName": claim.claim_name}})
+        mounts.append({"name": "backup", "mountPath": BACKUP_MOUNT_PATH})
+    elif backup.s3 is not None:
+        s3 = backup.s3
+        args += ["--s3-endpoint", s3.endpoint, "--s3-bucket", s3.bucket]
+        if s3.prefix:
+            args += ["--s3-prefix", s3.prefix]
+        if s3.region:
+            args += ["--s3-region", s3.region]
+        if s3.insecure_skip_tls_verify:
+            args.append("--s3-insecure-skip-tls-verify")
+        secret = s3.credentials_secret_ref.name
+        for name, key in (
+            (BACKUP_S3_ACCESS_KEY_ENV, S3_ACCESS_KEY_ID_KEY),
+            (BACKUP_S3_SECRET_KEY_ENV, S3_SECRET_ACCESS_KEY_KEY),
+        ):
+            env.append({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
+    container = {
+        "name": "backup",
+        "image": image,
+        "command": ["dbmigrate"],
+        "args": args,
+        "env": env,
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"memory": "512Mi"},
+        },
+        "securityContext": _hardened_security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": mounts,
+    }
+    job = _job_skeleton(
+        body,
+        step,
+        container,
+        BACKUP_BACKOFF_LIMIT,
+        OWN_IMAGE_POD_SECURITY,
+        spec.pod_template,
+        job_step=backup_job_step(step),
+    )
+    job["spec"]["activeDeadlineSeconds"] = max(1, round(parse_duration(backup.timeout)))
+    job["spec"]["podFailurePolicy"] = {
+        "rules": [
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": "backup",
+                    "operator": "In",
+                    "values": [BACKUP_EXIT_FAILED, BACKUP_EXIT_USAGE],
+                },
+            },
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+        ]
+    }
+    job["spec"]["template"]["spec"]["volumes"] = volumes
     return job

@@ -27,6 +27,7 @@ from dbmigrate.core.statements import checksum
 from dbmigrate.core.steps import limits_of, step_checksum
 from dbmigrate.db.errors import redact_dsn
 from dbmigrate.metrics import registry as metrics
+from dbmigrate.reconcile.backups import BACKUP_EFFECTS
 from dbmigrate.reconcile.passes import (
     Pass,
     now_iso,
@@ -388,4 +389,5 @@ EFFECTS: dict[type, Callable[[Pass, Any], Awaitable[float | None]]] = {
     d.RevertStep: revert_step,
     d.FinishRollback: finish_rollback,
     d.Succeed: succeed,
+    **BACKUP_EFFECTS,
 }

@@ -31,6 +31,7 @@ from dbmigrate.api.models import (
 from dbmigrate.core import decide as d
 from dbmigrate.core import slo
 from dbmigrate.core.access import job_secret_names
+from dbmigrate.core.backup import backup_retry
 from dbmigrate.core.jobs import backfill_checkpoint_name, job_name
 from dbmigrate.core.lint import Resolved, count_blocking, lint_migration
 from dbmigrate.core.plan import TableEstimate, render_plan_summary, tables_touched
@@ -40,6 +41,7 @@ from dbmigrate.db import history
 from dbmigrate.db.errors import MalformedDsn, check_dsn, first_line, redact_dsn
 from dbmigrate.db.history import MigrationLockLost
 from dbmigrate.metrics import registry as metrics
+from dbmigrate.reconcile.backups import observe_backup_job, observe_backup_record
 from dbmigrate.reconcile.checklist import MonitoringCache, evaluate_checklist
 from dbmigrate.reconcile.platform import NotFound, Platform, SecretNotPermitted
 from dbmigrate.reconcile.slo import measure_round
@@ -149,9 +151,13 @@ async def _observe_world(
     obs = replace(obs, checklist=checklist)
     if secret_problem is not None or dsn is None:
         return replace(obs, problem=secret_problem), sql, None
+    uid = body["metadata"]["uid"]
+    # The backup Job before its record: see reconcile.backups.
+    obs = await observe_backup_job(platform, spec, status, obs, uid, dsn)
     try:
         conn, lock_held = await session.connect(dsn, want_lock=wants_lock(spec, status, obs))
         applied, partial = await _read_applied_if_schema(conn, spec.migration_id)
+        obs = await observe_backup_record(conn, spec, status, obs, uid)
     except (psycopg.Error, OSError) as exc:
         await session.close()
         message = redact_dsn(f"cannot reach the database: {first_line(exc)}", dsn)
@@ -162,7 +168,6 @@ async def _observe_world(
         problem = d.ConfigProblem(reasons.MIGRATION_LOCK_LOST, str(exc))
         return replace(obs, problem=problem), sql, dsn
     obs = replace(obs, lock_held=lock_held, applied=applied, partially_applied=partial)
-    uid = body["metadata"]["uid"]
     obs = replace(obs, jobs=await observe_jobs(platform, spec, status, dsn, uid))
     return obs, sql, dsn
 
@@ -196,14 +201,19 @@ def wants_lock(
     spec: DatabaseMigrationSpec, status: DatabaseMigrationStatus, obs: d.Observation
 ) -> bool:
     """The lock is held while the migration is under way (or about to start), not while it sits
-    failed or blocked by lint: other migrations of this database must not wait on it."""
+    failed or blocked by lint: other migrations of this database must not wait on it. A
+    migration Failed by its backup goes on (and takes the lock) once the failed Job is deleted."""
     started = status.started_at is not None
     blocked_by_lint = not started and obs.lint_errors > 0 and spec.safety.lint == "Enforce"
     gated = not started and not d.holds_lock_before_start(spec, status, obs)
-    return obs.rollback_requested or (
-        not blocked_by_lint
-        and not gated
-        and ((status.phase or "Pending") != "Failed" or not started)
+    return (
+        obs.rollback_requested
+        or backup_retry(status, obs)
+        or (
+            not blocked_by_lint
+            and not gated
+            and ((status.phase or "Pending") != "Failed" or not started)
+        )
     )
 
 
