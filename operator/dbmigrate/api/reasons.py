@@ -27,6 +27,9 @@ SUCCEEDED: Final = "Succeeded"
 ROLLOUT_FAILED: Final = "RolloutFailed"
 ROLLOUT_TIMEOUT: Final = "RolloutTimeout"
 LOCK_TIMEOUT: Final = "LockTimeout"
+# the step's statement kept blocking application queries longer than safety.maxBlockedDuration
+# and was cancelled each time, until safety.lockRetries ran out
+BLOCKING_APPLICATION: Final = "BlockingApplication"
 SQL_ERROR: Final = "SqlError"
 VERIFY_FAILED: Final = "VerifyFailed"
 JOB_FAILED: Final = "JobFailed"
@@ -73,6 +76,9 @@ STEP_REVERTED: Final = "StepReverted"
 ANALYSIS_VERDICT: Final = "AnalysisVerdict"
 ARGO_CD_NOT_PAUSED: Final = "ArgoCDNotPaused"
 ARGO_CD_AUTO_SYNC_PAUSED: Final = "ArgoCDAutoSyncPaused"
+# application queries waited on a step's statement or batch past safety.maxBlockedDuration:
+# it was cancelled (and is retried)
+APPLICATION_BLOCKED: Final = "ApplicationBlocked"
 
 EVENT_REASONS: Final = (
     STARTED,
@@ -87,6 +93,7 @@ EVENT_REASONS: Final = (
     ANALYSIS_VERDICT,
     ARGO_CD_NOT_PAUSED,
     ARGO_CD_AUTO_SYNC_PAUSED,
+    APPLICATION_BLOCKED,
 )
 
 ALL_REASONS: Final = (
@@ -100,6 +107,7 @@ ALL_REASONS: Final = (
     ROLLOUT_FAILED,
     ROLLOUT_TIMEOUT,
     LOCK_TIMEOUT,
+    BLOCKING_APPLICATION,
     SQL_ERROR,
     VERIFY_FAILED,
     JOB_FAILED,
