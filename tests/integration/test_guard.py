@@ -7,7 +7,10 @@ the application's side, and the step is retried after the episode (it rolled bac
 half-applied) and succeeds once the application leaves it alone; a step that always blocks
 fails as BlockingApplication when lockRetries run out; a DDL waiting behind an application
 transaction, with application queries queued behind it, is cancelled too; a cancel that is not
-the guard's (statement_timeout) stays an SqlError.
+the guard's (statement_timeout) stays an SqlError. A backfill batch holding rows an
+application UPDATE wants is cancelled past the limit and retried at half its size (never
+larger afterwards), the episode is in the checkpoint row and the progress summary, and the
+backfill still updates every row exactly once.
 """
 
 from __future__ import annotations
@@ -24,6 +27,15 @@ from dbmigrate.api import reasons
 from dbmigrate.core.guard import BlockedSample
 from dbmigrate.core.statements import checksum
 from dbmigrate.db import executor, guard, history
+from dbmigrate.db.backfill import (
+    BackfillEvent,
+    BackfillOptions,
+    BatchDone,
+    Blocked,
+    read_backfill_progress,
+    read_checkpoints,
+    run_backfill,
+)
 
 MIGRATION = "20240101000000_guard"
 
@@ -321,3 +333,86 @@ async def test_unblocking_step_runs_guarded_without_episodes(
     assert result.ok, result.message
     assert episodes == []
     assert "c" in await columns(aconn)
+
+
+# --- backfill batches ---------------------------------------------------------------------------
+
+
+def test_backfill_batch_blocking_an_update_shrinks_and_finishes(pg_dsn: str) -> None:
+    """Each row costs the batch 2 ms (a slow `set`), so a batch of 1 000 holds its rows for
+    2 s; the application updates random rows meanwhile. The guard (500 ms) cancels the big
+    batches; they are retried at half the size until batches are short enough."""
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL DEFAULT 0, touched int "
+            "NOT NULL DEFAULT 0)"
+        )
+        conn.execute("INSERT INTO items (id) SELECT g FROM generate_series(1, 3000) g")
+        conn.execute(
+            "CREATE FUNCTION slow(x int) RETURNS int LANGUAGE sql VOLATILE "
+            "AS 'SELECT pg_sleep(0.002); SELECT x'"
+        )
+    stop = threading.Event()
+    waits: list[float] = []
+
+    def application() -> None:
+        with psycopg.connect(pg_dsn, autocommit=True, application_name="app") as app:
+            key = 0
+            while not stop.is_set():
+                key = key % 3000 + 97
+                t0 = time.monotonic()
+                app.execute("UPDATE items SET touched = touched + 1 WHERE id = %s", (key,))
+                waits.append(time.monotonic() - t0)
+                time.sleep(0.05)
+
+    thread = threading.Thread(target=application, daemon=True)
+    thread.start()
+    events: list[BackfillEvent] = []
+    opts = BackfillOptions(
+        table="items",
+        set="n = n + slow(1)",
+        batch_size=1000,
+        max_batch_size=1000,
+        target_batch_seconds=30.0,  # the sizer alone would never shrink these batches
+        checkpoint="guarded",
+        max_blocked_seconds=0.5,
+        max_retries=20,
+    )
+    try:
+        with psycopg.connect(pg_dsn, autocommit=True, application_name="dbmigrate-backfill") as c:
+            result = run_backfill(
+                c,
+                opts,
+                on_event=events.append,
+                guard_connect=lambda: psycopg.connect(
+                    pg_dsn, autocommit=True, application_name="dbmigrate-backfill guard"
+                ),
+            )
+    finally:
+        stop.set()
+        thread.join(10)
+    blocked = [e for e in events if isinstance(e, Blocked)]
+    assert blocked, "no batch was cancelled"
+    first = blocked[0]
+    assert first.batch_size == 1000
+    assert first.next_batch_size == 500
+    assert first.waiters >= 1
+    assert first.longest_wait >= 0.5
+    assert "application query waited" in first.message
+    sizes_after = [e.batch_size for e in events[events.index(first) :] if isinstance(e, BatchDone)]
+    assert sizes_after
+    assert max(sizes_after) <= 500  # the ceiling holds
+    assert max(waits) < 0.5 + 1.0, sorted(waits)[-5:]
+    assert result.rows_total == 3000
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT min(n), max(n), count(*) FROM items").fetchone() == (
+            1,
+            1,
+            3000,
+        )
+        (cp,) = read_checkpoints(conn, "guarded")
+        assert cp.blocked_episodes == len(blocked)
+        assert cp.last_blocked == blocked[-1].message
+        summary = read_backfill_progress(conn, "guarded")
+        assert summary.blocking_episodes == len(blocked)
+        assert summary.last_blocked == blocked[-1].message

@@ -40,6 +40,9 @@ class BackfillProgress(_Status):
     eta: str | None = None
     # The workers it runs with (`parallelism`, or what `auto` stood for).
     workers: int | None = None
+    # Batches the blocking guard cancelled (safety.maxBlockedDuration), and the last of them.
+    blocking_episodes: int = 0
+    last_blocked: str | None = None
 
 
 class StepStatus(_Status):

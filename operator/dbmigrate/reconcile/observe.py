@@ -90,6 +90,8 @@ class Observed:
     status: DatabaseMigrationStatus  # with plan, lint, backfill progress and analysis recorded
     dsn: str | None = None  # for redaction of whatever the pass reports
     verdict_changes: tuple[slo.VerdictChange, ...] = ()  # one event each
+    # backfill batches the blocking guard cancelled since the last pass: one event each step
+    blocked: tuple[str, ...] = ()
 
 
 async def observe(
@@ -102,10 +104,12 @@ async def observe(
 ) -> Observed:
     obs, sql, dsn = await _observe_world(platform, session, spec, status, body, lint_cache)
     status = record_lint_and_plan(spec, status, obs, sql, session.server_version)
-    status = await _record_backfill_progress(session, spec, status, dsn)
+    status, blocked = await _record_backfill_progress(session, spec, status, dsn)
     status, obs, changes, round_measured = await _measure_slo(spec, status, obs, dsn)
     status = await _record_database(platform, session, spec, status, obs, round_measured)
-    return Observed(obs=obs, sql=sql, status=status, dsn=dsn, verdict_changes=changes)
+    return Observed(
+        obs=obs, sql=sql, status=status, dsn=dsn, verdict_changes=changes, blocked=blocked
+    )
 
 
 async def _observe_world(
@@ -338,8 +342,9 @@ async def _record_backfill_progress(
     spec: DatabaseMigrationSpec,
     status: DatabaseMigrationStatus,
     dsn: str | None,
-) -> DatabaseMigrationStatus:
-    """Rows done / estimated / rate / ETA of running backfills, from their checkpoints."""
+) -> tuple[DatabaseMigrationStatus, tuple[str, ...]]:
+    """Rows done / estimated / rate / ETA of running backfills, from their checkpoints, and
+    the batches the blocking guard cancelled since the last pass (what to post as events)."""
     running = [
         s
         for s in spec.steps
@@ -348,8 +353,9 @@ async def _record_backfill_progress(
         and st.state == "Running"
     ]
     if not running or dsn is None:
-        return status
+        return status, ()
     status = status.model_copy(deep=True)
+    blocked: list[str] = []
     for step in running:
         checkpoint = backfill_checkpoint_name(spec.migration_id, step.name)
         try:
@@ -366,8 +372,16 @@ async def _record_backfill_progress(
         before = st.backfill.rows_done if st.backfill is not None else 0
         if progress.rows_done > before:
             metrics.BACKFILL_ROWS.inc(progress.rows_done - before)
+        if progress.blocking_episodes > st.blocking_episodes:
+            new = progress.blocking_episodes - st.blocking_episodes
+            metrics.BLOCKED_EPISODES.labels("backfill").inc(new)
+            st.blocking_episodes = progress.blocking_episodes
+            blocked.append(
+                f"step {step.name!r}: {progress.last_blocked} ({new} batch(es) cancelled since "
+                f"the last look, {progress.blocking_episodes} in all)"
+            )
         st.backfill = progress
-    return status
+    return status, tuple(blocked)
 
 
 async def _measure_slo(

@@ -231,6 +231,8 @@ class MigrationRunner:
         seen = await observe(self.platform, self, spec, status, body, self._lint)
         self._dsn = report.dsn = seen.dsn or self._dsn
         await report.verdict_changes(seen.verdict_changes)
+        for message in seen.blocked:
+            await report.event("Warning", reasons.APPLICATION_BLOCKED, message)
         action = d.decide(spec, seen.status, seen.obs)
         log.debug("%s/%s: %s", self.namespace, self.name, action)
         the_pass = Pass(
