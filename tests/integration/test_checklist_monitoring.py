@@ -57,3 +57,17 @@ async def test_the_cache_measures_once_per_spec(
     other = await cache.facts(analysis(prometheus.url, ("rps", query)), datetime.now(UTC))
     assert other is not first
     assert set(other.baselines) == {"rps"}
+
+
+async def test_an_sql_metric_is_measured_in_the_database(pg_dsn: str) -> None:
+    spec = Analysis.model_validate(
+        {
+            "metrics": [
+                {"name": "ok", "sql": "SELECT 42", "max": 100},
+                {"name": "null", "sql": "SELECT NULL::int", "max": 1},
+            ]
+        }
+    )
+    facts = await measure_monitoring(spec, datetime.now(UTC), pg_dsn)
+    assert facts.baselines == {"ok": 42.0}
+    assert set(facts.problems) == {"null"}

@@ -31,6 +31,9 @@ BACKING_UP: Final = "BackingUp"  # the backup Job runs; the step it guards waits
 ROLLOUT_FAILED: Final = "RolloutFailed"
 ROLLOUT_TIMEOUT: Final = "RolloutTimeout"
 LOCK_TIMEOUT: Final = "LockTimeout"
+# the step's statement kept blocking application queries longer than safety.maxBlockedDuration
+# and was cancelled each time, until safety.lockRetries ran out
+BLOCKING_APPLICATION: Final = "BlockingApplication"
 SQL_ERROR: Final = "SqlError"
 VERIFY_FAILED: Final = "VerifyFailed"
 JOB_FAILED: Final = "JobFailed"
@@ -90,6 +93,9 @@ REHEARSAL_PASSED: Final = "RehearsalPassed"
 BACKUP_STARTED: Final = "BackupStarted"
 BACKUP_SUCCEEDED: Final = "BackupSucceeded"
 BACKUP_SKIPPED: Final = "BackupSkipped"
+# application queries waited on a step's statement or batch past safety.maxBlockedDuration:
+# it was cancelled (and is retried)
+APPLICATION_BLOCKED: Final = "ApplicationBlocked"
 
 EVENT_REASONS: Final = (
     STARTED,
@@ -108,6 +114,7 @@ EVENT_REASONS: Final = (
     BACKUP_STARTED,
     BACKUP_SUCCEEDED,
     BACKUP_SKIPPED,
+    APPLICATION_BLOCKED,
 )
 
 ALL_REASONS: Final = (
@@ -124,6 +131,7 @@ ALL_REASONS: Final = (
     ROLLOUT_FAILED,
     ROLLOUT_TIMEOUT,
     LOCK_TIMEOUT,
+    BLOCKING_APPLICATION,
     SQL_ERROR,
     VERIFY_FAILED,
     JOB_FAILED,

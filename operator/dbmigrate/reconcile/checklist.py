@@ -1,5 +1,6 @@
-"""The checklist's facts that need I/O: whether the analysis can measure (Prometheus answers and
-every metric has a baseline). `core.checklist` judges them with the rest.
+"""The checklist's facts that need I/O: whether the analysis can measure (Prometheus answers,
+the database answers an sql metric, every metric has a baseline). `core.checklist` judges them
+with the rest.
 
 Measured only before the start (after it, the analysis itself measures) and at most every
 `MONITORING_MAX_AGE` seconds while the migration waits, so that a migration waiting for its
@@ -19,21 +20,39 @@ from dbmigrate.core import slo
 from dbmigrate.core.actions import Observation
 from dbmigrate.core.checklist import ChecklistFacts, MonitoringFacts, approval_of
 from dbmigrate.core.checklist import evaluate_checklist as judge
+from dbmigrate.core.slo import QueryResult
+from dbmigrate.db.measurements import measure_sql_metrics
 from dbmigrate.prom.client import PrometheusClient
 
 MONITORING_MAX_AGE = 30.0
 
 
-async def measure_monitoring(analysis: Analysis, now: datetime) -> MonitoringFacts:
-    """Each metric's baseline over `baselineWindow` ending now, as the start would take it."""
+async def measure_monitoring(
+    analysis: Analysis, now: datetime, dsn: str | None = None
+) -> MonitoringFacts:
+    """Each metric's baseline as the start would take it: a PromQL metric's average over
+    `baselineWindow` ending now, an sql metric's value in the database now."""
     start, end = slo.baseline_window(analysis, now)
-    async with PrometheusClient(analysis.prometheus.address) as prom:
-        results = await asyncio.gather(
-            *(prom.query_average(m.query, start, end) for m in analysis.metrics)
-        )
+    promql = [m for m in analysis.metrics if m.query is not None]
+    sql = {m.name: m.sql for m in analysis.metrics if m.sql is not None}
+    results: dict[str, QueryResult] = {}
+    if promql and analysis.prometheus is not None:
+        async with PrometheusClient(analysis.prometheus.address) as prom:
+            averages = await asyncio.gather(
+                *(prom.query_average(m.query or "", start, end) for m in promql)
+            )
+        results.update({m.name: r for m, r in zip(promql, averages, strict=True)})
+    if sql:
+        if dsn is None:
+            results.update(
+                {n: QueryResult.failed("the database's DSN is not readable") for n in sql}
+            )
+        else:
+            results.update(await measure_sql_metrics(dsn, sql))
     baselines: dict[str, float] = {}
     problems: dict[str, str] = {}
-    for metric, result in zip(analysis.metrics, results, strict=True):
+    for metric in analysis.metrics:
+        result = results.get(metric.name) or QueryResult.failed("not measured")
         if result.usable and result.value is not None:
             baselines[metric.name] = result.value
         else:
@@ -49,11 +68,13 @@ class MonitoringCache:
         self._at = 0.0
         self._facts: MonitoringFacts | None = None
 
-    async def facts(self, analysis: Analysis, now: datetime) -> MonitoringFacts:
+    async def facts(
+        self, analysis: Analysis, now: datetime, dsn: str | None = None
+    ) -> MonitoringFacts:
         key = analysis.model_dump_json()
         fresh = time.monotonic() - self._at < MONITORING_MAX_AGE
         if self._facts is None or key != self._key or not fresh:
-            self._facts = await measure_monitoring(analysis, now)
+            self._facts = await measure_monitoring(analysis, now, dsn)
             self._key, self._at = key, time.monotonic()
         return self._facts
 
@@ -64,11 +85,12 @@ async def evaluate_checklist(
     obs: Observation,
     metadata: dict[str, Any],
     cache: MonitoringCache,
+    dsn: str | None = None,
 ) -> ChecklistStatus:
     """The checklist as it stands this pass."""
     monitoring = None
     if spec.analysis is not None and status.started_at is None:
-        monitoring = await cache.facts(spec.analysis, obs.now)
+        monitoring = await cache.facts(spec.analysis, obs.now, dsn)
     facts = ChecklistFacts(
         lint_errors=obs.lint_errors,
         lint_findings=len(obs.lint_findings),

@@ -135,6 +135,8 @@ async def run_step(p: Pass, action: d.RunStep) -> float:
         st.message = f"lock not available for {what}; retry {n}/{spec.safety.lock_retries}"
         await p.report.save(status, reasons.STEP_RUNNING, st.message)
 
+    on_blocked = _blocked_reporter(p, step.name, reasons.STEP_RUNNING)
+
     result = await p.database.apply_sql(
         migration_id=spec.migration_id,
         step=step.name,
@@ -146,6 +148,7 @@ async def run_step(p: Pass, action: d.RunStep) -> float:
         limits=limits_of(spec),
         verify=step.verify,
         on_lock_retry=on_lock_retry,
+        on_blocked=on_blocked,
     )
     if result.ok:
         failpoints.hit("runner.history-written")
@@ -153,6 +156,21 @@ async def run_step(p: Pass, action: d.RunStep) -> float:
         return 0.0
     failure = d.fail_step(spec, step.name, result.reason or reasons.SQL_ERROR, result.message)
     return await fail_step(p, failure)
+
+
+def _blocked_reporter(p: Pass, step: str, reason: str) -> Callable[[int, str], Awaitable[None]]:
+    """What the runner does when the blocking guard cancelled a statement of `step`: count it
+    (status, metric), say so in status and as an event."""
+
+    async def on_blocked(_attempt: int, text: str) -> None:
+        st = p.step_status(step)
+        metrics.BLOCKED_EPISODES.labels("sql").inc()
+        st.blocking_episodes += 1
+        st.message = text
+        await p.report.save(p.status, reason, f"step {step!r}: {text}")
+        await p.report.event("Warning", reasons.APPLICATION_BLOCKED, f"step {step!r}: {text}")
+
+    return on_blocked
 
 
 async def record_step(p: Pass, action: d.RecordStep) -> float:
@@ -328,6 +346,7 @@ async def revert_step(p: Pass, action: d.RevertStep) -> float:
         mode=step.sql.transaction if step.sql else "Auto",
         checksum=checksum(down),
         limits=limits_of(spec),
+        on_blocked=_blocked_reporter(p, step.name, reasons.ROLLING_BACK),
     )
     st = p.step_status(step.name)
     if not result.ok:
