@@ -297,7 +297,7 @@ CASES = [
     pytest.param(set_path("spec.suspend", "yes"), "spec.suspend", id="suspend-not-bool"),
     pytest.param(
         set_path("spec.checklist", {"require": ["Approval", "Approval"]}),
-        "spec.checklist.require[1]",
+        "checklist.require names each item once",
         id="checklist-item-twice",
     ),
     pytest.param(

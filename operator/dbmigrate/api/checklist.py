@@ -13,7 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field
 
-from dbmigrate.api.schema import APPROVAL_ANNOTATION, Model
+from dbmigrate.api.schema import APPROVAL_ANNOTATION, Model, cel_rules
 
 ChecklistItemName = Literal["Lint", "Rehearsal", "Backup", "RollbackPlan", "Monitoring", "Approval"]
 # The order the items are shown in: the seed's checklist order.
@@ -44,7 +44,12 @@ class Checklist(Model):
                 "set, Prometheus answers and every metric has a baseline. Approval: the "
                 f"{APPROVAL_ANNOTATION} annotation names who approved."
             ),
-            json_schema_extra={"x-kubernetes-list-type": "set"},
+            json_schema_extra=cel_rules(
+                {
+                    "rule": "self.all(x, self.filter(y, y == x).size() == 1)",
+                    "message": "checklist.require names each item once",
+                }
+            ),
         ),
     ]
 
