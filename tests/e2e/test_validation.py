@@ -270,6 +270,26 @@ CASES = [
         id="negative-lock-retries",
     ),
     pytest.param(set_path("spec.suspend", "yes"), "spec.suspend", id="suspend-not-bool"),
+    pytest.param(
+        set_path("spec.rehearsal", {"sampleRows": 2_000_000}),
+        "spec.rehearsal.sampleRows",
+        id="rehearsal-too-many-sample-rows",
+    ),
+    pytest.param(
+        set_path("spec.rehearsal", {"sampleRows": -1}),
+        "spec.rehearsal.sampleRows",
+        id="rehearsal-negative-sample-rows",
+    ),
+    pytest.param(
+        set_path("spec.rehearsal", {"timeout": "30s"}),
+        "rehearsal.timeout must be between 1m and 24h",
+        id="rehearsal-timeout-too-short",
+    ),
+    pytest.param(
+        set_path("spec.rehearsal", {"dsnSecretRef": {"name": "staging"}}),
+        "spec.rehearsal.dsnSecretRef.key",
+        id="rehearsal-secret-without-key",
+    ),
 ]
 
 
@@ -289,6 +309,13 @@ def dry_run(cluster: Cluster, namespace: str, manifest: dict[str, Any]) -> tuple
 
 def test_the_valid_base_is_accepted(cluster: Cluster, namespace: str) -> None:
     code, out = dry_run(cluster, namespace, VALID)
+    assert code == 0, out
+
+
+def test_a_rehearsal_is_accepted(cluster: Cluster, namespace: str) -> None:
+    manifest = copy.deepcopy(VALID)
+    set_path("spec.rehearsal", {"sampleRows": 0, "timeout": "24h"})(manifest)
+    code, out = dry_run(cluster, namespace, manifest)
     assert code == 0, out
 
 
