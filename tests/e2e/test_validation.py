@@ -208,7 +208,7 @@ CASES = [
     ),
     pytest.param(
         set_path("spec.analysis.prometheus", DELETE),
-        "spec.analysis.prometheus",
+        "analysis.prometheus is required when a metric has a query",
         id="analysis-without-prometheus",
     ),
     pytest.param(
@@ -313,6 +313,26 @@ CASES = [
         "checklist item Monitoring needs spec.analysis",
         id="checklist-monitoring-without-analysis",
     ),
+    pytest.param(
+        set_path("spec.rehearsal", {"sampleRows": 2_000_000}),
+        "spec.rehearsal.sampleRows",
+        id="rehearsal-too-many-sample-rows",
+    ),
+    pytest.param(
+        set_path("spec.rehearsal", {"sampleRows": -1}),
+        "spec.rehearsal.sampleRows",
+        id="rehearsal-negative-sample-rows",
+    ),
+    pytest.param(
+        set_path("spec.rehearsal", {"timeout": "30s"}),
+        "rehearsal.timeout must be between 1m and 24h",
+        id="rehearsal-timeout-too-short",
+    ),
+    pytest.param(
+        set_path("spec.rehearsal", {"dsnSecretRef": {"name": "staging"}}),
+        "spec.rehearsal.dsnSecretRef.key",
+        id="rehearsal-secret-without-key",
+    ),
 ]
 
 
@@ -341,6 +361,13 @@ def test_sql_metrics_need_no_prometheus(cluster: Cluster, namespace: str) -> Non
         "metrics": [{"name": "nulls", "sql": "SELECT count(*) FROM users", "max": 0}]
     }
     manifest["spec"]["safety"] = {"maxBlockedDuration": "500ms"}
+    code, out = dry_run(cluster, namespace, manifest)
+    assert code == 0, out
+
+
+def test_a_rehearsal_is_accepted(cluster: Cluster, namespace: str) -> None:
+    manifest = copy.deepcopy(VALID)
+    set_path("spec.rehearsal", {"sampleRows": 0, "timeout": "24h"})(manifest)
     code, out = dry_run(cluster, namespace, manifest)
     assert code == 0, out
 

@@ -21,7 +21,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 import psycopg
 from psycopg import sql as pgsql
@@ -320,7 +319,7 @@ class _Rehearsal:
         for step in plan.round_trip:
             if step.verify:
                 await self.verify(step)
-        if plan.round_trip and plan.irreversible:
+        if plan.irreversible:
             raise _Failed(plan.irreversible)
         for step in reversed(plan.round_trip):
             await self.down(step)
@@ -424,12 +423,3 @@ async def _drop_quietly(req: RehearsalRequest) -> None:
     rehearsal of the migration drops the leftover before it starts)."""
     with contextlib.suppress(RehearsalUnavailable, psycopg.Error, OSError):
         await asyncio.shield(drop_scratch(req.server, req.database))
-
-
-def describe(req: RehearsalRequest) -> dict[str, Any]:
-    """Where the rehearsal runs, safe to show (no DSN)."""
-    return {
-        "database": req.database,
-        "server": "rehearsal.dsnSecretRef" if req.server_dsn else "the migration's server",
-        "sampleRows": req.sample_rows,
-    }
