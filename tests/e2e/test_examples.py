@@ -4,8 +4,10 @@ admission refuses any pod of a backfill or tool Job that does not meet it).
 
 Only what cannot be the same here is adapted: the namespace; the Prometheus address and the
 app's job label (the test app stands in for shop-api); `settle` shortened; the alembic image
-mapped to the alembic on this machine. The test plays the CD system: when a migration waits for
-a new shop-api image, it rolls that image out. Each example's result is checked in PostgreSQL.
+mapped to the alembic on this machine; the backup's S3 endpoint and bucket (a SeaweedFS server).
+The test plays the CD system: when a migration waits for a new shop-api image, it rolls that
+image out; and the approver: when the checklist waits only for the approval, it approves. Each
+example's result is checked in PostgreSQL, and its rehearsal, backup and checklist in status.
 """
 
 from __future__ import annotations
@@ -73,8 +75,15 @@ RESULTS = {
 }
 
 
-def adapt(doc: dict[str, Any], namespace: str, prometheus: Any, app: Any) -> dict[str, Any]:
+def adapt(
+    doc: dict[str, Any], namespace: str, prometheus: Any, app: Any, s3: Any = None
+) -> dict[str, Any]:
     doc["metadata"]["namespace"] = namespace
+    backup = doc["spec"].get("backup") or {}
+    if "s3" in backup:
+        backup["s3"]["endpoint"] = s3.endpoint
+        backup["s3"]["bucket"] = s3.bucket
+        backup["s3"].pop("region", None)
     analysis = doc["spec"].get("analysis")
     if analysis:
         analysis["prometheus"]["address"] = prometheus.url
@@ -142,6 +151,7 @@ def test_example_applies(
     local_executor: Cluster,
     prometheus: Any,
     start_test_app: Callable[..., Any],
+    request: pytest.FixtureRequest,
 ) -> None:
     cluster.kubectl(
         "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted"
@@ -163,8 +173,12 @@ def test_example_applies(
         cluster.apply(restricted_deployment(namespace, "registry.example.com/shop-api:v1"))
         cluster.kubectl("rollout", "status", "deploy/shop-api", "-n", namespace, "--timeout=60s")
     app = start_test_app(error_ratio=0.0) if doc["spec"].get("analysis") else None
+    s3 = None
+    if "s3" in (doc["spec"].get("backup") or {}):
+        s3 = _s3_for(request, cluster, namespace, doc["spec"]["backup"]["s3"])
     name = doc["metadata"]["name"]
-    cluster.apply(adapt(doc, namespace, prometheus, app))
+    cluster.apply(adapt(doc, namespace, prometheus, app, s3))
+    approve = "Approval" in ((doc["spec"].get("checklist") or {}).get("require") or [])
     images = {
         s["name"]: s["awaitRollout"].get("image")
         for s in doc["spec"]["steps"]
@@ -183,6 +197,11 @@ def test_example_applies(
                     "-n",
                     namespace,
                 )
+        checklist = st.get("checklist") or {}
+        if approve and checklist.get("missing") == ["Approval"]:
+            cluster.kubectl(
+                "annotate", "dbm", name, "-n", namespace, "dbmigrate.io/approved-by=e2e-approver"
+            )
         return st if st.get("phase") in ("Succeeded", "Failed", "RolledBack") else None
 
     final = wait_for(done_or_roll_out, 240, f"{example} to finish", interval=0.5)
@@ -194,3 +213,36 @@ def test_example_applies(
             "SELECT step FROM dbmigrate.history WHERE direction = 'up' ORDER BY id"
         ).fetchall()
     assert [r[0] for r in rows] == steps
+    if "rehearsal" in doc["spec"]:
+        assert final["rehearsal"]["result"] == "Passed"
+    if "backup" in doc["spec"]:
+        assert final["backup"]["state"] == "Succeeded"
+        assert final["backup"]["location"].startswith(f"s3://{s3.bucket}/")
+    if "checklist" in doc["spec"]:
+        assert final["checklist"]["complete"] is True
+        assert final["checklist"]["approvedBy"] == "e2e-approver"
+
+
+class _S3Target:
+    def __init__(self, endpoint: str, bucket: str) -> None:
+        self.endpoint, self.bucket = endpoint, bucket
+
+
+def _s3_for(
+    request: pytest.FixtureRequest, cluster: Cluster, namespace: str, s3: dict[str, Any]
+) -> _S3Target:
+    """A SeaweedFS bucket and the example's credentials Secret pointing at it."""
+    server = request.getfixturevalue("seaweed_s3")
+    bucket = request.getfixturevalue("s3_bucket")
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": s3["credentialsSecretRef"]["name"], "namespace": namespace},
+            "stringData": {
+                "accessKeyId": server.access_key,
+                "secretAccessKey": server.secret_key,
+            },
+        }
+    )
+    return _S3Target(server.endpoint, bucket)
