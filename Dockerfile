@@ -1,5 +1,5 @@
-# The dbmigrate image: the operator (`dbmigrate run`) and the backfill worker its Jobs run
-# (`dbmigrate backfill`). Build: docker build -t dbmigrate:0.1.0 .
+# The dbmigrate image: the operator (`dbmigrate run`) and the workers its Jobs run
+# (`dbmigrate backfill`, `dbmigrate backup`). Build: docker build -t dbmigrate:0.1.0 .
 #
 # Runs as a non-root user (65532) on a read-only root filesystem: nothing is written outside
 # /tmp at run time (bytecode is compiled at build time, PYTHONDONTWRITEBYTECODE stops the rest).
@@ -47,6 +47,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HOME=/tmp \
     TMPDIR=/tmp
+
+# The PostgreSQL client tools of the backup Job (pg_dump, pg_restore): Debian bookworm's 15.
+# pg_dump cannot dump a server of a newer major version; the backup worker compares the versions
+# first and refuses with "server N is newer than pg_dump 15 in this image".
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends postgresql-client-15 \
+    && rm -rf /var/lib/apt/lists/* \
+    && pg_dump --version
 
 # Only wheels, never the build tree, installed offline: first the dependencies (a layer that
 # survives changes to our code), then the project. The user has a passwd entry: kopf names the
