@@ -38,7 +38,14 @@ COPY pyproject.toml README.md ./
 COPY operator/dbmigrate ./operator/dbmigrate
 RUN pip wheel --no-deps --no-build-isolation --no-index --wheel-dir /dist .
 
-# --- stage 3: the runtime image ----------------------------------------------------------------
+# --- stage 3: the PostgreSQL client tools, whose binaries stage 4 takes (without the Perl of
+# Debian's postgresql-client-common wrappers) ----------------------------------------------------
+FROM ${BASE_IMAGE} AS pgclient
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends postgresql-client-15
+
+# --- stage 4: the runtime image ----------------------------------------------------------------
 FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -48,14 +55,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     HOME=/tmp \
     TMPDIR=/tmp
 
-# The PostgreSQL client tools of the backup Job (pg_dump, pg_restore): Debian bookworm's 15.
-# pg_dump cannot dump a server of a newer major version; the backup worker compares the versions
-# first and refuses with "server N is newer than pg_dump 15 in this image".
+# The PostgreSQL client tools of the backup Job (pg_dump, pg_restore, from stage 3): Debian
+# bookworm's 15, with libpq. pg_dump cannot dump a server of a newer major version; the backup
+# worker compares the versions first and refuses with "server N is newer than pg_dump 15 in this
+# image". apt's lists and caches are not kept.
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends postgresql-client-15 \
-    && rm -rf /var/lib/apt/lists/* \
-    && pg_dump --version
+    && apt-get install -y --no-install-recommends libpq5 \
+    && apt-get clean \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
+RUN --mount=type=bind,from=pgclient,source=/usr/lib/postgresql/15/bin,target=/pgclient \
+    cp /pgclient/pg_dump /pgclient/pg_restore /usr/local/bin/ \
+    && pg_dump --version && pg_restore --version
 
 # Only wheels, never the build tree, installed offline: first the dependencies (a layer that
 # survives changes to our code), then the project. The user has a passwd entry: kopf names the
