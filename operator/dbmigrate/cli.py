@@ -1,4 +1,5 @@
-"""The `dbmigrate` command: `run` (the operator), `lint`, `plan`, `apply`, `backfill`, `backup`.
+"""The `dbmigrate` command: `run` (the operator), `lint`, `plan`, `apply`, `rehearse`, `backfill`,
+`backup`.
 
 Each subcommand lives in its own module under `dbmigrate.commands` and exposes
 `register(subparsers)`; this module only assembles them.
@@ -12,7 +13,7 @@ import sys
 
 from dbmigrate import __version__
 
-SUBCOMMANDS = ("run", "lint", "plan", "apply", "backfill", "backup")
+SUBCOMMANDS = ("run", "lint", "plan", "apply", "rehearse", "backfill", "backup")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

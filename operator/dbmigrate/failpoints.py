@@ -34,6 +34,8 @@ POINTS: dict[str, str] = {
     "rollback.before-final-status": "every down committed; the final status not written",
     "backfill.batch-committed": "a backfill batch and its checkpoint committed; the next batch "
     "not started",
+    "rehearsal.scratch-filled": "a rehearsal's scratch database created and filled; no step "
+    "run there, no verdict recorded",
 }
 
 

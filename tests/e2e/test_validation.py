@@ -265,11 +265,54 @@ CASES = [
         id="statement-timeout-too-short",
     ),
     pytest.param(
+        set_path("spec.safety", {"maxBlockedDuration": "50ms"}),
+        "safety.maxBlockedDuration must be between 100ms and 10m",
+        id="max-blocked-too-short",
+    ),
+    pytest.param(
+        set_path("spec.safety", {"maxBlockedDuration": "11m"}),
+        "safety.maxBlockedDuration must be between 100ms and 10m",
+        id="max-blocked-too-long",
+    ),
+    pytest.param(
+        set_path("spec.analysis.metrics.0.sql", "SELECT 1"),
+        "each analysis metric needs exactly one of query (PromQL) and sql",
+        id="metric-query-and-sql",
+    ),
+    pytest.param(
+        set_path("spec.analysis.metrics.0.query", DELETE),
+        "each analysis metric needs exactly one of query (PromQL) and sql",
+        id="metric-neither-query-nor-sql",
+    ),
+    pytest.param(
+        set_path("spec.analysis.prometheus", DELETE),
+        "analysis.prometheus is required when a metric has a query (PromQL)",
+        id="query-without-prometheus",
+    ),
+    pytest.param(
         set_path("spec.safety", {"lockRetries": -1}),
         "spec.safety.lockRetries",
         id="negative-lock-retries",
     ),
     pytest.param(set_path("spec.suspend", "yes"), "spec.suspend", id="suspend-not-bool"),
+    pytest.param(
+        set_path("spec.checklist", {"require": ["Approval", "Approval"]}),
+        "checklist.require names each item once",
+        id="checklist-item-twice",
+    ),
+    pytest.param(
+        set_path("spec.checklist", {"require": ["Smoke"]}),
+        "spec.checklist.require[0]",
+        id="checklist-unknown-item",
+    ),
+    pytest.param(
+        lambda m: (
+            m["spec"].pop("analysis"),
+            m["spec"].update(checklist={"require": ["Monitoring"]}),
+        ),
+        "checklist item Monitoring needs spec.analysis",
+        id="checklist-monitoring-without-analysis",
+    ),
 ]
 
 
@@ -289,6 +332,16 @@ def dry_run(cluster: Cluster, namespace: str, manifest: dict[str, Any]) -> tuple
 
 def test_the_valid_base_is_accepted(cluster: Cluster, namespace: str) -> None:
     code, out = dry_run(cluster, namespace, VALID)
+    assert code == 0, out
+
+
+def test_sql_metrics_need_no_prometheus(cluster: Cluster, namespace: str) -> None:
+    manifest = copy.deepcopy(VALID)
+    manifest["spec"]["analysis"] = {
+        "metrics": [{"name": "nulls", "sql": "SELECT count(*) FROM users", "max": 0}]
+    }
+    manifest["spec"]["safety"] = {"maxBlockedDuration": "500ms"}
+    code, out = dry_run(cluster, namespace, manifest)
     assert code == 0, out
 
 

@@ -150,6 +150,33 @@ def test_sizer_after_timeout_then_recovers_gradually() -> None:
     assert 50_000 < sizer.size <= 100_000
 
 
+@pytest.mark.parametrize(
+    ("sizes", "expected"),
+    [
+        pytest.param([1000], 500, id="halves"),
+        pytest.param([1000, 500], 250, id="halves-again"),
+        pytest.param([1], 1, id="floors-at-one"),
+    ],
+)
+def test_sizer_after_blocking_halves(sizes: list[int], expected: int) -> None:
+    sizer = BatchSizer(size=sizes[0], max_size=100_000, target_seconds=0.5)
+    for _ in sizes:
+        sizer = sizer.after_blocking()
+    assert sizer.size == expected
+    assert sizer.blocked_ceiling == expected
+
+
+def test_sizer_after_blocking_never_grows_past_the_ceiling() -> None:
+    """A batch holds its rows' locks until it commits: after a blocking episode the sizer does
+    not grow back to the size that blocked, however fast batches are."""
+    sizer = BatchSizer(size=1000, max_size=100_000, target_seconds=0.5).after_blocking()
+    for _ in range(10):
+        sizer = sizer.after_batch(sizer.size, 0.001)  # very fast: would grow 2x a batch
+    assert sizer.size == 500
+    assert sizer.after_timeout().size == 250
+    assert sizer.after_timeout().after_batch(250, 0.001).size == 500
+
+
 # ---------------------------------------------------------------------------------------------
 # timeouts, retries, throttling
 

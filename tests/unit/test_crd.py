@@ -15,7 +15,7 @@ import yaml
 from pydantic import ValidationError
 
 from dbmigrate.api.crd import build_crd, render_crd_yaml
-from dbmigrate.api.models import DatabaseMigration, Safety
+from dbmigrate.api.models import Analysis, DatabaseMigration, Safety
 
 ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / "dbmigrate.io_databasemigrations.yaml"
@@ -54,6 +54,7 @@ def test_names_columns_and_subresources() -> None:
         pytest.param(("safety", "lockTimeout"), "1s", id="lock-timeout"),
         pytest.param(("safety", "lockRetries"), 30, id="lock-retries"),
         pytest.param(("safety", "lint"), "Enforce", id="lint"),
+        pytest.param(("safety", "maxBlockedDuration"), "2s", id="max-blocked-duration"),
         pytest.param(("rollback", "policy"), "Automatic", id="policy"),
         pytest.param(("rollback", "argoCD", "pauseAutoSync"), True, id="argocd"),
         pytest.param(("analysis", "interval"), "30s", id="interval"),
@@ -120,6 +121,10 @@ def test_examples_are_valid_migrations(example: Path) -> None:
         pytest.param({"statementTimeout": "24h"}, True, id="statement-timeout-a-day"),
         pytest.param({"statementTimeout": "25h"}, False, id="statement-timeout-over-a-day"),
         pytest.param({"statementTimeout": "50ms"}, False, id="statement-timeout-too-short"),
+        pytest.param({"maxBlockedDuration": "100ms"}, True, id="max-blocked-lowest"),
+        pytest.param({"maxBlockedDuration": "10m"}, True, id="max-blocked-highest"),
+        pytest.param({"maxBlockedDuration": "50ms"}, False, id="max-blocked-too-short"),
+        pytest.param({"maxBlockedDuration": "1h"}, False, id="max-blocked-too-long"),
     ],
 )
 def test_safety_timeouts_are_bounded_without_the_api_server_too(
@@ -131,3 +136,45 @@ def test_safety_timeouts_are_bounded_without_the_api_server_too(
     else:
         with pytest.raises(ValidationError, match="must be between"):
             Safety.model_validate(safety)
+
+
+@pytest.mark.parametrize(
+    ("analysis", "error"),
+    [
+        pytest.param(
+            {"metrics": [{"name": "nulls", "sql": "SELECT 0", "max": 0}]}, None, id="sql-only"
+        ),
+        pytest.param(
+            {
+                "prometheus": {"address": "http://p:9090"},
+                "metrics": [
+                    {"name": "nulls", "sql": "SELECT 0", "max": 0},
+                    {"name": "errors", "query": "sum(x)", "max": 1},
+                ],
+            },
+            None,
+            id="both-kinds",
+        ),
+        pytest.param(
+            {"metrics": [{"name": "errors", "query": "sum(x)", "max": 1}]},
+            "analysis.prometheus is required",
+            id="query-without-prometheus",
+        ),
+        pytest.param(
+            {"metrics": [{"name": "m", "query": "sum(x)", "sql": "SELECT 1", "max": 1}]},
+            "exactly one of query",
+            id="query-and-sql",
+        ),
+        pytest.param({"metrics": [{"name": "m", "max": 1}]}, "exactly one of query", id="neither"),
+    ],
+)
+def test_metric_sources_without_the_api_server_too(
+    analysis: dict[str, object], error: str | None
+) -> None:
+    """The models hold the same rules as the CRD's CEL: one source a metric, Prometheus when a
+    metric has a PromQL query."""
+    if error is None:
+        Analysis.model_validate(analysis)
+    else:
+        with pytest.raises(ValidationError, match=error):
+            Analysis.model_validate(analysis)

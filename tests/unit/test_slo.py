@@ -4,6 +4,7 @@ Covers:
 - query results: finite values, NaN, +/-Inf, errors;
 - one metric against each threshold kind (max, min, maxRatioToBaseline), combinations, and
   every way a value or a baseline can be unusable (empty, NaN, error, missing/zero baseline);
+  an `sql:` metric is judged the same way and shows its SQL instead of a query;
 - rounds: consecutive failed / inconclusive counters, resets, failureLimit, inconclusiveLimit
   with each onInconclusive mode, and the reason texts;
 - baselines: recorded once, kept, pruned, and which metrics still need one;
@@ -269,6 +270,49 @@ def test_evaluate_metric(
     assert measurement.metric == "error-rate"
     assert measurement.query == ERR_QUERY
     assert measurement.at == "2024-01-15T12:00:00Z"
+
+
+SQL_NULLS = "SELECT count(*) FROM users WHERE email_verified IS NULL"
+
+
+@pytest.mark.parametrize(
+    ("thresholds", "result", "baseline", "verdict", "message"),
+    [
+        pytest.param({"max": 0}, QueryResult.of(0), None, "Successful", "0 <= max 0", id="ok"),
+        pytest.param({"max": 0}, QueryResult.of(3), None, "Failed", "3 > max 0", id="breach"),
+        pytest.param(
+            {"max": 0}, QueryResult.failed("sql returned NULL"), None,
+            "Inconclusive", "sql returned NULL", id="null",
+        ),
+        pytest.param(
+            {"maxRatioToBaseline": 2}, QueryResult.of(50), QueryResult.of(10),
+            "Failed", "50 > max 2x baseline 10 = 20", id="ratio-to-start-value",
+        ),
+    ],
+)  # fmt: skip
+def test_sql_metric_is_judged_like_a_query(
+    thresholds: dict[str, float],
+    result: QueryResult,
+    baseline: QueryResult | None,
+    verdict: str,
+    message: str,
+) -> None:
+    m = Metric.model_validate({"name": "nulls", "sql": SQL_NULLS, **thresholds})
+    measurement = evaluate_metric(m, result, baseline, AT)
+    assert (measurement.result, measurement.message) == (verdict, message)
+    assert measurement.sql == SQL_NULLS
+    assert measurement.query is None
+
+
+def test_sql_only_analysis_rolls_back_after_failure_limit() -> None:
+    a = Analysis.model_validate(
+        {"failureLimit": 2, "metrics": [{"name": "nulls", "sql": SQL_NULLS, "max": 0}]}
+    )
+    first = evaluate_round(a, None, {"nulls": QueryResult.of(5)}, AT)
+    assert isinstance(first.decision, Continue)
+    second = evaluate_round(a, first.status, {"nulls": QueryResult.of(7)}, AT)
+    assert isinstance(second.decision, Rollback)
+    assert second.decision.reason == "nulls 7 > max 0 (2 consecutive)"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from dbmigrate.api.backup import Backup
+from dbmigrate.api.checklist import Checklist
 from dbmigrate.api.durations import parse_duration
+from dbmigrate.api.rehearsal import Rehearsal, RehearsalStatus
 from dbmigrate.api.schema import (
+    APPROVAL_ANNOTATION,
     DNS_LABEL,
     DNS_SUBDOMAIN,
     GROUP,
@@ -37,6 +40,7 @@ from dbmigrate.api.status import (
     ArgoCDRollbackStatus,
     BackfillProgress,
     Condition,
+    DatabaseMeasurements,
     DatabaseMigrationStatus,
     LintFinding,
     Measurement,
@@ -48,6 +52,7 @@ from dbmigrate.api.status import (
 from dbmigrate.api.steps import PodTemplate, SecretKeyRef, Step
 
 __all__ = [
+    "APPROVAL_ANNOTATION",
     "GROUP",
     "KIND",
     "PLURAL",
@@ -62,7 +67,9 @@ __all__ = [
     "ArgoCDRollbackStatus",
     "BackfillProgress",
     "Backup",
+    "Checklist",
     "Condition",
+    "DatabaseMeasurements",
     "DatabaseMigration",
     "DatabaseMigrationSpec",
     "DatabaseMigrationStatus",
@@ -72,6 +79,8 @@ __all__ = [
     "Model",
     "Phase",
     "PodTemplate",
+    "Rehearsal",
+    "RehearsalStatus",
     "RollbackStatus",
     "Safety",
     "Step",
@@ -120,7 +129,7 @@ class PrometheusRef(Model):
 
 
 class Metric(Model):
-    """One PromQL query and its thresholds."""
+    """One measurement and its thresholds: a PromQL query, or SQL in the target database."""
 
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
@@ -129,11 +138,29 @@ class Metric(Model):
                 "message": "each analysis metric needs at least one of max, min, "
                 "maxRatioToBaseline",
             },
+            {
+                "rule": "has(self.query) != has(self.sql)",
+                "message": "each analysis metric needs exactly one of query (PromQL) and sql",
+            },
         )
     )
 
     name: Annotated[str, Field(max_length=63, pattern=DNS_LABEL)]
-    query: Annotated[str, Field(min_length=1, description="PromQL instant query.")]
+    query: Annotated[
+        str | None,
+        Field(default=None, min_length=1, description="PromQL instant query (needs prometheus)."),
+    ]
+    sql: Annotated[
+        str | None,
+        Field(
+            default=None,
+            min_length=1,
+            max_length=10000,
+            description="One read-only SQL statement returning one row with one number, run in "
+            "the migration's database on a read-only session of its own (statement_timeout "
+            "5s). NULL, no row or an error is Inconclusive.",
+        ),
+    ]
     max: Annotated[float | None, Field(default=None, description="Fail when value > max.")]
     min: Annotated[float | None, Field(default=None, description="Fail when value < min.")]
     max_ratio_to_baseline: Annotated[
@@ -141,14 +168,24 @@ class Metric(Model):
         Field(
             default=None,
             gt=0,
-            description="Fail when value > ratio x baseline (the query over baselineWindow "
-            "ending when the migration started).",
+            description="Fail when value > ratio x baseline. A query's baseline is the query "
+            "averaged over baselineWindow ending when the migration started; an sql metric has "
+            "no history, so its baseline is its value measured when the migration started, "
+            "before the first step.",
         ),
     ]
 
+    @model_validator(mode="after")
+    def _one_source(self) -> Metric:
+        if (self.query is None) == (self.sql is None):
+            raise ValueError(
+                f"analysis metric {self.name!r} needs exactly one of query (PromQL) and sql"
+            )
+        return self
+
 
 class Analysis(Model):
-    """SLO analysis in Prometheus while the migration is active."""
+    """SLO analysis while the migration is active (Prometheus, or the database itself)."""
 
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
@@ -156,10 +193,17 @@ class Analysis(Model):
                 "rule": "self.metrics.all(m, self.metrics.filter(n, n.name == m.name).size() == 1)",
                 "message": "analysis metric names must be unique",
             },
+            {
+                "rule": "has(self.prometheus) || !self.metrics.exists(m, has(m.query))",
+                "message": "analysis.prometheus is required when a metric has a query (PromQL)",
+            },
         )
     )
 
-    prometheus: PrometheusRef
+    prometheus: Annotated[
+        PrometheusRef | None,
+        Field(default=None, description="Required when a metric has a query (PromQL)."),
+    ]
     interval: Annotated[Duration, Field(default="30s")]
     failure_limit: Annotated[
         int,
@@ -182,6 +226,12 @@ class Analysis(Model):
         Field(default="5m", description="Keep analysing after the last step before Succeeded."),
     ]
     metrics: Annotated[list[Metric], Field(min_length=1, max_length=20)]
+
+    @model_validator(mode="after")
+    def _prometheus_for_queries(self) -> Analysis:
+        if self.prometheus is None and any(m.query is not None for m in self.metrics):
+            raise ValueError("analysis.prometheus is required when a metric has a query (PromQL)")
+        return self
 
 
 class ArgoCD(Model):
@@ -218,6 +268,7 @@ class Rollback(Model):
 
 LOCK_TIMEOUT_BOUNDS = ("10ms", "10m")
 STATEMENT_TIMEOUT_BOUNDS = ("100ms", "24h")
+MAX_BLOCKED_DURATION_BOUNDS = ("100ms", "10m")
 
 
 class Safety(Model):
@@ -242,6 +293,15 @@ class Safety(Model):
                 "message": "safety.statementTimeout must be 0s (none) or between "
                 f"{STATEMENT_TIMEOUT_BOUNDS[0]} and {STATEMENT_TIMEOUT_BOUNDS[1]}",
             },
+            {
+                "rule": "!has(self.maxBlockedDuration) || "
+                "(duration(self.maxBlockedDuration) >= "
+                f"duration('{MAX_BLOCKED_DURATION_BOUNDS[0]}') && "
+                "duration(self.maxBlockedDuration) <= "
+                f"duration('{MAX_BLOCKED_DURATION_BOUNDS[1]}'))",
+                "message": "safety.maxBlockedDuration must be between "
+                f"{MAX_BLOCKED_DURATION_BOUNDS[0]} and {MAX_BLOCKED_DURATION_BOUNDS[1]}",
+            },
         )
     )
 
@@ -258,11 +318,24 @@ class Safety(Model):
             default=30,
             ge=0,
             le=1000,
-            description="Retries of SQLSTATE 55P03 with exponential backoff and jitter (cap 30s).",
+            description="Retries of SQLSTATE 55P03 (and of statements cancelled for blocking "
+            "the application, see maxBlockedDuration) with exponential backoff and jitter "
+            "(cap 30s).",
         ),
     ]
     statement_timeout: Annotated[
         Duration, Field(default="0s", description="0s means none; else 100ms to 24h.")
+    ]
+    max_blocked_duration: Annotated[
+        Duration,
+        Field(
+            default="2s",
+            description="While a step's statement or a backfill batch runs, other sessions "
+            "waiting on its locks (directly or queued behind it) are watched; when one has "
+            "waited longer than this, the statement is cancelled (its transaction rolls back) "
+            "and retried with backoff, counting against lockRetries; a batch is retried at "
+            "half its size. 100ms to 10m.",
+        ),
     ]
     lint: Annotated[
         Literal["Enforce", "Warn", "Off"],
@@ -273,6 +346,12 @@ class Safety(Model):
     @classmethod
     def _lock_timeout_bounded(cls, value: str) -> str:
         _within(value, LOCK_TIMEOUT_BOUNDS, "safety.lockTimeout")
+        return value
+
+    @field_validator("max_blocked_duration")
+    @classmethod
+    def _max_blocked_duration_bounded(cls, value: str) -> str:
+        _within(value, MAX_BLOCKED_DURATION_BOUNDS, "safety.maxBlockedDuration")
         return value
 
     @field_validator("statement_timeout")
@@ -304,6 +383,24 @@ class DatabaseMigrationSpec(Model):
                 "(has(self.target) && has(self.target.deployment))",
                 "message": "awaitRollout steps need target.deployment",
                 "fieldPath": ".target",
+            },
+            {
+                "rule": "!has(self.checklist) || !has(self.checklist.require) || "
+                "!('Monitoring' in self.checklist.require) || has(self.analysis)",
+                "message": "checklist item Monitoring needs spec.analysis",
+                "fieldPath": ".checklist.require",
+            },
+            {
+                "rule": "!has(self.checklist) || !has(self.checklist.require) || "
+                "!('Rehearsal' in self.checklist.require) || has(self.rehearsal)",
+                "message": "checklist item Rehearsal needs spec.rehearsal",
+                "fieldPath": ".checklist.require",
+            },
+            {
+                "rule": "!has(self.checklist) || !has(self.checklist.require) || "
+                "!('Backup' in self.checklist.require) || has(self.backup)",
+                "message": "checklist item Backup needs spec.backup",
+                "fieldPath": ".checklist.require",
             },
         )
     )
@@ -341,6 +438,16 @@ class DatabaseMigrationSpec(Model):
         ),
     ]
     analysis: Analysis | None = None
+    rehearsal: Annotated[
+        Rehearsal | None,
+        Field(
+            default=None,
+            description="Rehearse the migration on a scratch copy of the database (schema and "
+            "sample rows) before the first step: up, verify, down, the schema compared with "
+            "the start, up again. A failed rehearsal stops the migration before it touches "
+            "the real database.",
+        ),
+    ]
     rollback: Annotated[Rollback, Field(default_factory=Rollback)]
     safety: Annotated[Safety, Field(default_factory=Safety)]
     backup: Annotated[
@@ -360,6 +467,14 @@ class DatabaseMigrationSpec(Model):
     ]
     suspend: Annotated[
         bool, Field(default=False, description="Finish the running step, then wait.")
+    ]
+    checklist: Annotated[
+        Checklist | None,
+        Field(
+            default=None,
+            description="The pre-deployment checklist items the first step waits for "
+            "(status.checklist shows them all).",
+        ),
     ]
 
     def step(self, name: str) -> Step:

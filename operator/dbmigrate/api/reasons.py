@@ -21,13 +21,19 @@ WAITING_FOR_ROLLOUT: Final = "WaitingForRollout"
 ANOTHER_MIGRATION_RUNNING: Final = "AnotherMigrationRunning"
 SUSPENDED: Final = "Suspended"
 SETTLING: Final = "Settling"  # all steps done, analysis keeps watching for `settle`
+# a required item of spec.checklist does not hold yet: the first step waits
+CHECKLIST_INCOMPLETE: Final = "ChecklistIncomplete"
 SUCCEEDED: Final = "Succeeded"
+REHEARSING: Final = "Rehearsing"  # the migration runs on a scratch copy before it starts
 BACKING_UP: Final = "BackingUp"  # the backup Job runs; the step it guards waits for it
 
 # step failures
 ROLLOUT_FAILED: Final = "RolloutFailed"
 ROLLOUT_TIMEOUT: Final = "RolloutTimeout"
 LOCK_TIMEOUT: Final = "LockTimeout"
+# the step's statement kept blocking application queries longer than safety.maxBlockedDuration
+# and was cancelled each time, until safety.lockRetries ran out
+BLOCKING_APPLICATION: Final = "BlockingApplication"
 SQL_ERROR: Final = "SqlError"
 VERIFY_FAILED: Final = "VerifyFailed"
 JOB_FAILED: Final = "JobFailed"
@@ -50,6 +56,13 @@ CHECKSUM_MISMATCH: Final = "ChecksumMismatch"
 INVALID_SPEC: Final = "InvalidSpec"
 TRANSIENT_ERROR: Final = "TransientError"  # an unexpected error; retried with backoff
 JOB_NAME_CONFLICT: Final = "JobNameConflict"  # a Job not ours holds the step's Job name
+
+# rehearsal (spec.rehearsal)
+# the migration failed its rehearsal on the scratch copy: nothing runs on the real database
+REHEARSAL_FAILED: Final = "RehearsalFailed"
+# the rehearsal could not run (no CREATEDB, pg_dump missing or too old, scratch server down):
+# not a verdict on the migration; retried with backoff
+REHEARSAL_UNAVAILABLE: Final = "RehearsalUnavailable"
 
 # analysis and rollback
 SLO_BREACHED: Final = "SloBreached"
@@ -76,9 +89,13 @@ STEP_REVERTED: Final = "StepReverted"
 ANALYSIS_VERDICT: Final = "AnalysisVerdict"
 ARGO_CD_NOT_PAUSED: Final = "ArgoCDNotPaused"
 ARGO_CD_AUTO_SYNC_PAUSED: Final = "ArgoCDAutoSyncPaused"
+REHEARSAL_PASSED: Final = "RehearsalPassed"
 BACKUP_STARTED: Final = "BackupStarted"
 BACKUP_SUCCEEDED: Final = "BackupSucceeded"
 BACKUP_SKIPPED: Final = "BackupSkipped"
+# application queries waited on a step's statement or batch past safety.maxBlockedDuration:
+# it was cancelled (and is retried)
+APPLICATION_BLOCKED: Final = "ApplicationBlocked"
 
 EVENT_REASONS: Final = (
     STARTED,
@@ -93,9 +110,11 @@ EVENT_REASONS: Final = (
     ANALYSIS_VERDICT,
     ARGO_CD_NOT_PAUSED,
     ARGO_CD_AUTO_SYNC_PAUSED,
+    REHEARSAL_PASSED,
     BACKUP_STARTED,
     BACKUP_SUCCEEDED,
     BACKUP_SKIPPED,
+    APPLICATION_BLOCKED,
 )
 
 ALL_REASONS: Final = (
@@ -105,11 +124,14 @@ ALL_REASONS: Final = (
     ANOTHER_MIGRATION_RUNNING,
     SUSPENDED,
     SETTLING,
+    CHECKLIST_INCOMPLETE,
     SUCCEEDED,
+    REHEARSING,
     BACKING_UP,
     ROLLOUT_FAILED,
     ROLLOUT_TIMEOUT,
     LOCK_TIMEOUT,
+    BLOCKING_APPLICATION,
     SQL_ERROR,
     VERIFY_FAILED,
     JOB_FAILED,
@@ -127,6 +149,8 @@ ALL_REASONS: Final = (
     INVALID_SPEC,
     TRANSIENT_ERROR,
     JOB_NAME_CONFLICT,
+    REHEARSAL_FAILED,
+    REHEARSAL_UNAVAILABLE,
     SLO_BREACHED,
     ANALYSIS_INCONCLUSIVE,
     ROLLBACK_REQUESTED,

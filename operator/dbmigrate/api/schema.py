@@ -30,6 +30,8 @@ MIGRATION_ID = r"^[0-9]{14}_[a-z0-9_]+$"
 QUALIFIED_TABLE = r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$"
 ROLLBACK_ANNOTATION = "dbmigrate.io/rollback"
 ROLLBACK_REQUESTED = "requested"
+# Who approved the migration (the checklist's Approval item): any non-empty value, e.g. a name.
+APPROVAL_ANNOTATION = "dbmigrate.io/approved-by"
 # Inline SQL is part of the object (etcd stores it whole, every pass lints it): larger migrations
 # keep their SQL in a ConfigMap (upFrom / downFrom).
 MAX_INLINE_SQL = 65536

@@ -11,6 +11,8 @@ from typing import Literal
 from pydantic import ConfigDict, Field
 
 from dbmigrate.api.backup import BackupStatus
+from dbmigrate.api.checklist import ChecklistStatus
+from dbmigrate.api.rehearsal import RehearsalStatus
 from dbmigrate.api.schema import Model
 
 Phase = Literal[
@@ -41,6 +43,9 @@ class BackfillProgress(_Status):
     eta: str | None = None
     # The workers it runs with (`parallelism`, or what `auto` stood for).
     workers: int | None = None
+    # Batches the blocking guard cancelled (safety.maxBlockedDuration), and the last of them.
+    blocking_episodes: int = 0
+    last_blocked: str | None = None
 
 
 class StepStatus(_Status):
@@ -50,6 +55,9 @@ class StepStatus(_Status):
     finished_at: str | None = None
     attempts: int = 0
     lock_retries: int = 0
+    # Times the guard cancelled this step's statement (or a batch of its backfill) because
+    # application queries waited on it longer than safety.maxBlockedDuration.
+    blocking_episodes: int = 0
     message: str | None = None
     reason: str | None = None
     job: str | None = None
@@ -62,11 +70,26 @@ class StepStatus(_Status):
 class Measurement(_Status):
     metric: str
     query: str | None = None
+    sql: str | None = None
     value: float | None = None
     threshold: str | None = None
     result: Verdict
     message: str | None = None
     at: str | None = None
+
+
+class DatabaseMeasurements(_Status):
+    """What the database itself says (informational: no verdict)."""
+
+    # Measured with every analysis round and, without analysis, while a step runs. An `sql:`
+    # metric can gate on the same numbers.
+
+    # sessions of the migration's database waiting for a lock, and the longest such wait
+    blocked_backends: int = 0
+    longest_lock_wait_seconds: float = 0.0
+    # the worst replica's replay lag (pg_stat_replication); None: no replica, or not visible
+    replication_lag_seconds: float | None = None
+    measured_at: str | None = None
 
 
 class AnalysisStatus(_Status):
@@ -75,6 +98,7 @@ class AnalysisStatus(_Status):
     consecutive_inconclusive: int = 0
     last: list[Measurement] | None = None
     last_measured_at: str | None = None
+    database: DatabaseMeasurements | None = None
 
 
 class ArgoCDRollbackStatus(_Status):
@@ -129,9 +153,11 @@ class DatabaseMigrationStatus(_Status):
     steps: list[StepStatus] | None = None
     analysis: AnalysisStatus | None = None
     rollback: RollbackStatus | None = None
+    rehearsal: RehearsalStatus | None = None
     lint: list[LintFinding] | None = None
     backup: BackupStatus | None = None
     plan: str | None = None
+    checklist: ChecklistStatus | None = None
     conditions: list[Condition] | None = None
 
     def step(self, name: str) -> StepStatus | None:

@@ -107,7 +107,7 @@ def _handle(args: argparse.Namespace) -> int:
     doc = resource.to_k8s()
     doc.pop("status", None)
     if args.prometheus and resource.spec.analysis is not None:
-        doc["spec"]["analysis"]["prometheus"]["address"] = args.prometheus
+        doc["spec"]["analysis"]["prometheus"] = {"address": args.prometheus}
     report = Reporter(console)
     platform = LocalPlatform(
         doc,

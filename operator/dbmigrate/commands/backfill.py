@@ -51,6 +51,7 @@ from dbmigrate.db.backfill import (
     BackfillResult,
     BackfillSqlError,
     BatchDone,
+    Blocked,
     DatabaseUnavailable,
     Retrying,
     Started,
@@ -129,6 +130,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         default="1s",
         metavar="DURATION",
         help="lock_timeout of every batch (55P03 is retried with back-off)",
+    )
+    p.add_argument(
+        "--max-blocked-duration",
+        type=_duration,
+        default="2s",
+        metavar="DURATION",
+        help="a batch that makes another session wait this long is cancelled and retried at "
+        "half its size (watched from a second session); 0s: not watched",
     )
     p.add_argument(
         "--max-replication-lag",
@@ -240,6 +249,7 @@ def _handle(args: argparse.Namespace) -> int:
         workers=workers,
         checkpoint=args.checkpoint,
         lock_timeout_seconds=args.lock_timeout,
+        max_blocked_seconds=args.max_blocked_duration,
         max_replication_lag_seconds=args.max_replication_lag,
         max_active_sessions=args.max_active_sessions,
         max_retries=args.max_retries,
@@ -376,6 +386,12 @@ class _WorkerMetrics:
         self.batch_size = metric(
             Gauge, "dbmigrate_backfill_batch_size", "Size (keys) of the next batch."
         )
+        self.blocked = metric(
+            Counter,
+            "dbmigrate_backfill_blocked_application_episodes",
+            "Batches cancelled because application queries waited on them longer than "
+            "--max-blocked-duration.",
+        )
         self.throttled = metric(
             Gauge,
             "dbmigrate_backfill_throttled",
@@ -401,3 +417,5 @@ class _WorkerMetrics:
         elif isinstance(event, Retrying):
             self.retries.inc()
             self.batch_size.set(event.batch_size)
+        elif isinstance(event, Blocked):
+            self.blocked.inc()

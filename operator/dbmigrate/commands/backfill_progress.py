@@ -18,6 +18,7 @@ from dbmigrate.db.backfill import (
     BackfillEvent,
     BackfillResult,
     BatchDone,
+    Blocked,
     CheckpointReset,
     Retrying,
     Started,
@@ -151,6 +152,8 @@ class PlainDisplay(Display):
             self._print(f"waiting: {event.reason}")
         elif isinstance(event, CheckpointReset):
             self._print(reset_text(event))
+        elif isinstance(event, Blocked):
+            self._print(f"blocking the application: {event.message}")
         elif isinstance(event, Retrying):
             self._print(
                 f"retry {event.attempt} in {event.delay:.1f}s after {event.error} "
@@ -214,6 +217,8 @@ class RichDisplay(Display):
             note = f"waiting: {t.throttled}"
         elif isinstance(event, Retrying):
             note = f"retry {event.attempt}: {event.error}"
+        elif isinstance(event, Blocked):
+            note = f"blocking the application: {event.message}"
         rate = t.rate
         self.progress.update(
             self.task,

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from dbmigrate.core.batching import format_count
+from dbmigrate.core.checklist import approval_of
 from dbmigrate.core.lint import DEFAULT_SERVER_VERSION
 from dbmigrate.core.lint.documents import ManifestError, parse_manifests, resolve_sql
 from dbmigrate.core.plan import TableEstimate, build_plan, render_plan, tables_touched
@@ -116,6 +117,7 @@ def _handle(args: argparse.Namespace) -> int:
             server_version_source=version_source,
             name=doc.name,
             namespace=doc.namespace,
+            approval=approval_of(doc.resource.metadata),
         )
         outputs.append(render_plan(plan))
     sys.stdout.write("\n".join(outputs))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from dbmigrate.api.checklist import ChecklistStatus
 from dbmigrate.api.models import (
     ROLLBACK_ANNOTATION,
     ROLLBACK_REQUESTED,
@@ -117,6 +118,8 @@ class Observation:
     rollout_gates: bool = True
     slo_breach: str | None = None  # reason text when analysis says roll back
     analysis_pause: str | None = None  # reason text when analysis says pause
+    # The pre-deployment checklist as it stands (its required items hold the first step).
+    checklist: ChecklistStatus | None = None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -141,6 +144,12 @@ class Start:
     """First pass: record startedAt and the target's revision (rollback goes back to it)."""
 
     target_revision: str | None
+
+
+@dataclass(frozen=True)
+class Rehearse:
+    """Before the start: run the migration on a scratch copy of the database (spec.rehearsal)
+    and record what it found in status.rehearsal."""
 
 
 @dataclass(frozen=True)
@@ -258,6 +267,7 @@ class Done:
 Action = (
     Wait
     | Start
+    | Rehearse
     | RunStep
     | RunBackup
     | RecordBackup

@@ -1,7 +1,8 @@
 """Backfill batch sizing and the arithmetic around it: pure, no I/O.
 
 Owns the adaptive batch sizer (a smoothed rows/s rate steered towards `targetBatchDuration`,
-bounded growth per step, halving after a statement timeout), the retry back-off schedule, the
+bounded growth per step, halving after a statement timeout, halving and a ceiling after a
+batch blocked the application), the retry back-off schedule, the
 throttling verdict, how a key space is cut into one slice per worker, and the numbers and text
 of a progress report (percent, rows/s, ETA). `dbmigrate.db.backfill` does the I/O around these.
 """
@@ -29,6 +30,10 @@ DEFAULT_MAX_GROWTH = 2.0
 DEFAULT_MAX_SHRINK = 0.5
 # After a statement timeout the batch was clearly too big for the database's current state.
 TIMEOUT_SHRINK = 0.5
+# After the blocking guard cancelled a batch (application queries waited on its row locks
+# too long): half the size, and never above that again in this run, since a batch holds its
+# rows' locks until it commits and a smaller batch commits sooner.
+BLOCKING_SHRINK = 0.5
 # A batch may take this many times the target before its statements are cancelled, but never
 # less than MIN_STATEMENT_TIMEOUT (a cold cache or a checkpoint should not fail a batch).
 STATEMENT_TIMEOUT_FACTOR = 10.0
@@ -50,6 +55,8 @@ class BatchSizer:
     smoothing: float = DEFAULT_SMOOTHING
     max_growth: float = DEFAULT_MAX_GROWTH
     max_shrink: float = DEFAULT_MAX_SHRINK
+    # the ceiling a blocking episode set (None: max_size is the only one)
+    blocked_ceiling: int | None = None
 
     @classmethod
     def start(cls, size: int, max_size: int, target_seconds: float) -> BatchSizer:
@@ -72,15 +79,25 @@ class BatchSizer:
         )
         ideal = rate * self.target_seconds
         bounded = min(max(ideal, self.size * self.max_shrink), self.size * self.max_growth)
-        return replace(self, size=_clamp(math.floor(bounded), 1, self.max_size), rate=rate)
+        return replace(self, size=_clamp(math.floor(bounded), 1, self._ceiling), rate=rate)
+
+    @property
+    def _ceiling(self) -> int:
+        return self.max_size if self.blocked_ceiling is None else self.blocked_ceiling
 
     def after_timeout(self) -> BatchSizer:
         """The sizer after a batch was cancelled by its statement timeout: halve the size."""
         return replace(
             self,
-            size=_clamp(math.floor(self.size * TIMEOUT_SHRINK), 1, self.max_size),
+            size=_clamp(math.floor(self.size * TIMEOUT_SHRINK), 1, self._ceiling),
             rate=None if self.rate is None else self.rate * TIMEOUT_SHRINK,
         )
+
+    def after_blocking(self) -> BatchSizer:
+        """The sizer after the blocking guard cancelled a batch: half the size (at least 1),
+        which is also the largest size from now on."""
+        size = _clamp(math.floor(self.size * BLOCKING_SHRINK), 1, self._ceiling)
+        return replace(self, size=size, blocked_ceiling=size)
 
 
 def _clamp(value: int, low: int, high: int) -> int:

@@ -39,6 +39,7 @@ from dbmigrate.core.actions import (
     RecordBackup,
     RecordStep,
     RefuseRollback,
+    Rehearse,
     RevertStep,
     RunBackup,
     RunStep,
@@ -53,6 +54,8 @@ from dbmigrate.core.actions import (
     is_applied,
 )
 from dbmigrate.core.backup import backup_retry, decide_backup
+from dbmigrate.core.checklist import missing_needs_a_new_spec, waiting_message
+from dbmigrate.core.rehearsal import rehearsal_failed, rehearsal_gate, rehearsal_pending
 from dbmigrate.core.rollback import (
     decide_failed,
     decide_finished_rollback,
@@ -81,6 +84,7 @@ __all__ = [
     "RecordBackup",
     "RecordStep",
     "RefuseRollback",
+    "Rehearse",
     "RevertStep",
     "RunBackup",
     "RunStep",
@@ -93,6 +97,7 @@ __all__ = [
     "decide",
     "decide_rollback",
     "fail_step",
+    "holds_lock_before_start",
     "is_active",
     "is_applied",
     "past_point_of_no_return",
@@ -143,6 +148,42 @@ def _rollout_gate(spec: DatabaseMigrationSpec, obs: Observation, step: Step) -> 
     return None
 
 
+def pre_start_gate(
+    spec: DatabaseMigrationSpec, status: DatabaseMigrationStatus, obs: Observation
+) -> Action | None:
+    """What holds the first step: first the rehearsal on a scratch copy (under the migration
+    lock; a failed one stops the migration), then the required checklist items (waited for
+    without the lock: a migration waiting for its approval must not keep other migrations of
+    the database waiting)."""
+    gate = rehearsal_gate(spec, status, obs)
+    if gate is not None:
+        return gate
+    if status.started_at is not None or rehearsal_pending(spec, status):
+        return None
+    checklist = obs.checklist
+    if checklist is not None and not checklist.complete:
+        return Wait(
+            "Waiting",
+            reasons.CHECKLIST_INCOMPLETE,
+            waiting_message(checklist),
+            stalled=missing_needs_a_new_spec(checklist),
+            requeue_after=30.0,
+        )
+    return None
+
+
+def holds_lock_before_start(
+    spec: DatabaseMigrationSpec, status: DatabaseMigrationStatus, obs: Observation
+) -> bool:
+    """Whether a migration that has not started yet takes the lock this pass: to rehearse, and
+    to start once nothing holds it; not after a failed rehearsal nor while the checklist waits."""
+    if rehearsal_failed(status, obs.generation):
+        return False
+    if rehearsal_pending(spec, status):
+        return True
+    return obs.checklist is None or obs.checklist.complete
+
+
 # ------------------------------------------------------------------------------------------------
 # decide
 
@@ -189,14 +230,6 @@ def decide(
             stalled=obs.problem.reason != reasons.DATABASE_UNREACHABLE,
             requeue_after=10.0,
         )
-    if not obs.lock_held:
-        return Wait(
-            "Waiting",
-            reasons.ANOTHER_MIGRATION_RUNNING,
-            "another migration holds this database's migration lock; waiting for it to finish",
-            requeue_after=5.0,
-        )
-
     for step in spec.steps:
         row = obs.applied.get(step.name)
         expected = obs.checksums.get(step.name)
@@ -225,6 +258,17 @@ def decide(
                 stalled=True,
                 requeue_after=60.0,
             )
+
+    gate = pre_start_gate(spec, status, obs)
+    if gate is not None:
+        return gate
+    if not obs.lock_held:
+        return Wait(
+            "Waiting",
+            reasons.ANOTHER_MIGRATION_RUNNING,
+            "another migration holds this database's migration lock; waiting for it to finish",
+            requeue_after=5.0,
+        )
 
     if status.started_at is None:
         revision = obs.deployment.revision if obs.deployment is not None else None

@@ -223,6 +223,8 @@ def build_backfill_job(
         bf.pause,
         "--lock-timeout",
         spec.safety.lock_timeout,
+        "--max-blocked-duration",
+        spec.safety.max_blocked_duration,
         "--checkpoint",
         backfill_checkpoint_name(spec.migration_id, step.name),
         # Kubernetes expands $(JOB_COMPLETION_INDEX), which the Job controller sets per pod.

@@ -1,7 +1,8 @@
-"""SLO analysis verdicts: from Prometheus results to measurements, counters and a decision.
+"""SLO analysis verdicts: from measured values to measurements, counters and a decision.
 
-Pure. The reconciler asks Prometheus (`dbmigrate.prom.client`) for each metric's current value
-and, once, for each ratio metric's baseline; this module turns those `QueryResult`s into:
+Pure. The reconciler asks Prometheus (`dbmigrate.prom.client`, `query:` metrics) or the
+database (`dbmigrate.db.measurements`, `sql:` metrics) for each metric's current value and,
+once, for each ratio metric's baseline; this module turns those `QueryResult`s into:
 
 - one `Measurement` per metric (value, threshold text, Successful | Failed | Inconclusive and
   why), which goes into `status.analysis.last` so a person can see why a gate fired;
@@ -24,7 +25,8 @@ Rules, decided here once:
   says Pause, Rollback or (Ignore) Continue. Pause is a level, not an edge: it is returned for
   every inconclusive round past the limit, and the first conclusive round lifts it.
 - `maxRatioToBaseline` compares against the metric's baseline (the query averaged over
-  `baselineWindow` ending when the migration started). The baseline is measured once and kept
+  `baselineWindow` ending when the migration started; for an `sql:` metric, its value
+  measured before the first step). The baseline is measured once and kept
   in `status.analysis.baseline`; a missing, zero, negative or non-finite baseline makes that
   threshold Inconclusive rather than guessing.
 """
@@ -251,6 +253,7 @@ def evaluate_metric(
     return Measurement(
         metric=metric.name,
         query=metric.query,
+        sql=metric.sql,
         value=result.value if result.usable else None,
         threshold=", ".join(c.threshold for c in checks) or None,
         result=verdict,

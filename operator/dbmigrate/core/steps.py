@@ -28,6 +28,8 @@ class ExecutionLimits:
     lock_timeout: float  # seconds
     lock_retries: int
     statement_timeout: float  # seconds; 0 = none
+    # seconds another session may wait on a statement of ours before it is cancelled; 0 = none
+    max_blocked_duration: float = 0.0
 
 
 def limits_of(spec: DatabaseMigrationSpec) -> ExecutionLimits:
@@ -35,6 +37,7 @@ def limits_of(spec: DatabaseMigrationSpec) -> ExecutionLimits:
         lock_timeout=parse_duration(spec.safety.lock_timeout),
         lock_retries=spec.safety.lock_retries,
         statement_timeout=parse_duration(spec.safety.statement_timeout),
+        max_blocked_duration=parse_duration(spec.safety.max_blocked_duration),
     )
 
 

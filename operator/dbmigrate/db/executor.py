@@ -10,15 +10,23 @@ dropped before the statement is tried again. A non-transactional statement commi
 it is marked as started first, so that when the process dies after its commit and before its
 progress row, the restart finds its object there (42P07 / 42710 / 42704) and counts it done
 instead of failing the step on its own work; without the mark such an error fails as ever.
+
+With `guard_connect` (a second session), each group runs watched by `db.guard`: when another
+session has waited on it for `limits.max_blocked_duration`, the guard cancels it; its
+transaction rolls back and the group is retried with the same backoff as a lock timeout,
+counting against `lock_retries` (`on_blocked` is told of each episode); when they run out the
+step fails as BlockingApplication. A cancel from anyone else (statement_timeout, a person's
+pg_cancel_backend) stays an SqlError: the guard knows when it cancelled.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 import psycopg
@@ -28,6 +36,7 @@ from psycopg import sql as pgsql
 from dbmigrate import failpoints
 from dbmigrate.api import reasons
 from dbmigrate.core.batching import backoff_delay, is_transient_sqlstate
+from dbmigrate.core.guard import describe_episode, retry_text
 from dbmigrate.core.statements import (
     SqlSyntaxError,
     Statement,
@@ -39,10 +48,12 @@ from dbmigrate.core.statements import (
 from dbmigrate.core.steps import ExecutionLimits
 from dbmigrate.db import history
 from dbmigrate.db.errors import describe_error
+from dbmigrate.db.guard import AsyncBlockingGuard, Watch
 
 log = logging.getLogger(__name__)
 
 LOCK_NOT_AVAILABLE = "55P03"
+QUERY_CANCELED = "57014"
 # What a non-transactional statement that already ran says when it runs again: its object exists
 # (CREATE INDEX CONCURRENTLY, ALTER TYPE ... ADD VALUE) or is gone (DROP INDEX CONCURRENTLY).
 ALREADY_DONE = frozenset({"42P07", "42710", "42704"})
@@ -58,10 +69,22 @@ class StepResult:
     sqlstate: str | None = None
     lock_retries: int = 0
     duration_ms: int = 0
+    blocking_episodes: int = 0
 
 
 class _VerifyFailed(Exception):
     pass
+
+
+@contextlib.asynccontextmanager
+async def _watched(
+    guard: AsyncBlockingGuard | None, conn: psycopg.AsyncConnection
+) -> AsyncIterator[Watch | None]:
+    if guard is None:
+        yield None
+        return
+    async with guard.watching(conn.info.backend_pid) as watch:
+        yield watch
 
 
 def _connection_lost(conn: psycopg.AsyncConnection, exc: psycopg.Error) -> bool:
@@ -154,13 +177,62 @@ async def apply_sql(
     verify: str | None = None,
     elapsed_before: float = 0.0,
     on_lock_retry: Callable[[int, str], Awaitable[None]] | None = None,
+    guard_connect: Callable[[], Awaitable[psycopg.AsyncConnection]] | None = None,
+    on_blocked: Callable[[int, str], Awaitable[None]] | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> StepResult:
     """Apply one step's SQL (or an empty body: just the history row) on an autocommit connection.
 
     The connection must hold the migration lock. Returns a StepResult; raises only for
     connection-level failures (the reconciler retries those as DatabaseUnreachable).
+    `guard_connect` opens the blocking guard's session (see the module's docstring);
+    `on_blocked(n, text)` hears of each episode, `text` saying what waited how long on what
+    and what happens next.
     """
+    guard = None
+    if guard_connect is not None and limits.max_blocked_duration > 0:
+        guard = AsyncBlockingGuard(guard_connect, limits.max_blocked_duration)
+    try:
+        return await _apply_sql(
+            conn,
+            migration_id=migration_id,
+            step=step,
+            step_kind=step_kind,
+            direction=direction,
+            sql=sql,
+            mode=mode,
+            checksum=checksum,
+            limits=limits,
+            verify=verify,
+            elapsed_before=elapsed_before,
+            on_lock_retry=on_lock_retry,
+            guard=guard,
+            on_blocked=on_blocked,
+            sleep=sleep,
+        )
+    finally:
+        if guard is not None:
+            await guard.close()
+
+
+async def _apply_sql(
+    conn: psycopg.AsyncConnection,
+    *,
+    migration_id: str,
+    step: str,
+    step_kind: str,
+    direction: str,
+    sql: str,
+    mode: TransactionMode,
+    checksum: str,
+    limits: ExecutionLimits,
+    verify: str | None,
+    elapsed_before: float,
+    on_lock_retry: Callable[[int, str], Awaitable[None]] | None,
+    guard: AsyncBlockingGuard | None,
+    on_blocked: Callable[[int, str], Awaitable[None]] | None,
+    sleep: Callable[[float], Awaitable[None]],
+) -> StepResult:
     # A Job or rollout step is recorded when it ends: its history duration covers its whole run.
     started = time.monotonic() - elapsed_before
     try:
@@ -176,6 +248,7 @@ async def apply_sql(
         )
     groups = group_for_execution(statements, mode)
     retries = 0
+    episodes = 0
 
     async def finish_in_current_transaction() -> None:
         if verify:
@@ -206,9 +279,10 @@ async def apply_sql(
         last = index == len(groups) - 1
         transactional = group_is_transactional(group, mode)
         current: Statement | None = None
+        watch: Watch | None = None
         try:
             if transactional:
-                async with conn.transaction():
+                async with _watched(guard, conn) as watch, conn.transaction():
                     await _set_timeouts(conn, limits, local=True)
                     for current in group:
                         await conn.execute(pgsql.SQL(current.text))  # type: ignore[arg-type]
@@ -230,7 +304,8 @@ async def apply_sql(
                 )
                 await _set_timeouts(conn, limits, local=False)
                 try:
-                    await conn.execute(pgsql.SQL(current.text))  # type: ignore[arg-type]
+                    async with _watched(guard, conn) as watch:
+                        await conn.execute(pgsql.SQL(current.text))  # type: ignore[arg-type]
                 except psycopg.Error as exc:
                     if _connection_lost(conn, exc):
                         raise  # whether it ran is not known: the runner reconnects
@@ -272,6 +347,32 @@ async def apply_sql(
                 raise  # the session is gone: the runner reconnects and tries the step again
             if current is not None and not transactional:
                 await _drop_invalid_index(conn, current)
+            if exc.sqlstate == QUERY_CANCELED and watch is not None and watch.fired is not None:
+                # Our guard cancelled it: the application waited on us too long. Rolled back;
+                # retried like a lock timeout.
+                retries += 1
+                episodes += 1
+                what = _group_text(group)
+                episode = describe_episode(watch.fired, what)
+                text = f"{episode}; {retry_text(retries, limits.lock_retries)}"
+                log.warning("%s/%s: %s", migration_id, step, text)
+                if on_blocked is not None:
+                    await on_blocked(retries, text)
+                if retries > limits.lock_retries:
+                    return StepResult(
+                        False,
+                        reasons.BLOCKING_APPLICATION,
+                        f"{episode}: cancelled {episodes} time(s) for blocking the application "
+                        f"longer than {_ms(limits.max_blocked_duration)} (safety."
+                        f"maxBlockedDuration) and retries ran out ({limits.lock_retries})",
+                        sqlstate=exc.sqlstate,
+                        lock_retries=retries - 1,
+                        duration_ms=round((time.monotonic() - started) * 1000),
+                        blocking_episodes=episodes,
+                    )
+                jitter = random.random()  # noqa: S311 - jitter only
+                await sleep(backoff_delay(retries - 1, jitter, base=BACKOFF_START, cap=BACKOFF_CAP))
+                continue
             if exc.sqlstate == LOCK_NOT_AVAILABLE:
                 retries += 1
                 what = current.text if current is not None else "statement"
@@ -285,6 +386,7 @@ async def apply_sql(
                         sqlstate=exc.sqlstate,
                         lock_retries=retries - 1,
                         duration_ms=round((time.monotonic() - started) * 1000),
+                        blocking_episodes=episodes,
                     )
                 if on_lock_retry is not None:
                     await on_lock_retry(retries, _short(what))
@@ -302,8 +404,18 @@ async def apply_sql(
         await history.keep_migration_lock(conn)
         index += 1
     return StepResult(
-        True, lock_retries=retries, duration_ms=round((time.monotonic() - started) * 1000)
+        True,
+        lock_retries=retries,
+        duration_ms=round((time.monotonic() - started) * 1000),
+        blocking_episodes=episodes,
     )
+
+
+def _group_text(group: list[Statement]) -> str:
+    """A group as an episode names it: the statement, or the transaction's first one."""
+    if len(group) == 1:
+        return _short(group[0].text)
+    return f"{_short(group[0].text, 80)} (+{len(group) - 1} more in its transaction)"
 
 
 def _short(text: str, limit: int = 120) -> str:

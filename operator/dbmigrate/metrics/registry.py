@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections import Counter as Tally
 from collections.abc import Iterator
+from typing import Any
 
 from prometheus_client import REGISTRY, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
@@ -24,6 +25,12 @@ STEP_DURATION = Histogram(
 )
 LOCK_RETRIES = Counter(
     "dbmigrate_lock_timeout_retries_total", "DDL attempts retried after lock_timeout (55P03)"
+)
+BLOCKED_EPISODES = Counter(
+    "dbmigrate_blocked_application_episodes_total",
+    "Statements (kind sql) and backfill batches (kind backfill) cancelled because application "
+    "queries waited on them longer than safety.maxBlockedDuration",
+    ["kind"],
 )
 ROLLBACKS = Counter("dbmigrate_rollbacks_total", "Rollbacks started, by trigger", ["reason"])
 RECONCILE_ERRORS = Counter(
@@ -65,6 +72,57 @@ class MigrationPhases(Collector):
 
 MIGRATIONS = MigrationPhases()
 REGISTRY.register(MIGRATIONS)
+
+
+class DatabaseGauges(Collector):
+    """What the databases of the migrations under way say about themselves, by namespace (the
+    worst of the namespace's migrations): `dbmigrate_database_blocked_backends`,
+    `dbmigrate_database_longest_lock_wait_seconds`, `dbmigrate_database_replication_lag_seconds`
+    (absent while no migration of the namespace sees a replica)."""
+
+    _FAMILIES = (
+        ("blocked_backends", "Sessions waiting for a lock in a migration's database"),
+        ("longest_lock_wait_seconds", "The longest lock wait in a migration's database"),
+        ("replication_lag_seconds", "The worst replica's replay lag of a migration's database"),
+    )
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[tuple[str, str], tuple[float | None, ...]] = {}
+
+    def set(self, namespace: str, name: str, measured: Any) -> None:
+        """`measured`: an `api.status.DatabaseMeasurements`."""
+        values = (
+            float(measured.blocked_backends),
+            float(measured.longest_lock_wait_seconds),
+            measured.replication_lag_seconds,
+        )
+        with self._lock:
+            self._values[(namespace, name)] = values
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._values.pop((namespace, name), None)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        with self._lock:
+            values = dict(self._values)
+        for index, (suffix, documentation) in enumerate(self._FAMILIES):
+            family = GaugeMetricFamily(
+                f"dbmigrate_database_{suffix}", documentation, labels=["namespace"]
+            )
+            worst: dict[str, float] = {}
+            for (namespace, _name), measured in values.items():
+                value = measured[index]
+                if value is not None:
+                    worst[namespace] = max(value, worst.get(namespace, value))
+            for namespace, value in sorted(worst.items()):
+                family.add_metric([namespace], value)
+            yield family
+
+
+DATABASE = DatabaseGauges()
+REGISTRY.register(DATABASE)
 
 
 def serve(port: int) -> None:

@@ -34,6 +34,7 @@ from dbmigrate.reconcile.passes import (
     seconds_since,
 )
 from dbmigrate.reconcile.platform import Invalid
+from dbmigrate.reconcile.rehearsing import rehearse_migration
 
 
 async def carry_out(p: Pass, action: d.Action) -> float | None:
@@ -65,7 +66,14 @@ async def start(p: Pass, action: d.Start) -> float:
         st.checksum = p.obs.checksums.get(st.name)
     await p.report.save(status, reasons.STEP_RUNNING, "migration started")
     rev = f" (deployment revision {action.target_revision})" if action.target_revision else ""
-    await p.report.event("Normal", reasons.STARTED, f"migration {spec.migration_id} started{rev}")
+    checked = ""
+    if status.checklist is not None and spec.checklist is not None and spec.checklist.require:
+        approval = status.checklist.item("Approval")
+        approved = f"; {approval.detail}" if approval is not None and approval.satisfied else ""
+        checked = f"; checklist complete ({', '.join(spec.checklist.require)}{approved})"
+    await p.report.event(
+        "Normal", reasons.STARTED, f"migration {spec.migration_id} started{rev}{checked}"
+    )
     findings = list(p.obs.lint_findings)
     if findings and spec.safety.lint == "Warn":
         await p.report.event(
@@ -127,6 +135,8 @@ async def run_step(p: Pass, action: d.RunStep) -> float:
         st.message = f"lock not available for {what}; retry {n}/{spec.safety.lock_retries}"
         await p.report.save(status, reasons.STEP_RUNNING, st.message)
 
+    on_blocked = _blocked_reporter(p, step.name, reasons.STEP_RUNNING)
+
     result = await p.database.apply_sql(
         migration_id=spec.migration_id,
         step=step.name,
@@ -138,6 +148,7 @@ async def run_step(p: Pass, action: d.RunStep) -> float:
         limits=limits_of(spec),
         verify=step.verify,
         on_lock_retry=on_lock_retry,
+        on_blocked=on_blocked,
     )
     if result.ok:
         failpoints.hit("runner.history-written")
@@ -145,6 +156,21 @@ async def run_step(p: Pass, action: d.RunStep) -> float:
         return 0.0
     failure = d.fail_step(spec, step.name, result.reason or reasons.SQL_ERROR, result.message)
     return await fail_step(p, failure)
+
+
+def _blocked_reporter(p: Pass, step: str, reason: str) -> Callable[[int, str], Awaitable[None]]:
+    """What the runner does when the blocking guard cancelled a statement of `step`: count it
+    (status, metric), say so in status and as an event."""
+
+    async def on_blocked(_attempt: int, text: str) -> None:
+        st = p.step_status(step)
+        metrics.BLOCKED_EPISODES.labels("sql").inc()
+        st.blocking_episodes += 1
+        st.message = text
+        await p.report.save(p.status, reason, f"step {step!r}: {text}")
+        await p.report.event("Warning", reasons.APPLICATION_BLOCKED, f"step {step!r}: {text}")
+
+    return on_blocked
 
 
 async def record_step(p: Pass, action: d.RecordStep) -> float:
@@ -320,6 +346,7 @@ async def revert_step(p: Pass, action: d.RevertStep) -> float:
         mode=step.sql.transaction if step.sql else "Auto",
         checksum=checksum(down),
         limits=limits_of(spec),
+        on_blocked=_blocked_reporter(p, step.name, reasons.ROLLING_BACK),
     )
     st = p.step_status(step.name)
     if not result.ok:
@@ -369,6 +396,7 @@ async def _finish(p: Pass, phase: str, reason: str, message: str) -> None:
 EFFECTS: dict[type, Callable[[Pass, Any], Awaitable[float | None]]] = {
     d.Wait: wait,
     d.Start: start,
+    d.Rehearse: rehearse_migration,
     d.RunStep: run_step,
     d.RecordStep: record_step,
     d.FailStep: fail_step,

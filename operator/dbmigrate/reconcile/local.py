@@ -153,6 +153,7 @@ class LocalPlatform:
                     workers=workers,
                     checkpoint=backfill_checkpoint_name(spec.migration_id, step.name),
                     lock_timeout_seconds=parse_duration(spec.safety.lock_timeout),
+                    max_blocked_seconds=parse_duration(spec.safety.max_blocked_duration),
                 ),
             )
             for index in range(workers)

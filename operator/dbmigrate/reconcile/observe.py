@@ -23,7 +23,9 @@ from dbmigrate.api import reasons
 from dbmigrate.api.models import (
     ROLLBACK_ANNOTATION,
     ROLLBACK_REQUESTED,
+    AnalysisStatus,
     BackfillProgress,
+    DatabaseMeasurements,
     DatabaseMigrationSpec,
     DatabaseMigrationStatus,
     LintFinding,
@@ -42,6 +44,7 @@ from dbmigrate.db.errors import MalformedDsn, check_dsn, first_line, redact_dsn
 from dbmigrate.db.history import MigrationLockLost
 from dbmigrate.metrics import registry as metrics
 from dbmigrate.reconcile.backups import observe_backup_job, observe_backup_record
+from dbmigrate.reconcile.checklist import MonitoringCache, evaluate_checklist
 from dbmigrate.reconcile.platform import NotFound, Platform, SecretNotPermitted
 from dbmigrate.reconcile.slo import measure_round
 
@@ -75,6 +78,11 @@ class DatabaseSession(Protocol):
         table and predicate (blocking; run in a thread)."""
         ...
 
+    async def database_measurements(self) -> DatabaseMeasurements | None:
+        """Lock waits and replication lag in the migration's database now (None: the session
+        is not connected)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Observed:
@@ -85,6 +93,8 @@ class Observed:
     status: DatabaseMigrationStatus  # with plan, lint, backfill progress and analysis recorded
     dsn: str | None = None  # for redaction of whatever the pass reports
     verdict_changes: tuple[slo.VerdictChange, ...] = ()  # one event each
+    # backfill batches the blocking guard cancelled since the last pass: one event each step
+    blocked: tuple[str, ...] = ()
 
 
 async def observe(
@@ -94,12 +104,22 @@ async def observe(
     status: DatabaseMigrationStatus,
     body: dict[str, Any],
     lint_cache: LintCache,
+    monitoring: MonitoringCache | None = None,
 ) -> Observed:
-    obs, sql, dsn = await _observe_world(platform, session, spec, status, body, lint_cache)
+    monitoring = monitoring or MonitoringCache()
+    obs, sql, dsn = await _observe_world(
+        platform, session, spec, status, body, lint_cache, monitoring
+    )
+    if obs.checklist is not None:
+        status = status.model_copy(deep=True)
+        status.checklist = obs.checklist
     status = record_lint_and_plan(spec, status, obs, sql, session.server_version)
-    status = await _record_backfill_progress(session, spec, status, dsn)
-    status, obs, changes = await _measure_slo(spec, status, obs)
-    return Observed(obs=obs, sql=sql, status=status, dsn=dsn, verdict_changes=changes)
+    status, blocked = await _record_backfill_progress(session, spec, status, dsn)
+    status, obs, changes, round_measured = await _measure_slo(spec, status, obs, dsn)
+    status = await _record_database(platform, session, spec, status, obs, round_measured)
+    return Observed(
+        obs=obs, sql=sql, status=status, dsn=dsn, verdict_changes=changes, blocked=blocked
+    )
 
 
 async def _observe_world(
@@ -109,6 +129,7 @@ async def _observe_world(
     status: DatabaseMigrationStatus,
     body: dict[str, Any],
     lint_cache: LintCache,
+    monitoring: MonitoringCache,
 ) -> tuple[d.Observation, dict[str, ResolvedSql], str | None]:
     obs = d.Observation(
         now=datetime.now(UTC),
@@ -138,6 +159,8 @@ async def _observe_world(
         # Before the start the lint gates it: weigh the findings by the tables' sizes.
         sizes = await session.table_sizes(dsn, await lint_cache.tables(spec, sql))
     obs = await lint(spec, obs, sql, session.server_version, lint_cache, sizes)
+    checklist = await evaluate_checklist(spec, status, obs, body["metadata"], monitoring, dsn)
+    obs = replace(obs, checklist=checklist)
     if secret_problem is not None or dsn is None:
         return replace(obs, problem=secret_problem), sql, None
     uid = body["metadata"]["uid"]
@@ -194,10 +217,15 @@ def wants_lock(
     migration Failed by its backup goes on (and takes the lock) once the failed Job is deleted."""
     started = status.started_at is not None
     blocked_by_lint = not started and obs.lint_errors > 0 and spec.safety.lint == "Enforce"
+    gated = not started and not d.holds_lock_before_start(spec, status, obs)
     return (
         obs.rollback_requested
         or backup_retry(status, obs)
-        or (not blocked_by_lint and ((status.phase or "Pending") != "Failed" or not started))
+        or (
+            not blocked_by_lint
+            and not gated
+            and ((status.phase or "Pending") != "Failed" or not started)
+        )
     )
 
 
@@ -338,8 +366,9 @@ async def _record_backfill_progress(
     spec: DatabaseMigrationSpec,
     status: DatabaseMigrationStatus,
     dsn: str | None,
-) -> DatabaseMigrationStatus:
-    """Rows done / estimated / rate / ETA of running backfills, from their checkpoints."""
+) -> tuple[DatabaseMigrationStatus, tuple[str, ...]]:
+    """Rows done / estimated / rate / ETA of running backfills, from their checkpoints, and
+    the batches the blocking guard cancelled since the last pass (what to post as events)."""
     running = [
         s
         for s in spec.steps
@@ -348,8 +377,9 @@ async def _record_backfill_progress(
         and st.state == "Running"
     ]
     if not running or dsn is None:
-        return status
+        return status, ()
     status = status.model_copy(deep=True)
+    blocked: list[str] = []
     for step in running:
         checkpoint = backfill_checkpoint_name(spec.migration_id, step.name)
         try:
@@ -366,26 +396,47 @@ async def _record_backfill_progress(
         before = st.backfill.rows_done if st.backfill is not None else 0
         if progress.rows_done > before:
             metrics.BACKFILL_ROWS.inc(progress.rows_done - before)
+        if progress.blocking_episodes > st.blocking_episodes:
+            new = progress.blocking_episodes - st.blocking_episodes
+            metrics.BLOCKED_EPISODES.labels("backfill").inc(new)
+            st.blocking_episodes = progress.blocking_episodes
+            blocked.append(
+                f"step {step.name!r}: {progress.last_blocked} ({new} batch(es) cancelled since "
+                f"the last look, {progress.blocking_episodes} in all)"
+            )
         st.backfill = progress
-    return status
+    return status, tuple(blocked)
 
 
 async def _measure_slo(
-    spec: DatabaseMigrationSpec, status: DatabaseMigrationStatus, obs: d.Observation
-) -> tuple[DatabaseMigrationStatus, d.Observation, tuple[slo.VerdictChange, ...]]:
+    spec: DatabaseMigrationSpec,
+    status: DatabaseMigrationStatus,
+    obs: d.Observation,
+    dsn: str | None,
+) -> tuple[DatabaseMigrationStatus, d.Observation, tuple[slo.VerdictChange, ...], bool]:
     """While the migration is under way, measure the SLOs when a measurement is due; between
-    measurements the last round's decision stands. The decision goes into the observation."""
+    measurements the last round's decision stands. The decision goes into the observation;
+    the last value says whether a round was measured."""
     analysis = spec.analysis
     if analysis is None or status.started_at is None or status.phase not in _MEASURED_PHASES:
-        return status, obs, ()
+        return status, obs, (), False
     changes: tuple[slo.VerdictChange, ...] = ()
-    if slo.measurement_due(analysis, status.analysis, obs.now):
+    measured = slo.measurement_due(analysis, status.analysis, obs.now)
+    if measured:
         started = datetime.fromisoformat(status.started_at.replace("Z", "+00:00"))
-        round_ = await measure_round(analysis, status.analysis, started, obs.now)
+        round_ = await measure_round(
+            analysis,
+            status.analysis,
+            started,
+            obs.now,
+            dsn=dsn,
+            before_first_step=all(st.state == "Pending" for st in status.steps or []),
+        )
         for m in round_.measurements:
             metrics.ANALYSIS_MEASUREMENTS.labels(m.result).inc()
         status = status.model_copy(deep=True)
-        status.analysis = round_.status
+        database = status.analysis.database if status.analysis else None
+        status.analysis = round_.status.model_copy(update={"database": database})
         changes = round_.changes
         decision = round_.decision
     else:
@@ -394,7 +445,51 @@ async def _measure_slo(
         obs = replace(obs, slo_breach=decision.reason)
     elif isinstance(decision, slo.Pause):
         obs = replace(obs, analysis_pause=decision.reason)
-    return status, obs, changes
+    return status, obs, changes, measured
+
+
+# Without analysis, the database's own numbers are read at most this often while a step runs.
+DATABASE_MEASUREMENT_INTERVAL = 5.0
+
+
+async def _record_database(
+    platform: Platform,
+    session: DatabaseSession,
+    spec: DatabaseMigrationSpec,
+    status: DatabaseMigrationStatus,
+    obs: d.Observation,
+    round_measured: bool,
+) -> DatabaseMigrationStatus:
+    """`status.analysis.database`: with each analysis round, and without analysis every few
+    seconds while a step runs (a sql step's pass is busy with it: seen before and after)."""
+    if round_measured:
+        due = True
+    elif spec.analysis is not None or status.phase not in _MEASURED_PHASES:
+        due = False
+    else:
+        running = any(st.state == "Running" for st in status.steps or [])
+        last = status.analysis.database if status.analysis else None
+        due = running and (
+            last is None
+            or last.measured_at is None
+            or (obs.now - slo.parse_timestamp(last.measured_at)).total_seconds()
+            >= DATABASE_MEASUREMENT_INTERVAL
+        )
+    if not due:
+        return status
+    try:
+        measured = await session.database_measurements()
+    except (psycopg.Error, OSError) as exc:
+        log.info("database measurements not readable: %s", first_line(exc))
+        return status
+    if measured is None:
+        return status
+    measured.measured_at = slo.format_timestamp(obs.now)
+    metrics.DATABASE.set(platform.namespace, platform.name, measured)
+    status = status.model_copy(deep=True)
+    status.analysis = status.analysis or AnalysisStatus()
+    status.analysis.database = measured
+    return status
 
 
 async def _read_applied_if_schema(

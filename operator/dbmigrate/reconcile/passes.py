@@ -55,9 +55,11 @@ class StepDatabase(Protocol):
 @dataclass
 class EventMemory:
     """What the runner remembers between passes: the last wait it posted an event for (a wait
-    is shown in status every pass but posted as an event once)."""
+    is shown in status every pass but posted as an event once), and how often in a row a
+    rehearsal could not run."""
 
     last_wait: tuple[str, str] | None = None
+    rehearsal_failures: int = 0  # rehearsals in a row that could not run (their backoff)
 
 
 @dataclass

@@ -27,6 +27,7 @@ from dbmigrate.api import reasons
 from dbmigrate.api.durations import parse_duration
 from dbmigrate.api.models import (
     BackfillProgress,
+    DatabaseMeasurements,
     DatabaseMigrationSpec,
     DatabaseMigrationStatus,
 )
@@ -36,11 +37,12 @@ from dbmigrate.core.conditions import set_conditions
 from dbmigrate.core.locks import DEFAULT_SERVER_VERSION
 from dbmigrate.core.plan import TableEstimate
 from dbmigrate.core.status import status_patch, with_step_list
-from dbmigrate.db import catalog, executor, history
+from dbmigrate.db import catalog, executor, guard, history, measurements
 from dbmigrate.db.backfill import read_backfill_progress, resolve_workers
 from dbmigrate.db.errors import first_line, redact_dsn
 from dbmigrate.db.executor import StepResult
 from dbmigrate.metrics import registry as metrics
+from dbmigrate.reconcile.checklist import MonitoringCache
 from dbmigrate.reconcile.effects import carry_out
 from dbmigrate.reconcile.observe import LintCache, observe, rollback_requested
 from dbmigrate.reconcile.passes import EventMemory, Pass, Reporter, now_iso
@@ -77,6 +79,7 @@ class MigrationRunner:
         self.wakeup = asyncio.Event()
         self._events = EventMemory()
         self._lint = LintCache()
+        self._monitoring = MonitoringCache()
         self._dsn: str | None = None  # the last one read, for redaction
         self._progress_conn: psycopg.Connection[Any] | None = None
         # (tables, when read, their size estimates): what the lint gate weighs findings by
@@ -115,6 +118,7 @@ class MigrationRunner:
                 getattr(stopped, "reason", None),
             )
         finally:
+            metrics.DATABASE.forget(self.namespace, self.name)
             await self.close()
 
     async def _one_pass(self, stopped: Any, deleted: Callable[[], bool]) -> float | None:
@@ -226,9 +230,11 @@ class MigrationRunner:
             wait = d.Wait("Failed", reasons.INVALID_SPEC, f"invalid spec: {exc}", stalled=True)
             await report.report_wait(status, wait)
             return 60.0
-        seen = await observe(self.platform, self, spec, status, body, self._lint)
+        seen = await observe(self.platform, self, spec, status, body, self._lint, self._monitoring)
         self._dsn = report.dsn = seen.dsn or self._dsn
         await report.verdict_changes(seen.verdict_changes)
+        for message in seen.blocked:
+            await report.event("Warning", reasons.APPLICATION_BLOCKED, message)
         action = d.decide(spec, seen.status, seen.obs)
         log.debug("%s/%s: %s", self.namespace, self.name, action)
         the_pass = Pass(
@@ -311,7 +317,18 @@ class MigrationRunner:
 
     async def apply_sql(self, **step: Any) -> StepResult:
         assert self.conn is not None  # observe connected before decide chose a database action
-        return await executor.apply_sql(self.conn, **step)
+        return await executor.apply_sql(self.conn, guard_connect=self._guard_connect, **step)
+
+    async def _guard_connect(self) -> psycopg.AsyncConnection:
+        """The blocking guard's session while a step runs (`db.guard`)."""
+        assert self._dsn is not None
+        return await psycopg.AsyncConnection.connect(
+            self._dsn,
+            autocommit=True,
+            connect_timeout=self.settings.db_connect_timeout,
+            application_name="dbmigrate-guard",
+            options=guard.SESSION_OPTIONS,
+        )
 
     def _progress_connection(self) -> psycopg.Connection[Any]:
         """The session for estimates (progress, worker counts), opened on first use."""
@@ -326,6 +343,11 @@ class MigrationRunner:
                 options="-c statement_timeout=5s -c lock_timeout=1s",
             )
         return self._progress_conn
+
+    async def database_measurements(self) -> DatabaseMeasurements | None:
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            return None
+        return await measurements.read_database_measurements(self.conn)
 
     def read_progress(self, checkpoint: str, table: str, where: str | None) -> BackfillProgress:
         conn = self._progress_connection()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pglast import ast
 
 from dbmigrate.api.models import DatabaseMigrationSpec, Step
+from dbmigrate.core.checklist import Approval
 from dbmigrate.core.lint.context import TableEstimate
 from dbmigrate.core.lint.engine import (
     analyse_migration,
@@ -76,6 +77,7 @@ class MigrationPlan:
     server_version_source: str
     name: str | None
     namespace: str | None
+    approval: Approval | None = None  # the manifest's approval annotation, if it has one
 
     @property
     def point_of_no_return(self) -> StepPlan | None:
@@ -159,6 +161,7 @@ def build_plan(
     server_version_source: str = "assumed",
     name: str | None = None,
     namespace: str | None = None,
+    approval: Approval | None = None,
 ) -> MigrationPlan:
     """Analyse the spec and attach estimates: everything `render_plan` prints."""
     estimates = {table_key(k): v for k, v in (estimates or {}).items()}
@@ -195,6 +198,7 @@ def build_plan(
         server_version_source=server_version_source,
         name=name,
         namespace=namespace,
+        approval=approval,
     )
 
 

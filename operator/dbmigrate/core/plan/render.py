@@ -9,7 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from dbmigrate.api.durations import format_duration, parse_duration
+from dbmigrate.api.models import DatabaseMigrationStatus
 from dbmigrate.core.batching import format_count
+from dbmigrate.core.checklist import ChecklistFacts, evaluate_checklist
+from dbmigrate.core.lint import count_blocking
 from dbmigrate.core.locks import LockMode
 from dbmigrate.core.plan.build import MigrationPlan, blocking_statements, created_in_migration
 from dbmigrate.core.plan.formatting import format_seconds, step_summary, table_size
@@ -54,6 +57,7 @@ def render_plan(plan: MigrationPlan) -> str:
     lines.extend(render_steps(plan))
     lines.extend(_render_lint(plan))
     lines.extend(render_rollback(plan))
+    lines.extend(_render_checklist(plan))
     while lines and lines[-1] == "":
         lines.pop()
     return "\n".join(lines) + "\n"
@@ -235,5 +239,27 @@ def _render_lint(plan: MigrationPlan) -> list[str]:
         where = ", ".join(x for x in (f.step or "", f.location()) if x)
         state = " (suppressed: " + (f.reason or "no reason") + ")" if f.suppressed else ""
         lines.append(f"- **{f.severity}** `{f.rule}` ({where}){state}: {f.message}")
+    lines.append("")
+    return lines
+
+
+def _render_checklist(plan: MigrationPlan) -> list[str]:
+    """The seed's pre-deployment checklist, as far as the manifest and lint can tell (the
+    operator adds the rehearsal, the backup and the Prometheus baselines in status.checklist)."""
+    facts = ChecklistFacts(
+        lint_errors=count_blocking(list(plan.findings)),
+        lint_findings=len(plan.findings),
+        approval=plan.approval,
+    )
+    checklist = evaluate_checklist(plan.spec, DatabaseMigrationStatus(), facts)
+    lines = ["## Pre-deployment Checklist", ""]
+    lines.extend(f"- {line}" for line in checklist.checkboxes or ())
+    if checklist.missing:
+        lines.append("")
+        lines.append(
+            "The first step waits until the required items hold: "
+            + ", ".join(checklist.missing)
+            + "."
+        )
     lines.append("")
     return lines

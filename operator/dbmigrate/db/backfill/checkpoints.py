@@ -58,6 +58,9 @@ CREATE TABLE IF NOT EXISTS {CHECKPOINT_TABLE} (
     updated_at     timestamptz NOT NULL DEFAULT now(),
     finished_at    timestamptz,
     last_error     text,
+    blocked_episodes bigint    NOT NULL DEFAULT 0,
+    last_blocked   text,
+    last_blocked_at timestamptz,
     PRIMARY KEY (name, worker)
 );
 COMMENT ON TABLE {CHECKPOINT_TABLE} IS
@@ -65,9 +68,13 @@ COMMENT ON TABLE {CHECKPOINT_TABLE} IS
     'exclusive lower key of the worker''s slice (NULL: from the first key), upper_key its '
     'inclusive upper key captured at start (NULL: nothing to do), last_key the last key of the '
     'last committed batch (NULL: none yet). Keys are JSON arrays in primary key order. '
-    'table_oid is the pg_class oid of the table it was planned on.';
--- Tables created before table_oid existed.
+    'table_oid is the pg_class oid of the table it was planned on. blocked_episodes counts '
+    'the batches cancelled for blocking application queries, last_blocked says the last one.';
+-- Tables created before these columns existed.
 ALTER TABLE {CHECKPOINT_TABLE} ADD COLUMN IF NOT EXISTS table_oid oid;
+ALTER TABLE {CHECKPOINT_TABLE} ADD COLUMN IF NOT EXISTS blocked_episodes bigint NOT NULL DEFAULT 0;
+ALTER TABLE {CHECKPOINT_TABLE} ADD COLUMN IF NOT EXISTS last_blocked text;
+ALTER TABLE {CHECKPOINT_TABLE} ADD COLUMN IF NOT EXISTS last_blocked_at timestamptz;
 """
 
 # The statement that forgets a backfill's checkpoints by name (parameter: the name); run only
@@ -83,7 +90,7 @@ def _table_exists(conn: psycopg.Connection[Any]) -> bool:
 def _table_is_current(conn: psycopg.Connection[Any]) -> bool:
     row = conn.execute(
         "SELECT EXISTS (SELECT FROM pg_attribute WHERE attrelid = to_regclass(%s) "
-        "AND attname = 'table_oid' AND NOT attisdropped)",
+        "AND attname = 'last_blocked_at' AND NOT attisdropped)",
         (CHECKPOINT_TABLE,),
     ).fetchone()
     return bool(row and row[0])
@@ -127,6 +134,10 @@ class Checkpoint:
     updated_at: Any
     finished_at: Any
     last_error: str | None
+    # batches cancelled by the blocking guard, and what the last episode was and when
+    blocked_episodes: int = 0
+    last_blocked: str | None = None
+    last_blocked_at: Any = None
 
     @property
     def finished(self) -> bool:
@@ -141,10 +152,12 @@ class Checkpoint:
 _CHECKPOINT_COLUMNS = sql.SQL(
     "name, worker, workers, table_name, set_sql, where_sql, key_columns, slice_lower::text, "
     "upper_key::text, last_key::text, rows_done, batches, started_at, updated_at, finished_at, "
-    "last_error, (to_jsonb(c) ->> 'table_oid')::bigint"
+    "last_error, (to_jsonb(c) ->> 'table_oid')::bigint, "
+    "coalesce((to_jsonb(c) ->> 'blocked_episodes')::bigint, 0), to_jsonb(c) ->> 'last_blocked', "
+    "(to_jsonb(c) ->> 'last_blocked_at')::timestamptz"
 )
-# to_jsonb: a table not yet upgraded (no table_oid column) is still readable, e.g. by the
-# operator's progress readout while an older worker runs.
+# to_jsonb: a table not yet upgraded (no table_oid or blocked_episodes column) is still
+# readable, e.g. by the operator's progress readout while an older worker runs.
 
 
 def _checkpoint(row: Sequence[Any]) -> Checkpoint:
@@ -166,6 +179,9 @@ def _checkpoint(row: Sequence[Any]) -> Checkpoint:
         finished_at=row[14],
         last_error=row[15],
         table_oid=row[16],
+        blocked_episodes=row[17],
+        last_blocked=row[18],
+        last_blocked_at=row[19],
     )
 
 
@@ -354,6 +370,17 @@ def finish_empty(conn: psycopg.Connection[Any], opts: BackfillOptions) -> None:
         f"UPDATE {CHECKPOINT_TABLE} SET finished_at = now(), updated_at = now() "
         "WHERE name = %s AND worker = %s",
         (opts.checkpoint_name, opts.worker),
+    )
+
+
+def record_blocked(conn: psycopg.Connection[Any], opts: BackfillOptions, message: str) -> None:
+    """Count a batch the blocking guard cancelled, for the operator's events and status (after
+    the batch rolled back: the compare-and-set of the next batch does not look at these)."""
+    conn.execute(
+        f"UPDATE {CHECKPOINT_TABLE} SET blocked_episodes = blocked_episodes + 1, "
+        "last_blocked = %s, last_blocked_at = now(), updated_at = now() "
+        "WHERE name = %s AND worker = %s",
+        (message[:2000], opts.checkpoint_name, opts.worker),
     )
 
 

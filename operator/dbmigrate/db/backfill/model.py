@@ -2,7 +2,7 @@
 
 Owns the vocabulary the other modules of the package (and its callers) share: the options of
 one worker (`BackfillOptions`), the events it emits while it runs (`Started`, `BatchDone`,
-`Throttled`, `Retrying`), its result (`BackfillResult`) and the expected failures, whose
+`Throttled`, `Retrying`, `Blocked`), its result (`BackfillResult`) and the expected failures, whose
 messages are meant for a person (`BackfillError` and its subclasses). No I/O happens here.
 """
 
@@ -87,6 +87,9 @@ class BackfillOptions:
     # None: derived from the target (batch_statement_timeout); set to test or to cap it.
     statement_timeout_seconds: float | None = None
     boundary_method: BoundaryMethod = "offset"
+    # safety.maxBlockedDuration: a batch that makes another session wait this long is cancelled
+    # and retried at half its size (`db.guard`); 0: no guard
+    max_blocked_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.worker < self.workers:
@@ -110,6 +113,8 @@ class BackfillSummary:
     rows_per_second: int | None = None
     eta: str | None = None
     workers: int | None = None  # the count its plan was made for; None before any worker ran
+    blocking_episodes: int = 0  # batches the blocking guard cancelled, over all workers
+    last_blocked: str | None = None  # what the last of them was
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,18 @@ class Retrying:
 
 
 @dataclass(frozen=True)
+class Blocked:
+    """The blocking guard cancelled a batch: application queries waited on it too long. The
+    batch rolled back and is retried at `next_batch_size`."""
+
+    message: str
+    waiters: int
+    longest_wait: float
+    batch_size: int
+    next_batch_size: int
+
+
+@dataclass(frozen=True)
 class CheckpointReset:
     """The checkpoint no longer described the table (another table now, or rows it had done
     match `where` again): it was forgotten and the backfill starts over."""
@@ -160,7 +177,7 @@ class CheckpointReset:
     reason: str
 
 
-BackfillEvent = Started | BatchDone | Throttled | Retrying | CheckpointReset
+BackfillEvent = Started | BatchDone | Throttled | Retrying | CheckpointReset | Blocked
 
 
 @dataclass(frozen=True)

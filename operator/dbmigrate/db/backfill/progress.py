@@ -189,4 +189,16 @@ def read_backfill_progress(
         rows_per_second=None if rate is None else round(rate),
         eta="0s" if finished else format_eta(eta_seconds(done, estimated, rate)),
         workers=workers,
+        blocking_episodes=sum(c.blocked_episodes for c in cps),
+        last_blocked=_last_blocked(cps),
     )
+
+
+def _last_blocked(cps: Sequence[Checkpoint]) -> str | None:
+    """What the latest blocking episode of any worker was."""
+    episodes = [c for c in cps if c.last_blocked is not None and c.last_blocked_at is not None]
+    if not episodes:
+        return None
+    latest = max(episodes, key=lambda c: c.last_blocked_at)
+    prefix = f"worker {latest.worker}/{latest.workers}: " if latest.workers > 1 else ""
+    return f"{prefix}{latest.last_blocked}"

@@ -7,6 +7,11 @@ keeps one process per slice, the checkpoint claim, then batches until the slice 
 after a statement timeout), pauses, waits while the database is under strain, and retries
 lock timeouts, statement timeouts, deadlocks and serialization failures with back-off.
 Each batch commits with its checkpoint, so a killed worker resumes after the last one.
+With `opts.max_blocked_seconds` and a `guard_connect`, each batch runs watched by the blocking
+guard (`db.guard`, on a session of its own): a batch that makes application queries wait that
+long is cancelled (it rolls back with its checkpoint update, so the checkpoint stays where the
+last committed batch left it), recorded in the checkpoint row (`Blocked` event) and retried at
+half its size.
 
 `run_backfill_reconnecting` is the same on connections of its own: a connection lost or
 refused with an error that can heal (`retry.transient_error`) is opened again after a back-off
@@ -22,7 +27,7 @@ import contextlib
 import hashlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,11 +36,13 @@ from psycopg import errors
 
 from dbmigrate import failpoints
 from dbmigrate.core.batching import BatchSizer, batch_statement_timeout
+from dbmigrate.core.guard import describe_episode
 from dbmigrate.db.backfill.batches import build_statements, run_batch
 from dbmigrate.db.backfill.checkpoints import (
     claim_checkpoint,
     ensure_checkpoint_table,
     finish_empty,
+    record_blocked,
     record_error,
 )
 from dbmigrate.db.backfill.model import (
@@ -44,6 +51,7 @@ from dbmigrate.db.backfill.model import (
     BackfillResult,
     BackfillSqlError,
     BatchDone,
+    Blocked,
     CheckpointReset,
     DatabaseUnavailable,
     Started,
@@ -58,6 +66,9 @@ from dbmigrate.db.backfill.throttle import (
     wait_while_strained,
 )
 from dbmigrate.db.errors import describe_error
+from dbmigrate.db.guard import BlockingGuard, Watch
+
+Connect = Callable[[], psycopg.Connection[Any]]
 
 
 def run_backfill(
@@ -67,6 +78,7 @@ def run_backfill(
     on_event: Callable[[BackfillEvent], None] | None = None,
     stop: threading.Event | None = None,
     clock: Callable[[], float] = time.monotonic,
+    guard_connect: Connect | None = None,
 ) -> BackfillResult:
     """Run worker `opts.worker` of the backfill until its slice is done (or `stop` is set).
 
@@ -79,13 +91,25 @@ def run_backfill(
         raise ValueError("run_backfill needs an autocommit connection")
     runs = _Runs()
     emit = runs.watching(on_event or (lambda _event: None))
+    guard = _guard(opts, guard_connect)
     try:
-        return runs.result(_run(conn, opts, emit, stop or threading.Event(), clock, runs), clock)
+        return runs.result(
+            _run(conn, opts, emit, stop or threading.Event(), clock, runs, guard), clock
+        )
     except Exception as exc:
         cause = transient_error(exc)
         if cause is None:
             raise
         raise DatabaseUnavailable(f"lost the database connection: {describe_error(cause)}") from exc
+    finally:
+        if guard is not None:
+            guard.close()
+
+
+def _guard(opts: BackfillOptions, connect: Connect | None) -> BlockingGuard | None:
+    if connect is None or opts.max_blocked_seconds <= 0:
+        return None
+    return BlockingGuard(connect, opts.max_blocked_seconds)
 
 
 def run_backfill_reconnecting(
@@ -108,6 +132,7 @@ def run_backfill_reconnecting(
     outer = on_event or (lambda _event: None)
     runs = _Runs()
     failures = Retries(opts.max_reconnects, outer, stop)
+    guard = _guard(opts, connect)  # its session: one more of the same kind
 
     def on_attempt_event(event: BackfillEvent) -> None:
         if isinstance(event, BatchDone):
@@ -115,29 +140,37 @@ def run_backfill_reconnecting(
         outer(event)
 
     emit = runs.watching(on_attempt_event)
-    while True:
-        connected = False
-        try:
-            conn = connect()
-            connected = True
-            with conn:
-                return runs.result(_run(conn, opts, emit, stop, clock, runs), clock)
-        except Exception as exc:
-            cause = transient_error(exc)
-            if cause is None:
-                if not connected and isinstance(exc, psycopg.Error):
-                    raise BackfillSqlError("cannot connect to the database", exc) from exc
-                raise
-            what = "lost the database connection" if connected else "cannot connect to the database"
-            error = f"{what}: {describe_error(cause)}"
-        if not stop.is_set():
-            if not failures.failed():
-                raise DatabaseUnavailable(
-                    f"{error} ({failures.failures} times in a row)"
-                ) from cause
-            failures.back_off(error, opts.batch_size)
-        if stop.is_set():
-            return runs.stopped(opts, clock)
+    try:
+        while True:
+            connected = False
+            try:
+                conn = connect()
+                connected = True
+                with conn:
+                    return runs.result(_run(conn, opts, emit, stop, clock, runs, guard), clock)
+            except Exception as exc:
+                cause = transient_error(exc)
+                if cause is None:
+                    if not connected and isinstance(exc, psycopg.Error):
+                        raise BackfillSqlError("cannot connect to the database", exc) from exc
+                    raise
+                what = (
+                    "lost the database connection"
+                    if connected
+                    else "cannot connect to the database"
+                )
+                error = f"{what}: {describe_error(cause)}"
+            if not stop.is_set():
+                if not failures.failed():
+                    raise DatabaseUnavailable(
+                        f"{error} ({failures.failures} times in a row)"
+                    ) from cause
+                failures.back_off(error, opts.batch_size)
+            if stop.is_set():
+                return runs.stopped(opts, clock)
+    finally:
+        if guard is not None:
+            guard.close()
 
 
 @dataclass
@@ -219,6 +252,7 @@ def _run(
     stop: threading.Event,
     clock: Callable[[], float],
     runs: _Runs,
+    guard: BlockingGuard | None = None,
 ) -> BackfillResult:
     """One connection's run: the table, the checks, the slice's lock, then the slice."""
     if runs.started is None:
@@ -244,7 +278,7 @@ def _run(
                 stopped=True,
             )
         try:
-            return _run_slice(conn, info, opts, emit, stop, clock, runs)
+            return _run_slice(conn, info, opts, emit, stop, clock, runs, guard)
         finally:
             if not conn.closed:
                 with contextlib.suppress(psycopg.Error):
@@ -303,6 +337,7 @@ def _run_slice(
     stop: threading.Event,
     clock: Callable[[], float],
     runs: _Runs,
+    guard: BlockingGuard | None,
 ) -> BackfillResult:
     cp, reset = retrying_locks(
         lambda: claim_checkpoint(conn, info, opts, recheck_finished=not runs.claimed),
@@ -372,18 +407,43 @@ def _run_slice(
             next_strain_check = clock() + THROTTLE_CHECK_INTERVAL
         size = sizer.size
         t0 = clock()
+        watch: Watch | None = None
         try:
-            end, final, rows = run_batch(
-                conn, statements[lo is not None], settings, opts, lo, hi, size, table_oid=info.oid
-            )
+            with _watched(guard, conn) as watch:
+                end, final, rows = run_batch(
+                    conn,
+                    statements[lo is not None],
+                    settings,
+                    opts,
+                    lo,
+                    hi,
+                    size,
+                    table_oid=info.oid,
+                )
         except RETRYABLE as exc:
             message = describe_error(exc)
+            canceled = isinstance(exc, errors.QueryCanceled)
+            fired = watch.fired if canceled and watch is not None else None
+            if fired is not None:  # the guard cancelled it, not statement_timeout
+                sizer = sizer.after_blocking()
+                message = describe_episode(fired, f"the batch of {size} {_after(lo)}")
+                text = f"{message}; cancelled, retried at {sizer.size}"
+                record_blocked(conn, opts, text)
+                emit(
+                    Blocked(
+                        message=text,
+                        waiters=fired.waiters,
+                        longest_wait=fired.longest_wait,
+                        batch_size=size,
+                        next_batch_size=sizer.size,
+                    )
+                )
             if not retries.failed():
                 record_error(conn, opts, message)
                 raise BackfillSqlError(
                     f"the batch {_after(lo)} failed {retries.failures} times in a row", exc
                 ) from exc
-            if isinstance(exc, errors.QueryCanceled):
+            if canceled and fired is None:
                 sizer = sizer.after_timeout()
             retries.back_off(message, sizer.size)
             # Back to the top: a stop or strain that came meanwhile is seen before the retry.
@@ -429,6 +489,15 @@ def _run_slice(
         batch_seconds=batch_seconds,
         batch_sizes=batch_sizes,
     )
+
+
+@contextlib.contextmanager
+def _watched(guard: BlockingGuard | None, conn: psycopg.Connection[Any]) -> Iterator[Watch | None]:
+    if guard is None:
+        yield None
+        return
+    with guard.watching(conn.info.backend_pid) as watch:
+        yield watch
 
 
 def _after(lo: str | None) -> str:
