@@ -1,5 +1,5 @@
-# The dbmigrate image: the operator (`dbmigrate run`) and the backfill worker its Jobs run
-# (`dbmigrate backfill`). Build: docker build -t dbmigrate:0.1.0 .
+# The dbmigrate image: the operator (`dbmigrate run`) and the workers its Jobs run
+# (`dbmigrate backfill`, `dbmigrate backup`). Build: docker build -t dbmigrate:0.1.0 .
 #
 # Runs as a non-root user (65532) on a read-only root filesystem: nothing is written outside
 # /tmp at run time (bytecode is compiled at build time, PYTHONDONTWRITEBYTECODE stops the rest).
@@ -38,7 +38,14 @@ COPY pyproject.toml README.md ./
 COPY operator/dbmigrate ./operator/dbmigrate
 RUN pip wheel --no-deps --no-build-isolation --no-index --wheel-dir /dist .
 
-# --- stage 3: the runtime image ----------------------------------------------------------------
+# --- stage 3: the PostgreSQL client tools, whose binaries stage 4 takes (without the Perl of
+# Debian's postgresql-client-common wrappers) ----------------------------------------------------
+FROM ${BASE_IMAGE} AS pgclient
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends postgresql-client-15
+
+# --- stage 4: the runtime image ----------------------------------------------------------------
 FROM ${BASE_IMAGE}
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -47,6 +54,19 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HOME=/tmp \
     TMPDIR=/tmp
+
+# The PostgreSQL client tools of the backup Job (pg_dump, pg_restore, from stage 3): Debian
+# bookworm's 15, with libpq. pg_dump cannot dump a server of a newer major version; the backup
+# worker compares the versions first and refuses with "server N is newer than pg_dump 15 in this
+# image". apt's lists and caches are not kept.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libpq5 \
+    && apt-get clean \
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
+RUN --mount=type=bind,from=pgclient,source=/usr/lib/postgresql/15/bin,target=/pgclient \
+    cp /pgclient/pg_dump /pgclient/pg_restore /usr/local/bin/ \
+    && pg_dump --version && pg_restore --version
 
 # Only wheels, never the build tree, installed offline: first the dependencies (a layer that
 # survives changes to our code), then the project. The user has a passwd entry: kopf names the

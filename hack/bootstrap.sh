@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the tests and the demo need on a fresh Debian machine, idempotently:
-# Debian packages (PostgreSQL 15, Prometheus, openssl), a virtualenv with the project and its
-# test/dev extras, and the Go-built local Kubernetes control plane (cached).
+# Debian packages (PostgreSQL 15 with its client tools, Prometheus, openssl), a virtualenv with
+# the project and its test/dev extras, and the Go-built tools (cached): the local Kubernetes
+# control plane, helm, kube-score and SeaweedFS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,6 +12,8 @@ SUDO=""
 
 need_apt=()
 [ -x /usr/lib/postgresql/15/bin/postgres ] || need_apt+=(postgresql-15 postgresql-contrib)
+# pg_dump / pg_restore of the backup worker (postgresql-15 pulls them in; said for clarity)
+[ -x /usr/lib/postgresql/15/bin/pg_dump ] || need_apt+=(postgresql-client-15)
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 [ -x /usr/sbin/pgbouncer ] || need_apt+=(pgbouncer)  # the session-pooling checks (tests/security)
@@ -49,4 +52,7 @@ if [ "${DBMIGRATE_SKIP_CONTROL_PLANE:-0}" != 1 ]; then
 fi
 hack/lib/build-helm.sh >/dev/null  # helm for the chart tests (cached)
 hack/lib/build-kube-score.sh >/dev/null  # kube-score for the chart tests (cached)
+# SeaweedFS, the S3-compatible store of the backup tests and benchmark (cached; the first build
+# takes about 8 minutes on 2 cores)
+hack/lib/build-seaweedfs.sh >/dev/null
 log "ready"

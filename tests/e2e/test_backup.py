@@ -9,13 +9,16 @@ Aspects:
 - to S3 (SeaweedFS): the same, from the object;
 - a failing backup (a wrong S3 secret key): Failed with BackupFailed, the guarded step not
   applied (no history row, its column still there); after the Secret is fixed and the failed Job
-  deleted, the backup is taken again and the migration finishes.
+  deleted, the backup is taken again and the migration finishes;
+- the API server refuses a backup without exactly one destination, a subPath climbing out of
+  its volume, an endpoint without a scheme.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -291,3 +294,48 @@ def test_a_failed_backup_stops_before_the_guarded_step_and_is_taken_again(
     assert history(app_db) == [("expand", "up"), ("contract", "up")]
     assert len(seaweed_s3.list_keys(s3_bucket)) == 1
     assert recorded_backups(app_db) == 1
+
+
+@pytest.mark.parametrize(
+    ("backup", "says"),
+    [
+        pytest.param({}, "exactly one of persistentVolumeClaim and s3", id="no-destination"),
+        pytest.param(
+            {
+                "persistentVolumeClaim": {"claimName": "b"},
+                "s3": {
+                    "endpoint": "https://s3",
+                    "bucket": "bkt",
+                    "credentialsSecretRef": {"name": "s"},
+                },
+            },
+            "exactly one of persistentVolumeClaim and s3",
+            id="two-destinations",
+        ),
+        pytest.param(
+            {"persistentVolumeClaim": {"claimName": "b", "subPath": "../etc"}},
+            "subPath",
+            id="sub-path-climbs-out",
+        ),
+        pytest.param(
+            {
+                "s3": {
+                    "endpoint": "s3.example.com",
+                    "bucket": "b",
+                    "credentialsSecretRef": {"name": "s"},
+                }
+            },
+            "endpoint",
+            id="endpoint-without-scheme",
+        ),
+    ],
+)
+def test_invalid_backups_are_rejected_by_the_api_server(
+    cluster: Cluster, namespace: str, backup: dict[str, Any], says: str
+) -> None:
+    manifest = migration(namespace, STEPS, backup=backup)
+    proc = cluster.kubectl(
+        "apply", "--dry-run=server", "-f", "-", input=json.dumps(manifest), check=False
+    )
+    assert proc.returncode != 0
+    assert says in proc.stderr

@@ -2,7 +2,8 @@
 
 Aspects: the seed's migration (expand, concurrent index, batched backfill, rollout gate,
 NOT NULL via CHECK NOT VALID) applies to success, the awaitRollout step is skipped with a notice;
-re-running is a no-op (the history table); a failing step rolls back the earlier ones and exits
+re-running is a no-op (the history table); `spec.backup` takes no backup here (no cluster to run
+its Job) and says so; a failing step rolls back the earlier ones and exits
 1; SQL from a ConfigMap in the same file; usage errors exit 2 and never print the DSN.
 """
 
@@ -86,6 +87,17 @@ def test_seed_migration_applies_and_rerun_is_a_noop(
     assert again.returncode == 0, again.stderr
     assert "found in history" in again.stderr
     assert len(history(users)) == len(steps)
+
+
+def test_a_backup_is_not_taken_without_a_cluster_and_it_says_so(
+    tmp_path: Path, pg_dsn: str, users: psycopg.Connection
+) -> None:
+    doc = seed_migration()
+    doc["spec"]["backup"] = {"persistentVolumeClaim": {"claimName": "backups"}}
+    proc = run_apply(tmp_path, [doc], pg_dsn)
+    assert proc.returncode == 0, proc.stderr
+    assert "no backup taken: dbmigrate apply runs no backup Job" in proc.stderr
+    assert [s for s, _ in history(users)][-1] == "contract"
 
 
 def test_failing_step_rolls_back_the_earlier_ones(
