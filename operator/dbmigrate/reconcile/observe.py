@@ -104,7 +104,7 @@ async def observe(
 ) -> Observed:
     obs, sql, dsn = await _observe_world(platform, session, spec, status, body, lint_cache)
     status = record_lint_and_plan(spec, status, obs, sql, session.server_version)
-    status, blocked = await _record_backfill_progress(session, spec, status, dsn)
+    status, blocked = await record_backfill_progress(session, spec, status, dsn)
     status, obs, changes, round_measured = await _measure_slo(spec, status, obs, dsn)
     status = await _record_database(platform, session, spec, status, obs, round_measured)
     return Observed(
@@ -337,7 +337,7 @@ def record_lint_and_plan(
     return status
 
 
-async def _record_backfill_progress(
+async def record_backfill_progress(
     session: DatabaseSession,
     spec: DatabaseMigrationSpec,
     status: DatabaseMigrationStatus,
