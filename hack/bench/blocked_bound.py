@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import statistics
 import threading
 import time
@@ -143,6 +144,7 @@ async def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--dsn")
     args = parser.parse_args()
+    logging.getLogger("dbmigrate").setLevel(logging.ERROR)  # each episode is logged: expected
     print(f"machine: {machine()}\n")
     with database(args.dsn) as dsn:
         conn = await psycopg.AsyncConnection.connect(dsn, autocommit=True)

@@ -27,7 +27,7 @@ import contextlib
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,7 +66,7 @@ from dbmigrate.db.backfill.throttle import (
     wait_while_strained,
 )
 from dbmigrate.db.errors import describe_error
-from dbmigrate.db.guard import BlockingGuard, Watch
+from dbmigrate.db.guard import BlockingGuard, Watch, watching
 
 Connect = Callable[[], psycopg.Connection[Any]]
 
@@ -409,7 +409,7 @@ def _run_slice(
         t0 = clock()
         watch: Watch | None = None
         try:
-            with _watched(guard, conn) as watch:
+            with watching(guard, conn) as watch:
                 end, final, rows = run_batch(
                     conn,
                     statements[lo is not None],
@@ -489,15 +489,6 @@ def _run_slice(
         batch_seconds=batch_seconds,
         batch_sizes=batch_sizes,
     )
-
-
-@contextlib.contextmanager
-def _watched(guard: BlockingGuard | None, conn: psycopg.Connection[Any]) -> Iterator[Watch | None]:
-    if guard is None:
-        yield None
-        return
-    with guard.watching(conn.info.backend_pid) as watch:
-        yield watch
 
 
 def _after(lo: str | None) -> str:
