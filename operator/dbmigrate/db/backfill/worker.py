@@ -119,8 +119,10 @@ def run_backfill_reconnecting(
     on_event: Callable[[BackfillEvent], None] | None = None,
     stop: threading.Event | None = None,
     clock: Callable[[], float] = time.monotonic,
+    guard_connect: Connect | None = None,
 ) -> BackfillResult:
-    """`run_backfill` on connections of its own (`connect()` opens an autocommit one).
+    """`run_backfill` on connections of its own (`connect()` opens an autocommit one;
+    `guard_connect`, default `connect`, the blocking guard's).
 
     A connection lost or refused with an error that can heal is closed, and after a back-off
     (`Retrying` events, `core.batching.backoff_delay`) opened again; the run resumes from the
@@ -132,7 +134,7 @@ def run_backfill_reconnecting(
     outer = on_event or (lambda _event: None)
     runs = _Runs()
     failures = Retries(opts.max_reconnects, outer, stop)
-    guard = _guard(opts, connect)  # its session: one more of the same kind
+    guard = _guard(opts, guard_connect or connect)
 
     def on_attempt_event(event: BackfillEvent) -> None:
         if isinstance(event, BatchDone):
