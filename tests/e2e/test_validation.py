@@ -285,11 +285,6 @@ CASES = [
         id="metric-neither-query-nor-sql",
     ),
     pytest.param(
-        set_path("spec.analysis.prometheus", DELETE),
-        "analysis.prometheus is required when a metric has a query (PromQL)",
-        id="query-without-prometheus",
-    ),
-    pytest.param(
         set_path("spec.safety", {"lockRetries": -1}),
         "spec.safety.lockRetries",
         id="negative-lock-retries",

@@ -10,7 +10,8 @@ transaction, with application queries queued behind it, is cancelled too; a canc
 the guard's (statement_timeout) stays an SqlError. A backfill batch holding rows an
 application UPDATE wants is cancelled past the limit and retried at half its size (never
 larger afterwards), the episode is in the checkpoint row and the progress summary, and the
-backfill still updates every row exactly once.
+backfill still updates every row exactly once, in-process and as the `dbmigrate backfill`
+command a Job runs.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from dbmigrate.db.backfill import (
     read_checkpoints,
     run_backfill,
 )
+from tests.integration.backfill_helpers import cli
 
 MIGRATION = "20240101000000_guard"
 
@@ -338,11 +340,9 @@ async def test_unblocking_step_runs_guarded_without_episodes(
 # --- backfill batches ---------------------------------------------------------------------------
 
 
-def test_backfill_batch_blocking_an_update_shrinks_and_finishes(pg_dsn: str) -> None:
-    """Each row costs the batch 2 ms (a slow `set`), so a batch of 1 000 holds its rows for
-    2 s; the application updates random rows meanwhile. The guard (500 ms) cancels the big
-    batches; they are retried at half the size until batches are short enough."""
-    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+def slow_items(dsn: str) -> None:
+    """`items`: 3 000 rows, and `slow(x)`, which costs a backfill's `set` 2 ms a row."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(
             "CREATE TABLE items (id int PRIMARY KEY, n int NOT NULL DEFAULT 0, touched int "
             "NOT NULL DEFAULT 0)"
@@ -352,20 +352,28 @@ def test_backfill_batch_blocking_an_update_shrinks_and_finishes(pg_dsn: str) -> 
             "CREATE FUNCTION slow(x int) RETURNS int LANGUAGE sql VOLATILE "
             "AS 'SELECT pg_sleep(0.002); SELECT x'"
         )
+
+
+def update_items(dsn: str, stop: threading.Event, waits: list[float]) -> None:
+    """The application: updates a row every 50 ms, timing each update."""
+    with psycopg.connect(dsn, autocommit=True, application_name="app") as app:
+        key = 0
+        while not stop.is_set():
+            key = key % 3000 + 97
+            t0 = time.monotonic()
+            app.execute("UPDATE items SET touched = touched + 1 WHERE id = %s", (key,))
+            waits.append(time.monotonic() - t0)
+            time.sleep(0.05)
+
+
+def test_backfill_batch_blocking_an_update_shrinks_and_finishes(pg_dsn: str) -> None:
+    """Each row costs the batch 2 ms (a slow `set`), so a batch of 1 000 holds its rows for
+    2 s; the application updates random rows meanwhile. The guard (500 ms) cancels the big
+    batches; they are retried at half the size until batches are short enough."""
+    slow_items(pg_dsn)
     stop = threading.Event()
     waits: list[float] = []
-
-    def application() -> None:
-        with psycopg.connect(pg_dsn, autocommit=True, application_name="app") as app:
-            key = 0
-            while not stop.is_set():
-                key = key % 3000 + 97
-                t0 = time.monotonic()
-                app.execute("UPDATE items SET touched = touched + 1 WHERE id = %s", (key,))
-                waits.append(time.monotonic() - t0)
-                time.sleep(0.05)
-
-    thread = threading.Thread(target=application, daemon=True)
+    thread = threading.Thread(target=update_items, args=(pg_dsn, stop, waits), daemon=True)
     thread.start()
     events: list[BackfillEvent] = []
     opts = BackfillOptions(
@@ -416,3 +424,31 @@ def test_backfill_batch_blocking_an_update_shrinks_and_finishes(pg_dsn: str) -> 
         summary = read_backfill_progress(conn, "guarded")
         assert summary.blocking_episodes == len(blocked)
         assert summary.last_blocked == blocked[-1].message
+
+
+def test_backfill_worker_command_is_guarded(pg_dsn: str) -> None:
+    """`dbmigrate backfill` as a Job runs it: `--max-blocked-duration` watches its batches."""
+    slow_items(pg_dsn)
+    stop = threading.Event()
+    waits: list[float] = []
+    thread = threading.Thread(target=update_items, args=(pg_dsn, stop, waits), daemon=True)
+    thread.start()
+    try:
+        done = cli(
+            pg_dsn,
+            *("--table", "items", "--set", "n = n + slow(1)", "--checkpoint", "cli"),
+            *("--batch-size", "1000", "--max-batch-size", "1000"),
+            *("--target-batch-duration", "30s", "--max-blocked-duration", "500ms"),
+            *("--max-retries", "20"),
+            timeout=120,
+        )
+    finally:
+        stop.set()
+        thread.join(10)
+    assert done.returncode == 0, done.stderr
+    assert "blocking the application: 1 application query waited" in done.stdout, done.stdout
+    assert max(waits) < 0.5 + 1.0, sorted(waits)[-5:]
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT min(n), max(n) FROM items").fetchone() == (1, 1)
+        (cp,) = read_checkpoints(conn, "cli")
+        assert cp.blocked_episodes >= 1

@@ -103,6 +103,29 @@ def test_backfill_worker_arguments(backfill: dict[str, Any], expected: list[str]
     assert "--checkpoint" in args
 
 
+@pytest.mark.parametrize(
+    ("safety", "expected"),
+    [
+        pytest.param({}, ["--lock-timeout", "1s", "--max-blocked-duration", "2s"], id="defaults"),
+        pytest.param(
+            {"lockTimeout": "200ms", "maxBlockedDuration": "500ms"},
+            ["--lock-timeout", "200ms", "--max-blocked-duration", "500ms"],
+            id="given",
+        ),
+    ],
+)
+def test_backfill_worker_gets_the_safety_limits(
+    safety: dict[str, str], expected: list[str]
+) -> None:
+    s = spec(backfill={"table": "users", "set": "a = 1"}, safety=safety)
+    args = args_of(build_backfill_job(BODY, s, s.steps[0], "img:1", workers_of(s)))
+    pairs = set(itertools.pairwise(args))
+    for flag, value in zip(expected[::2], expected[1::2], strict=True):
+        assert (flag, value) in pairs
+    assert args[0] == "backfill"
+    assert "--checkpoint" in args
+
+
 def test_backfill_job_shape() -> None:
     s = spec(backfill={"table": "users", "set": "a = 1", "parallelism": 3})
     job = build_backfill_job(BODY, s, s.steps[0], "img:1", workers_of(s))

@@ -196,6 +196,7 @@ class Analysis(Model):
             {
                 "rule": "has(self.prometheus) || !self.metrics.exists(m, has(m.query))",
                 "message": "analysis.prometheus is required when a metric has a query (PromQL)",
+                "fieldPath": ".prometheus",
             },
         )
     )

@@ -275,15 +275,24 @@ def _handle(args: argparse.Namespace) -> int:
             dsn, autocommit=True, application_name=f"{APPLICATION_NAME_PREFIX} {worker}/{workers}"
         )
 
+    def guard_connect() -> psycopg.Connection[Any]:
+        # Not a backfill session by name: the tests and views that count workers count one.
+        return psycopg.connect(
+            dsn, autocommit=True, application_name=f"dbmigrate-guard backfill {worker}/{workers}"
+        )
+
     previous = signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        return _run(connect, opts, args.progress_interval, metrics, stop, stopped_by, dsn)
+        return _run(
+            connect, guard_connect, opts, args.progress_interval, metrics, stop, stopped_by, dsn
+        )
     finally:
         signal.signal(signal.SIGTERM, previous)
 
 
 def _run(
     connect: Callable[[], psycopg.Connection[Any]],
+    guard_connect: Callable[[], psycopg.Connection[Any]],
     opts: BackfillOptions,
     progress_interval: float,
     metrics: _WorkerMetrics | None,
@@ -300,7 +309,9 @@ def _run(
 
     with display:
         try:
-            result = run_backfill_reconnecting(connect, opts, on_event=on_event, stop=stop)
+            result = run_backfill_reconnecting(
+                connect, opts, on_event=on_event, stop=stop, guard_connect=guard_connect
+            )
         except BackfillError as exc:
             display.close()
             return _fail(_scrub(str(exc), dsn), exit_code(exc))

@@ -22,11 +22,10 @@ pg_cancel_backend) stays an SqlError: the guard knows when it cancelled.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import psycopg
@@ -48,7 +47,7 @@ from dbmigrate.core.statements import (
 from dbmigrate.core.steps import ExecutionLimits
 from dbmigrate.db import history
 from dbmigrate.db.errors import describe_error
-from dbmigrate.db.guard import AsyncBlockingGuard, Watch
+from dbmigrate.db.guard import AsyncBlockingGuard, Watch, watching_async
 
 log = logging.getLogger(__name__)
 
@@ -74,17 +73,6 @@ class StepResult:
 
 class _VerifyFailed(Exception):
     pass
-
-
-@contextlib.asynccontextmanager
-async def _watched(
-    guard: AsyncBlockingGuard | None, conn: psycopg.AsyncConnection
-) -> AsyncIterator[Watch | None]:
-    if guard is None:
-        yield None
-        return
-    async with guard.watching(conn.info.backend_pid) as watch:
-        yield watch
 
 
 def _connection_lost(conn: psycopg.AsyncConnection, exc: psycopg.Error) -> bool:
@@ -282,7 +270,7 @@ async def _apply_sql(
         watch: Watch | None = None
         try:
             if transactional:
-                async with _watched(guard, conn) as watch, conn.transaction():
+                async with watching_async(guard, conn) as watch, conn.transaction():
                     await _set_timeouts(conn, limits, local=True)
                     for current in group:
                         await conn.execute(pgsql.SQL(current.text))  # type: ignore[arg-type]
@@ -304,7 +292,7 @@ async def _apply_sql(
                 )
                 await _set_timeouts(conn, limits, local=False)
                 try:
-                    async with _watched(guard, conn) as watch:
+                    async with watching_async(guard, conn) as watch:
                         await conn.execute(pgsql.SQL(current.text))  # type: ignore[arg-type]
                 except psycopg.Error as exc:
                     if _connection_lost(conn, exc):

@@ -220,3 +220,25 @@ class BlockingGuard:
             with contextlib.suppress(psycopg.Error):
                 self._conn.close()
         self._conn = None
+
+
+@contextlib.asynccontextmanager
+async def watching_async(
+    guard: AsyncBlockingGuard | None, conn: psycopg.AsyncConnection
+) -> AsyncIterator[Watch | None]:
+    """`guard.watching` the session of `conn`, or nothing (None) without a guard."""
+    if guard is None:
+        yield None
+        return
+    async with guard.watching(conn.info.backend_pid) as watch:
+        yield watch
+
+
+@contextlib.contextmanager
+def watching(guard: BlockingGuard | None, conn: psycopg.Connection[Any]) -> Iterator[Watch | None]:
+    """The same for a sync session."""
+    if guard is None:
+        yield None
+        return
+    with guard.watching(conn.info.backend_pid) as watch:
+        yield watch

@@ -165,6 +165,9 @@ class LocalPlatform:
             opts,
             on_event=lambda e: self.on_backfill(step, e),
             stop=stop,
+            guard_connect=lambda: psycopg.connect(
+                self.dsn, autocommit=True, application_name="dbmigrate-guard"
+            ),
         )
         if result.stopped:
             raise RuntimeError("stopped")

@@ -114,7 +114,7 @@ async def observe(
         status = status.model_copy(deep=True)
         status.checklist = obs.checklist
     status = record_lint_and_plan(spec, status, obs, sql, session.server_version)
-    status, blocked = await _record_backfill_progress(session, spec, status, dsn)
+    status, blocked = await record_backfill_progress(session, spec, status, dsn)
     status, obs, changes, round_measured = await _measure_slo(spec, status, obs, dsn)
     status = await _record_database(platform, session, spec, status, obs, round_measured)
     return Observed(
@@ -361,7 +361,7 @@ def record_lint_and_plan(
     return status
 
 
-async def _record_backfill_progress(
+async def record_backfill_progress(
     session: DatabaseSession,
     spec: DatabaseMigrationSpec,
     status: DatabaseMigrationStatus,

@@ -27,7 +27,7 @@ import contextlib
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,7 +66,7 @@ from dbmigrate.db.backfill.throttle import (
     wait_while_strained,
 )
 from dbmigrate.db.errors import describe_error
-from dbmigrate.db.guard import BlockingGuard, Watch
+from dbmigrate.db.guard import BlockingGuard, Watch, watching
 
 Connect = Callable[[], psycopg.Connection[Any]]
 
@@ -119,8 +119,10 @@ def run_backfill_reconnecting(
     on_event: Callable[[BackfillEvent], None] | None = None,
     stop: threading.Event | None = None,
     clock: Callable[[], float] = time.monotonic,
+    guard_connect: Connect | None = None,
 ) -> BackfillResult:
-    """`run_backfill` on connections of its own (`connect()` opens an autocommit one).
+    """`run_backfill` on connections of its own (`connect()` opens an autocommit one;
+    `guard_connect`, default `connect`, the blocking guard's).
 
     A connection lost or refused with an error that can heal is closed, and after a back-off
     (`Retrying` events, `core.batching.backoff_delay`) opened again; the run resumes from the
@@ -132,7 +134,7 @@ def run_backfill_reconnecting(
     outer = on_event or (lambda _event: None)
     runs = _Runs()
     failures = Retries(opts.max_reconnects, outer, stop)
-    guard = _guard(opts, connect)  # its session: one more of the same kind
+    guard = _guard(opts, guard_connect or connect)
 
     def on_attempt_event(event: BackfillEvent) -> None:
         if isinstance(event, BatchDone):
@@ -409,7 +411,7 @@ def _run_slice(
         t0 = clock()
         watch: Watch | None = None
         try:
-            with _watched(guard, conn) as watch:
+            with watching(guard, conn) as watch:
                 end, final, rows = run_batch(
                     conn,
                     statements[lo is not None],
@@ -489,15 +491,6 @@ def _run_slice(
         batch_seconds=batch_seconds,
         batch_sizes=batch_sizes,
     )
-
-
-@contextlib.contextmanager
-def _watched(guard: BlockingGuard | None, conn: psycopg.Connection[Any]) -> Iterator[Watch | None]:
-    if guard is None:
-        yield None
-        return
-    with guard.watching(conn.info.backend_pid) as watch:
-        yield watch
 
 
 def _after(lo: str | None) -> str:
