@@ -6,9 +6,11 @@ installed with the chart), the local control plane otherwise or when kind cannot
 `shop-api`, and the operator; seeds `users` (1 M rows by default), then:
 
 1. applies the seed's "add email_verified" migration (examples/add-email-verified.yaml) and
-   follows it to Succeeded: expand, concurrent index, batched backfill as a Kubernetes Job,
-   waiting for shop-api v2 to roll out (the demo plays your CD system and rolls it out), the
-   NOT NULL contract — under SLO analysis the whole time;
+   follows it to Succeeded: the rehearsal on a scratch copy, the pre-deployment checklist (the
+   demo approves it), expand, concurrent index, batched backfill as a Kubernetes Job, waiting
+   for shop-api v2 to roll out (the demo plays your CD system and rolls it out), the verified
+   backup before the point of no return, the NOT NULL contract — under SLO analysis the whole
+   time;
 2. applies a second migration whose release (v3) makes the app's error ratio rise: the operator
    undoes the rollout to v2 and runs the down SQL, by itself.
 
@@ -67,10 +69,51 @@ def seed_users(stack: LocalStack, rows: int) -> None:
     say(f"seeded users with {format_count(rows)} rows in {time.monotonic() - t0:.1f}s")
 
 
+BACKUP_CLAIM = "shop-db-backups"
+
+
+def backup_claim(stack: LocalStack) -> None:
+    """Where the demo's backup goes: a PersistentVolumeClaim (the example names S3). On kind the
+    default StorageClass provisions it; on the local control plane it binds a hostPath volume
+    in the demo's directory."""
+    assert stack.cluster is not None
+    claim: dict[str, Any] = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": BACKUP_CLAIM, "namespace": stack.namespace},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "2Gi"}}},
+    }
+    if not isinstance(stack, KindStack):
+        host = stack.workdir / "backups"
+        host.mkdir(parents=True, exist_ok=True)
+        host.chmod(0o777)  # the backup Job runs as a non-root user
+        volume = f"{stack.namespace}-{BACKUP_CLAIM}"
+        stack.cluster.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolume",
+                "metadata": {"name": volume},
+                "spec": {
+                    "capacity": {"storage": "2Gi"},
+                    "accessModes": ["ReadWriteOnce"],
+                    "storageClassName": "",
+                    "persistentVolumeReclaimPolicy": "Retain",
+                    "hostPath": {"path": str(host), "type": "Directory"},
+                },
+            }
+        )
+        claim["spec"].update(storageClassName="", volumeName=volume)
+    stack.cluster.apply(claim)
+
+
 def seed_migration(stack: LocalStack) -> dict[str, Any]:
-    """The example, pointed at the local Prometheus, with demo-sized windows and settle."""
+    """The example, pointed at the local Prometheus, with demo-sized windows and settle, and
+    its backup written to the demo's claim instead of S3."""
     doc = yaml.safe_load((REPO / "examples" / "add-email-verified.yaml").read_text())
     doc["metadata"]["namespace"] = stack.namespace
+    backup = doc["spec"]["backup"]
+    backup.pop("s3")
+    backup["persistentVolumeClaim"] = {"claimName": BACKUP_CLAIM}
     analysis = doc["spec"]["analysis"]
     analysis["prometheus"]["address"] = stack.prometheus.url  # type: ignore[union-attr]
     analysis.update(interval="5s", settle="20s", baselineWindow="30s")
@@ -173,11 +216,31 @@ def story_one(stack: LocalStack, rows: int) -> None:
     seed_users(stack, rows)
     stack.deploy_app("registry.example.com/shop-api:v1")
     say("shop-api v1 is running (3 replicas); applying examples/add-email-verified.yaml")
+    backup_claim(stack)
     stack.cluster.apply(seed_migration(stack))
-    released = False
+    released = approved = False
 
     def roll_out_v2(status: dict[str, Any]) -> None:
-        nonlocal released
+        nonlocal released, approved
+        checklist = status.get("checklist") or {}
+        if checklist.get("missing") == ["Approval"] and not approved:
+            approved = True
+            say(f"  {BOLD}-> the pre-deployment checklist (status.checklist):{RESET}")
+            for line in checklist.get("checkboxes") or []:
+                say(f"       {line}")
+            say(
+                f"  {BOLD}-> it waits for a person's approval; approving "
+                f"(kubectl annotate dbm add-email-verified dbmigrate.io/approved-by=demo){RESET}"
+            )
+            assert stack.cluster is not None
+            stack.cluster.kubectl(
+                "annotate",
+                "dbm",
+                "add-email-verified",
+                "-n",
+                stack.namespace,
+                "dbmigrate.io/approved-by=demo",
+            )
         waiting = any(
             s["name"] == "release-v2" and s["state"] == "Waiting" for s in status.get("steps") or []
         )
