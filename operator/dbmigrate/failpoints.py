@@ -36,6 +36,8 @@ POINTS: dict[str, str] = {
     "not started",
     "rehearsal.scratch-filled": "a rehearsal's scratch database created and filled; no step "
     "run there, no verdict recorded",
+    "backup.job-created": "the backup Job created; its status not written",
+    "backup.recorded": "a backup stored, verified and its row committed; the worker not exited",
 }
 
 

@@ -334,3 +334,109 @@ def test_a_second_migration_of_the_same_database_waits(
             recovers=False,
         )
     )
+
+
+BACKED_UP = [
+    ADD_FLAG,
+    {
+        "name": "contract",
+        "pointOfNoReturn": True,
+        "sql": {"up": "CREATE TABLE t1 (id int)", "down": "DROP TABLE IF EXISTS t1"},
+    },
+]
+
+
+@pytest.mark.parametrize(
+    ("who", "point"),
+    [
+        pytest.param("operator", "backup.job-created", id="backup-job-created"),
+        pytest.param("worker", "backup.recorded", id="backup-recorded"),
+    ],
+)
+def test_a_crash_while_backing_up_is_recovered(
+    cluster: Cluster,
+    namespace: str,
+    app_db: str,
+    operator: OperatorProcess,
+    local_executor: Cluster,
+    seaweed_s3: Any,
+    s3_bucket: str,
+    who: str,
+    point: str,
+) -> None:
+    """The operator dies right after creating the backup Job, or the backup worker right after
+    its verified backup's row committed: the fresh operator adopts the Job (no second one), the
+    Job's next pod finds the row (no second dump); one backup recorded, each step applied once,
+    the point-of-no-return step only after the backup."""
+    cluster.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "s3", "namespace": namespace},
+            "stringData": {
+                "accessKeyId": seaweed_s3.access_key,
+                "secretAccessKey": seaweed_s3.secret_key,
+            },
+        }
+    )
+    backup = {
+        "s3": {
+            "endpoint": seaweed_s3.endpoint,
+            "bucket": s3_bucket,
+            "credentialsSecretRef": {"name": "s3"},
+        }
+    }
+    world = World(cluster, namespace, app_db, operator, None)
+    if who == "operator":
+        crash_at(operator, point)
+    else:
+        cluster.kubectl(
+            "annotate", "namespace", namespace, f"{FAILPOINTS_ANNOTATION}={point}=crash"
+        )
+    cluster.apply(migration(namespace, BACKED_UP, backup=backup))
+    if who == "operator":
+        assert operator.proc is not None
+        assert operator.proc.wait(120) == 137, "the operator did not exit at the failpoint"
+        assert f"failpoint {point}: crash" in operator.log()
+        crashed = time.monotonic()
+        operator.env.pop(ENV)
+        operator.start()
+    else:
+
+        def worker_crashed() -> bool:
+            return any(
+                ((cs.get("state") or {}).get("terminated") or {}).get("exitCode") == 137
+                for pod in world.pods()
+                for cs in (pod.get("status") or {}).get("containerStatuses") or []
+            )
+
+        wait_for(worker_crashed, 120, "the backup worker's first pod to crash at the failpoint")
+        crashed = time.monotonic()
+    st = wait_phase(cluster, namespace, "Succeeded", timeout=120)
+    recovery = time.monotonic() - crashed
+
+    verify_recovered(cluster, namespace, app_db, BACKED_UP, "Succeeded")
+    assert st["backup"]["state"] == "Succeeded"
+    assert st["backup"]["beforeStep"] == "contract"
+    with psycopg.connect(app_db) as conn:
+        has(conn, "SELECT count(*) FROM dbmigrate.backups", 1)
+        # the guarded step ran after the backup was recorded, never before
+        has(
+            conn,
+            "SELECT (SELECT min(applied_at) FROM dbmigrate.history WHERE step = 'contract') > "
+            "(SELECT max(taken_at) FROM dbmigrate.backups)",
+            True,
+        )
+    assert len(seaweed_s3.list_keys(s3_bucket)) == 1
+    jobs = [j for j in world.jobs() if "backup" in j["metadata"]["name"]]
+    assert len(jobs) == 1, [j["metadata"]["name"] for j in jobs]
+    RESULTS.append(
+        Result(
+            "crash",
+            point,
+            "",
+            f"backup ({'the operator' if who == 'operator' else 'the worker pod'})",
+            "Succeeded (Succeeded)",
+            recovery,
+        )
+    )

@@ -22,6 +22,7 @@ from typing import IO, Any
 
 import psycopg
 
+from dbmigrate import failpoints
 from dbmigrate.backup.pgdump import (
     ToolError,
     check_versions,
@@ -212,6 +213,7 @@ def _take(
         toc_entries=listing.entries,
     )
     record_backup(conn, backup)
+    failpoints.hit("backup.recorded")
     recorded = find_backup(conn, opts.migration_id, opts.step, opts.run_uid)
     assert recorded is not None
     return BackupResult(recorded, missing_tables=tuple(missing))

@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 
+from dbmigrate import failpoints
 from dbmigrate.api import reasons
 from dbmigrate.api.backup import BackupStatus
 from dbmigrate.api.models import DatabaseMigrationSpec, DatabaseMigrationStatus
@@ -106,6 +107,7 @@ async def run_backup(p: Pass, action: d.RunBackup) -> float:
     except Invalid as exc:
         message = f"backup job {name} rejected by the API server: {exc}"
         return await fail_backup(p, d.FailBackup(action.step, message))
+    failpoints.hit("backup.job-created")
     status.backup = BackupStatus(
         state="Running",
         before_step=action.step,
