@@ -164,6 +164,13 @@ DECISIONS = [
     ),
     pytest.param(
         spec(PVC),
+        status(backup="Succeeded", expand="Succeeded", fill="Succeeded"),
+        obs(applied=APPLIED, backup=RECORD, backup_job=d.JobState(JOB, active=1)),
+        "Wait:BackingUp",
+        id="recorded-but-a-retried-pod-still-runs-waits",
+    ),
+    pytest.param(
+        spec(PVC),
         status(expand="Succeeded", fill="Succeeded"),
         obs(applied=APPLIED, backup=RECORD),
         d.RecordBackup("contract", RECORD),

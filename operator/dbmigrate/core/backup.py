@@ -84,6 +84,18 @@ def decide_backup(
             or current.sha256 != record.sha256
         ):
             return RecordBackup(step.name, record)
+        job = obs.backup_job
+        if job is not None and job.foreign_owner is None and job.active and not job.succeeded:
+            # A pod retried after the record committed (its predecessor died right after) only
+            # finds the record and exits: the step starts once no backup pod is left running.
+            return Wait(
+                "Progressing",
+                reasons.BACKING_UP,
+                f"backup before step {step.name!r} recorded; waiting for job {job.name}'s pod to "
+                "finish",
+                step=step.name,
+                requeue_after=1.0,
+            )
         return None
     if not obs.rollout_gates:
         if current is None or current.state != "Skipped":
