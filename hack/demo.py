@@ -285,6 +285,14 @@ def story_one(stack: LocalStack, rows: int) -> None:
         "email_verified is NOT NULL now"
     )
     say("history: " + ", ".join(f"{s} {d} ({ms} ms)" for s, d, ms in rows_))
+    backup = final.get("backup") or {}
+    if backup.get("state") == "Succeeded":
+        say(
+            f"backup before {backup.get('beforeStep')}: {backup.get('location')} "
+            f"({format_count(backup.get('sizeBytes') or 0)} bytes, sha256 "
+            f"{(backup.get('sha256') or '')[:12]}, verified)"
+        )
+        say(f"  restore: {backup.get('restoreCommand')}")
 
 
 def story_two(stack: LocalStack) -> None:
