@@ -2,8 +2,9 @@
 
 Aspects: the seed's migration (expand, concurrent index, batched backfill, rollout gate,
 NOT NULL via CHECK NOT VALID) applies to success, the awaitRollout step is skipped with a notice;
-re-running is a no-op (the history table); `spec.backup` takes no backup here (no cluster to run
-its Job) and says so; a failing step rolls back the earlier ones and exits
+re-running is a no-op (the history table); the rehearsal runs first, and a checklist that
+requires approval stops the command until `--approved-by` gives it; `spec.backup` takes no backup
+here (no cluster to run its Job) and says so; a failing step rolls back the earlier ones and exits
 1; SQL from a ConfigMap in the same file; usage errors exit 2 and never print the DSN.
 """
 
@@ -23,9 +24,16 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def seed_migration() -> dict[str, Any]:
+def seed_migration(*, before_the_start: bool = False) -> dict[str, Any]:
+    """The example without its analysis (analysed against a real Prometheus elsewhere); with
+    `before_the_start`, its rehearsal, backup and checklist kept, else only its steps."""
     doc = yaml.safe_load((ROOT / "examples" / "add-email-verified.yaml").read_text())
-    del doc["spec"]["analysis"]  # analysed against a real Prometheus in test_apply_analysis
+    del doc["spec"]["analysis"]
+    if before_the_start:
+        doc["spec"]["checklist"]["require"].remove("Monitoring")  # (it needs the analysis)
+    else:
+        for field in ("rehearsal", "backup", "checklist"):
+            del doc["spec"][field]
     return doc
 
 
@@ -64,9 +72,14 @@ def history(conn: psycopg.Connection) -> list[tuple[str, str]]:
 def test_seed_migration_applies_and_rerun_is_a_noop(
     tmp_path: Path, pg_dsn: str, users: psycopg.Connection
 ) -> None:
-    proc = run_apply(tmp_path, [seed_migration()], pg_dsn)
+    proc = run_apply(
+        tmp_path, [seed_migration(before_the_start=True)], pg_dsn, "--approved-by", "alice"
+    )
     assert proc.returncode == 0, proc.stderr
     out = proc.stderr
+    assert "RehearsalPassed" in out
+    assert "checklist complete" in out
+    assert "approved by alice" in out
     assert "skipped: no Kubernetes rollout" in out
     assert "Succeeded" in out
     assert pg_dsn not in out
@@ -83,10 +96,23 @@ def test_seed_migration_applies_and_rerun_is_a_noop(
     ).fetchone()
     assert nullable == ("NO",)
 
-    again = run_apply(tmp_path, [seed_migration()], pg_dsn)
+    again = run_apply(
+        tmp_path, [seed_migration(before_the_start=True)], pg_dsn, "--approved-by", "alice"
+    )
     assert again.returncode == 0, again.stderr
     assert "found in history" in again.stderr
     assert len(history(users)) == len(steps)
+
+
+def test_a_required_approval_stops_the_command_before_anything_runs(
+    tmp_path: Path, pg_dsn: str, users: psycopg.Connection
+) -> None:
+    proc = run_apply(tmp_path, [seed_migration(before_the_start=True)], pg_dsn)
+    assert proc.returncode == 1, proc.stderr
+    assert "ChecklistIncomplete" in proc.stderr
+    assert "missing: Approval (pass --approved-by NAME); nothing was applied" in proc.stderr
+    assert "[x] Rehearsal (required): passed" in proc.stderr
+    assert history(users) == []  # (the rehearsal ran under the lock, which made the table)
 
 
 def test_a_backup_is_not_taken_without_a_cluster_and_it_says_so(

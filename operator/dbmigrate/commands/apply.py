@@ -23,6 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from dbmigrate.api import reasons
+from dbmigrate.api.schema import APPROVAL_ANNOTATION
 from dbmigrate.core.batching import format_count
 from dbmigrate.core.lint.documents import ManifestError, parse_manifests
 from dbmigrate.db.backfill import BackfillEvent, BatchDone, Started, Throttled
@@ -58,6 +59,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "spec.analysis.prometheus.address)",
     )
     p.add_argument("--name", help="which DatabaseMigration, when the file has several")
+    p.add_argument(
+        "--approved-by",
+        metavar="NAME",
+        help="approve the migration (the checklist's Approval item; on a cluster, the "
+        f"{APPROVAL_ANNOTATION} annotation)",
+    )
     p.add_argument(
         "--interactive",
         action="store_true",
@@ -106,6 +113,8 @@ def _handle(args: argparse.Namespace) -> int:
         return USAGE
     doc = resource.to_k8s()
     doc.pop("status", None)
+    if args.approved_by:
+        doc["metadata"].setdefault("annotations", {})[APPROVAL_ANNOTATION] = args.approved_by
     if args.prometheus and resource.spec.analysis is not None:
         doc["spec"]["analysis"]["prometheus"] = {"address": args.prometheus}
     report = Reporter(console)
@@ -163,6 +172,7 @@ class Reporter:
         self.console.print(f"{self._stamp()} [{colour}]{reason:<22}[/] {message}")
 
     def status(self, status: dict[str, Any]) -> None:
+        self._checklist(status)
         for cond in status.get("conditions") or []:
             if cond.get("type") == "Stalled" and cond.get("status") == "True":
                 reason = cond.get("reason")
@@ -183,6 +193,27 @@ class Reporter:
                                 f"{finding.get('message', '')}"
                             )
                     self.stop.set()
+
+    def _checklist(self, status: dict[str, Any]) -> None:
+        """A required checklist item that does not hold stops the command: on a cluster the
+        operator waits for it (an approval, Prometheus), here nobody would provide it."""
+        checklist = status.get("checklist") or {}
+        if status.get("startedAt") or not checklist.get("missing") or self.stop.is_set():
+            return
+        waiting = any(
+            c.get("type") == "Ready" and c.get("reason") == reasons.CHECKLIST_INCOMPLETE
+            for c in status.get("conditions") or []
+        )
+        if not waiting:
+            return
+        for line in checklist.get("checkboxes") or []:
+            self.console.print(f"{self._stamp()} [yellow]{'Checklist':<22}[/] {escape(line)}")
+        hint = " (pass --approved-by NAME)" if "Approval" in checklist["missing"] else ""
+        self.console.print(
+            f"{self._stamp()} [red]{reasons.CHECKLIST_INCOMPLETE:<22}[/] required item(s) "
+            f"missing: {', '.join(checklist['missing'])}{hint}; nothing was applied"
+        )
+        self.stop.set()
 
     def backfill(self, step: str, event: BackfillEvent) -> None:
         now = time.monotonic()
