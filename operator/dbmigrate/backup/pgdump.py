@@ -1,11 +1,8 @@
 """The PostgreSQL client tools as the backup worker runs them: `pg_dump -Fc` and
 `pg_restore --list`, with the connection in libpq's environment variables.
 
-The DSN never reaches a command line (where `ps` and `/proc/*/cmdline` show it): it is parsed
-(`conninfo_to_dict`) into PGHOST, PGPORT, PGUSER, PGPASSWORD, PGDATABASE, PGSSLMODE, ... for
-the child process alone. A parameter libpq has no variable for cannot be passed that way and is
-refused by name (its value is not shown), except TCP keepalive settings, which change nothing
-about what is dumped and are left out.
+The DSN never reaches a command line: `db.libpq` turns it into PGHOST, PGPORT, PGUSER,
+PGPASSWORD, ... for the child process alone, and refuses one it cannot express that way.
 
 `pg_dump` of an older major version than the server refuses to dump it ("aborting because of
 server version mismatch"); the worker compares the versions first and says which is which.
@@ -14,7 +11,6 @@ server version mismatch"); the worker compares the versions first and says which
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import subprocess
@@ -23,46 +19,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO
 
-from psycopg.conninfo import conninfo_to_dict
+from dbmigrate.db.libpq import UnexpressibleDsn, tool_env
+from dbmigrate.db.libpq import libpq_env as db_libpq_env
 
-# libpq connection parameter -> its environment variable (libpq's "Environment Variables").
-LIBPQ_ENV = {
-    "host": "PGHOST",
-    "hostaddr": "PGHOSTADDR",
-    "port": "PGPORT",
-    "dbname": "PGDATABASE",
-    "user": "PGUSER",
-    "password": "PGPASSWORD",
-    "passfile": "PGPASSFILE",
-    "service": "PGSERVICE",
-    "options": "PGOPTIONS",
-    "application_name": "PGAPPNAME",
-    "sslmode": "PGSSLMODE",
-    "requiressl": "PGREQUIRESSL",
-    "sslcompression": "PGSSLCOMPRESSION",
-    "sslcert": "PGSSLCERT",
-    "sslkey": "PGSSLKEY",
-    "sslrootcert": "PGSSLROOTCERT",
-    "sslcrl": "PGSSLCRL",
-    "sslcrldir": "PGSSLCRLDIR",
-    "sslsni": "PGSSLSNI",
-    "requirepeer": "PGREQUIREPEER",
-    "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION",
-    "ssl_max_protocol_version": "PGSSLMAXPROTOCOLVERSION",
-    "gssencmode": "PGGSSENCMODE",
-    "krbsrvname": "PGKRBSRVNAME",
-    "gsslib": "PGGSSLIB",
-    "channel_binding": "PGCHANNELBINDING",
-    "connect_timeout": "PGCONNECT_TIMEOUT",
-    "client_encoding": "PGCLIENTENCODING",
-    "target_session_attrs": "PGTARGETSESSIONATTRS",
-    "load_balance_hosts": "PGLOADBALANCEHOSTS",
-    "require_auth": "PGREQUIREAUTH",
-}
-# Parameters without a variable that do not change what is dumped.
-IGNORED = frozenset(
-    {"keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout"}
-)
 APPLICATION_NAME = "dbmigrate backup"
 CHUNK = 1 << 20
 
@@ -76,25 +35,20 @@ class VersionMismatch(ToolError):
 
 
 def libpq_env(dsn: str) -> dict[str, str]:
-    """The libpq variables that connect as `dsn` does (for a child process's environment)."""
-    params = conninfo_to_dict(dsn)
-    unknown = sorted(k for k in params if k not in LIBPQ_ENV and k not in IGNORED)
-    if unknown:
-        raise ToolError(
-            "the DSN sets " + ", ".join(unknown) + ", which libpq takes from no environment "
-            "variable: pg_dump would need it on its command line, where the DSN must never be"
-        )
-    env = {LIBPQ_ENV[k]: str(v) for k, v in params.items() if k in LIBPQ_ENV and v is not None}
-    env.setdefault("PGAPPNAME", APPLICATION_NAME)
-    return env
+    """The libpq variables that connect as `dsn` does, named `dbmigrate backup`."""
+    try:
+        return db_libpq_env(dsn, APPLICATION_NAME)
+    except UnexpressibleDsn as exc:
+        raise ToolError(str(exc)) from None
 
 
 def child_env(dsn: str, base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a client tool: ours without any PG* variable or secret of our own,
     plus the DSN's libpq variables."""
-    source = os.environ if base is None else base
-    kept = {k: v for k, v in source.items() if not k.startswith(("PG", "DBMIGRATE_", "AWS_"))}
-    return {**kept, **libpq_env(dsn)}
+    try:
+        return tool_env(dsn, base, APPLICATION_NAME)
+    except UnexpressibleDsn as exc:
+        raise ToolError(str(exc)) from None
 
 
 def find_tool(name: str, env: dict[str, str]) -> str:

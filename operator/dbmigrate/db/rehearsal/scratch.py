@@ -23,42 +23,12 @@ import shutil
 
 import psycopg
 from psycopg import sql as pgsql
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import make_conninfo
 
 from dbmigrate.core.rehearsal import SCRATCH_PREFIX
 from dbmigrate.db.errors import describe_error, redact_dsn
+from dbmigrate.db.libpq import UnexpressibleDsn, tool_env
 
-# libpq's connection parameters and the environment variables that set them.
-LIBPQ_ENVIRONMENT = {
-    "host": "PGHOST",
-    "hostaddr": "PGHOSTADDR",
-    "port": "PGPORT",
-    "dbname": "PGDATABASE",
-    "user": "PGUSER",
-    "password": "PGPASSWORD",
-    "passfile": "PGPASSFILE",
-    "service": "PGSERVICE",
-    "options": "PGOPTIONS",
-    "application_name": "PGAPPNAME",
-    "connect_timeout": "PGCONNECT_TIMEOUT",
-    "sslmode": "PGSSLMODE",
-    "sslcert": "PGSSLCERT",
-    "sslkey": "PGSSLKEY",
-    "sslrootcert": "PGSSLROOTCERT",
-    "sslcrl": "PGSSLCRL",
-    "sslcrldir": "PGSSLCRLDIR",
-    "sslsni": "PGSSLSNI",
-    "sslcompression": "PGSSLCOMPRESSION",
-    "ssl_min_protocol_version": "PGSSLMINPROTOCOLVERSION",
-    "ssl_max_protocol_version": "PGSSLMAXPROTOCOLVERSION",
-    "requirepeer": "PGREQUIREPEER",
-    "gssencmode": "PGGSSENCMODE",
-    "krbsrvname": "PGKRBSRVNAME",
-    "gsslib": "PGGSSLIB",
-    "channel_binding": "PGCHANNELBINDING",
-    "target_session_attrs": "PGTARGETSESSIONATTRS",
-    "load_balance_hosts": "PGLOADBALANCEHOSTS",
-}
 _VERSION = re.compile(r"\(PostgreSQL\)\s+(\d+)")
 
 
@@ -73,14 +43,11 @@ def scratch_dsn(server_dsn: str, database: str) -> str:
 
 
 def libpq_environment(dsn: str) -> dict[str, str]:
-    """The process environment for a client tool connecting with `dsn`: the current one
-    without any PG* variable of its own, plus the DSN's parameters as PG* variables."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-    for key, value in conninfo_to_dict(dsn).items():
-        name = LIBPQ_ENVIRONMENT.get(key)
-        if name is not None and value is not None:
-            env[name] = str(value)
-    return env
+    """The process environment for a client tool connecting with `dsn` (`db.libpq`)."""
+    try:
+        return tool_env(dsn, application_name="dbmigrate-rehearsal")
+    except UnexpressibleDsn as exc:
+        raise RehearsalUnavailable(str(exc)) from None
 
 
 def _checked_name(database: str) -> pgsql.Identifier:
