@@ -16,7 +16,7 @@ import pytest
 from dbmigrate.api.models import DatabaseMigrationSpec, DatabaseMigrationStatus, LintFinding
 from dbmigrate.core import decide as d
 from dbmigrate.core.steps import ResolvedSql
-from dbmigrate.reconcile import observe
+from dbmigrate.reconcile import linting
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 RISKY = "ALTER TABLE users ADD COLUMN flag boolean NOT NULL"  # an error finding
@@ -50,10 +50,10 @@ def sql(up: str) -> dict[str, ResolvedSql]:
     ],
 )
 async def test_lint_runs_once_per_change(second: tuple[Any, ...], runs: int) -> None:
-    cache = observe.LintCache()
-    first = await observe.lint(spec(), d.Observation(now=NOW), sql(RISKY), 15, cache)
+    cache = linting.LintCache()
+    first = await linting.lint(spec(), d.Observation(now=NOW), sql(RISKY), 15, cache)
     assert first.lint_errors >= 1
-    again = await observe.lint(second[0], d.Observation(now=NOW), second[1], second[2], cache)
+    again = await linting.lint(second[0], d.Observation(now=NOW), second[1], second[2], cache)
     assert cache.runs == runs
     if runs == 1:
         assert again.lint_findings == first.lint_findings
@@ -66,10 +66,10 @@ def finding(i: int, severity: str) -> LintFinding:
 def test_status_keeps_a_bounded_list_errors_first() -> None:
     many = (*(finding(i, "warning") for i in range(80)), finding(80, "error"))
     obs = d.Observation(now=NOW, lint_findings=many, lint_errors=1)
-    status = observe.record_lint_and_plan(
+    status = linting.record_lint_and_plan(
         spec(), DatabaseMigrationStatus(plan="kept"), obs, sql(SAFE), 15
     )
     assert status.lint is not None
-    assert len(status.lint) == observe.MAX_FINDINGS_IN_STATUS
+    assert len(status.lint) == linting.MAX_FINDINGS_IN_STATUS
     assert status.lint[0].rule == "rule-80"
     assert status.plan == "kept"

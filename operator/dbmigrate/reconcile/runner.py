@@ -44,7 +44,8 @@ from dbmigrate.db.executor import StepResult
 from dbmigrate.metrics import registry as metrics
 from dbmigrate.reconcile.checklist import MonitoringCache
 from dbmigrate.reconcile.effects import carry_out
-from dbmigrate.reconcile.observe import LintCache, observe, rollback_requested
+from dbmigrate.reconcile.linting import LintCache
+from dbmigrate.reconcile.observe import observe, rollback_requested
 from dbmigrate.reconcile.passes import EventMemory, Pass, Reporter, now_iso
 from dbmigrate.reconcile.platform import NotFound, Platform
 from dbmigrate.settings import Settings
