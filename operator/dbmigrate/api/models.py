@@ -1,7 +1,9 @@
 """Pydantic models of the DatabaseMigration resource (dbmigrate.io/v1alpha1): the spec, and the
-whole resource. The steps are in `dbmigrate.api.steps`, the status in `dbmigrate.api.status`, the
-shared names, patterns and base model in `dbmigrate.api.schema`; this module re-exports them, so
-`dbmigrate.api.models` stays the one import for the API.
+whole resource. The steps are in `dbmigrate.api.steps`, the analysis in `dbmigrate.api.analysis`,
+what runs before the first step in `dbmigrate.api.rehearsal`, `.backup` and `.checklist`, the
+status in `dbmigrate.api.status`, the shared names, patterns and base model in
+`dbmigrate.api.schema`; this module re-exports the common ones, so `dbmigrate.api.models` stays
+the one import for the API.
 
 These models are the single source of the CRD schema (see `dbmigrate.api.schema`). Field names,
 defaults and meanings follow ../shared/design/API.md.
