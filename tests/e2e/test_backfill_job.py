@@ -98,6 +98,8 @@ def test_backfill_job_with_progress(
     assert final["steps"][0]["backfill"]["rowsDone"] == ROWS
     assert expected_counts(big_table) == (ROWS // 3, ROWS - ROWS // 3, 0)
     assert history(big_table) == [("backfill", "up")]
+    # the planner's statistics brought up to date right after the backfill (seed Step 6.2)
+    assert final["steps"][0]["message"].endswith("users analyzed")
 
 
 def test_deleting_the_worker_pod_resumes_from_the_checkpoint(

@@ -14,6 +14,7 @@ import copy
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,12 @@ def test_seed_migration_applies_and_rerun_is_a_noop(
         "WHERE table_name = 'users' AND column_name = 'email_verified'"
     ).fetchone()
     assert nullable == ("NO",)
+    assert "users analyzed" in out
+    # our ANALYZE after the backfill (a manual one; autovacuum's is last_autoanalyze)
+    deadline = time.monotonic() + 10
+    while (analyzed := _last_analyze(users)) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert analyzed is not None
 
     again = run_apply(
         tmp_path, [seed_migration(before_the_start=True)], pg_dsn, "--approved-by", "alice"
@@ -102,6 +109,14 @@ def test_seed_migration_applies_and_rerun_is_a_noop(
     assert again.returncode == 0, again.stderr
     assert "found in history" in again.stderr
     assert len(history(users)) == len(steps)
+
+
+def _last_analyze(conn: psycopg.Connection) -> object:
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    row = conn.execute(
+        "SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'users'"
+    ).fetchone()
+    return row[0] if row else None
 
 
 def test_a_required_approval_stops_the_command_before_anything_runs(

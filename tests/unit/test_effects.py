@@ -114,6 +114,8 @@ class FakeDatabase:
     result: StepResult = field(default_factory=lambda: StepResult(True, duration_ms=7))
     calls: list[dict[str, Any]] = field(default_factory=list)
     lock_held: bool = True
+    analyzed: list[str] = field(default_factory=list)
+    analyze_refused: str | None = None  # why ANALYZE did not run, as the database would say
 
     async def apply_sql(self, **step: Any) -> StepResult:
         self.calls.append(step)
@@ -126,6 +128,10 @@ class FakeDatabase:
         """`parallelism: auto` stands for 3 here (the database decides it in production)."""
         workers = 3 if backfill.parallelism == "auto" else backfill.parallelism
         return workers, f"{workers} workers"
+
+    async def analyze(self, table: str, lock_timeout: float) -> str | None:
+        self.analyzed.append(table)
+        return self.analyze_refused
 
 
 def make_pass(
@@ -321,11 +327,25 @@ async def test_record_step(write_history: bool, calls: int) -> None:
     if calls:
         assert (db.calls[0]["sql"], db.calls[0]["checksum"]) == ("", "sum-backfill")
     assert step_of(fake, "backfill")["state"] == "Succeeded"
+    assert db.analyzed == ["t"]  # the backfilled table gets planner statistics
     assert fake.events[-1] == (
         "Normal",
         reasons.STEP_SUCCEEDED,
-        "step 'backfill' succeeded: job m-backfill done",
+        "step 'backfill' succeeded: job m-backfill done; t analyzed",
     )
+
+
+async def test_a_refused_analyze_does_not_fail_the_backfill() -> None:
+    p, fake, db = make_pass(states={"backfill": "Running"})
+    db.analyze_refused = "canceling statement due to lock timeout"
+    await effects.carry_out(p, d.RecordStep("backfill", write_history=True, message="done"))
+    assert step_of(fake, "backfill")["state"] == "Succeeded"
+    assert (
+        "Warning",
+        reasons.STEP_SUCCEEDED,
+        "step 'backfill': ANALYZE t skipped (canceling statement due to lock timeout); "
+        "autovacuum will do it",
+    ) in fake.events
 
 
 async def test_await_rollout_is_confirmed_where_there_are_no_rollouts() -> None:

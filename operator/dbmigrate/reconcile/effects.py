@@ -196,7 +196,20 @@ async def record_step(p: Pass, action: d.RecordStep) -> float:
             reason = result.reason or reasons.SQL_ERROR
             return await fail_step(p, d.fail_step(spec, step.name, reason, result.message))
         failpoints.hit("runner.history-written")
-    await _mark_succeeded(p, step, action.message)
+    message = action.message
+    if step.backfill is not None:
+        # The planner has no statistics for what the backfill wrote (seed Step 6.2).
+        table = step.backfill.table
+        why_not = await p.database.analyze(table, limits_of(spec).lock_timeout)
+        if why_not is None:
+            message += f"; {table} analyzed"
+        else:
+            await p.report.event(
+                "Warning",
+                reasons.STEP_SUCCEEDED,
+                f"step {step.name!r}: ANALYZE {table} skipped ({why_not}); autovacuum will do it",
+            )
+    await _mark_succeeded(p, step, message)
     return 0.0
 
 

@@ -51,6 +51,11 @@ class StepDatabase(Protocol):
         """The workers a backfill step runs with (`parallelism: auto` resolved), and why."""
         ...
 
+    async def analyze(self, table: str, lock_timeout: float) -> str | None:
+        """ANALYZE the table after its backfill (`db.statistics`); None when done, else why
+        not."""
+        ...
+
 
 @dataclass
 class EventMemory:
