@@ -28,7 +28,13 @@ from rich.table import Table
 
 from dbmigrate.api.durations import parse_duration
 from dbmigrate.api.rehearsal import MAX_SAMPLE_ROWS, RehearsalStatus, RehearsalStep
-from dbmigrate.core.lint.documents import ManifestError, parse_manifests
+from dbmigrate.core.lint.documents import (
+    ConfigMapDocument,
+    ManifestError,
+    MigrationDocument,
+    parse_manifests,
+    resolve_sql,
+)
 from dbmigrate.core.rehearsal import scratch_database_name
 from dbmigrate.core.steps import ResolvedSql
 from dbmigrate.db.errors import MalformedDsn, check_dsn
@@ -109,9 +115,8 @@ def _handle(args: argparse.Namespace) -> int:
         )
     document = migrations[0]
     spec = document.resource.spec
-    maps = {cm.name: cm.data for cm in config_maps}
     try:
-        sql = _resolve(spec.steps, maps)
+        sql = _resolve(document, config_maps)
     except KeyError as exc:
         return _usage(console, f"{exc.args[0]} is not in {args.filename}")
     config = spec.rehearsal
@@ -155,24 +160,22 @@ def _handle(args: argparse.Namespace) -> int:
     return PASSED if verdict.result == "Passed" else FAILED
 
 
-def _resolve(steps: list, maps: dict[str, dict[str, str]]) -> dict[str, ResolvedSql]:  # type: ignore[type-arg]
-    """Every sql step's statements, inline or from the file's ConfigMaps."""
+def _resolve(
+    document: MigrationDocument, config_maps: list[ConfigMapDocument]
+) -> dict[str, ResolvedSql]:
+    """Every sql step's statements, inline or from the file's ConfigMaps (`resolve_sql`, as
+    `dbmigrate plan` and `lint` read them); a reference the file does not hold is a KeyError."""
+    found, _ = resolve_sql(document, config_maps)
     out: dict[str, ResolvedSql] = {}
-    for step in steps:
+    for step in document.resource.spec.steps:
         if step.sql is None:
             continue
-        up, down = step.sql.up, step.sql.down
-        for source, target in ((step.sql.up_from, "up"), (step.sql.down_from, "down")):
-            if source is None:
-                continue
-            ref = source.config_map_key_ref
-            if ref.key not in maps.get(ref.name, {}):
+        up, down = found.get(step.name, (None, None))
+        for source, text in ((step.sql.up_from, up), (step.sql.down_from, down)):
+            if source is not None and text is None:
+                ref = source.config_map_key_ref
                 raise KeyError(f"configmap {ref.name!r} with key {ref.key!r}")
-            if target == "up":
-                up = maps[ref.name][ref.key]
-            else:
-                down = maps[ref.name][ref.key]
-        out[step.name] = ResolvedSql(up or "", down)
+        out[step.name] = ResolvedSql(up or step.sql.up or "", down or step.sql.down)
     return out
 
 

@@ -21,8 +21,8 @@ from dbmigrate.core.actions import Observation
 from dbmigrate.core.checklist import ChecklistFacts, MonitoringFacts, approval_of
 from dbmigrate.core.checklist import evaluate_checklist as judge
 from dbmigrate.core.slo import QueryResult
-from dbmigrate.db.measurements import measure_sql_metrics
 from dbmigrate.prom.client import PrometheusClient
+from dbmigrate.reconcile.slo import sql_metric_values
 
 MONITORING_MAX_AGE = 30.0
 
@@ -34,21 +34,13 @@ async def measure_monitoring(
     `baselineWindow` ending now, an sql metric's value in the database now."""
     start, end = slo.baseline_window(analysis, now)
     promql = [m for m in analysis.metrics if m.query is not None]
-    sql = {m.name: m.sql for m in analysis.metrics if m.sql is not None}
-    results: dict[str, QueryResult] = {}
+    results = await sql_metric_values([m for m in analysis.metrics if m.sql is not None], dsn)
     if promql and analysis.prometheus is not None:
         async with PrometheusClient(analysis.prometheus.address) as prom:
             averages = await asyncio.gather(
                 *(prom.query_average(m.query or "", start, end) for m in promql)
             )
         results.update({m.name: r for m, r in zip(promql, averages, strict=True)})
-    if sql:
-        if dsn is None:
-            results.update(
-                {n: QueryResult.failed("the database's DSN is not readable") for n in sql}
-            )
-        else:
-            results.update(await measure_sql_metrics(dsn, sql))
     baselines: dict[str, float] = {}
     problems: dict[str, str] = {}
     for metric in analysis.metrics:

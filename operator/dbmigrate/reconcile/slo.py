@@ -38,7 +38,7 @@ async def measure_round(
     need = slo.metrics_needing_baseline(analysis, previous)
     (current, baselines), sql_current = await asyncio.gather(
         _measure_prometheus(analysis, prom_metrics, need, started_at, now),
-        _measure_sql(sql_metrics, dsn),
+        sql_metric_values(sql_metrics, dsn),
     )
     current.update(sql_current)
     for m in need:
@@ -70,7 +70,8 @@ async def _measure_prometheus(
     )
 
 
-async def _measure_sql(metrics: list[Metric], dsn: str | None) -> dict[str, QueryResult]:
+async def sql_metric_values(metrics: list[Metric], dsn: str | None) -> dict[str, QueryResult]:
+    """The sql metrics' values now, in the migration's database (each failure Inconclusive)."""
     if not metrics:
         return {}
     if dsn is None:
