@@ -142,6 +142,7 @@ class PostgresServer:
                 f"unix_socket_directories = '{self.datadir}'\n"
                 "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
                 "max_connections = 200\nshared_buffers = 256MB\n"
+                "shared_preload_libraries = 'pg_stat_statements'\n"
                 "max_wal_size = 2GB\n"
                 "log_min_messages = warning\n"
             )

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from dbmigrate.api.analysis import Analysis, Metric, PrometheusRef
 from dbmigrate.api.backup import Backup
 from dbmigrate.api.checklist import Checklist
 from dbmigrate.api.durations import parse_duration
+from dbmigrate.api.postdeploy import PostDeploy, PostDeployStatus
 from dbmigrate.api.rehearsal import Rehearsal, RehearsalStatus
 from dbmigrate.api.schema import (
     APPROVAL_ANNOTATION,
@@ -81,6 +82,8 @@ __all__ = [
     "Model",
     "Phase",
     "PodTemplate",
+    "PostDeploy",
+    "PostDeployStatus",
     "PrometheusRef",
     "Rehearsal",
     "RehearsalStatus",
@@ -292,6 +295,12 @@ class DatabaseMigrationSpec(Model):
                 "message": "checklist item Backup needs spec.backup",
                 "fieldPath": ".checklist.require",
             },
+            {
+                "rule": "!has(self.postDeploy) || !has(self.postDeploy.cleanup) || "
+                "!self.postDeploy.cleanup.exists(c, self.steps.exists(s, s.name == c.name))",
+                "message": "a cleanup step must not have the name of a step",
+                "fieldPath": ".postDeploy.cleanup",
+            },
         )
     )
 
@@ -366,6 +375,24 @@ class DatabaseMigrationSpec(Model):
             "(status.checklist shows them all).",
         ),
     ]
+
+    post_deploy: Annotated[
+        PostDeploy | None,
+        Field(
+            default=None,
+            description="After the migration succeeded: watch the migrated tables' queries "
+            "and new indexes for a while (the seed's first 24 hours), then run cleanup SQL.",
+        ),
+    ]
+
+    @model_validator(mode="after")
+    def _cleanup_names_are_not_step_names(self) -> DatabaseMigrationSpec:
+        cleanup = self.post_deploy.cleanup if self.post_deploy else None
+        names = {s.name for s in self.steps}
+        for c in cleanup or []:
+            if c.name in names:
+                raise ValueError(f"cleanup step {c.name!r} has the name of a step")
+        return self
 
     def step(self, name: str) -> Step:
         for s in self.steps:

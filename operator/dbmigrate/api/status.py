@@ -12,6 +12,7 @@ from pydantic import ConfigDict, Field
 
 from dbmigrate.api.backup import BackupStatus
 from dbmigrate.api.checklist import ChecklistStatus
+from dbmigrate.api.postdeploy import PostDeployStatus
 from dbmigrate.api.rehearsal import RehearsalStatus
 from dbmigrate.api.schema import Model
 
@@ -120,6 +121,8 @@ class RollbackStatus(_Status):
     rollout_kept: str | None = None
     database: str | None = None
     steps_reverted: list[str] | None = None
+    # The step under way (or the last one done) when the rollback started.
+    step: str | None = None
     argo_cd: ArgoCDRollbackStatus | None = Field(default=None, alias="argoCD")
 
 
@@ -158,6 +161,7 @@ class DatabaseMigrationStatus(_Status):
     backup: BackupStatus | None = None
     plan: str | None = None
     checklist: ChecklistStatus | None = None
+    post_deploy: PostDeployStatus | None = None
     conditions: list[Condition] | None = None
 
     def step(self, name: str) -> StepStatus | None:

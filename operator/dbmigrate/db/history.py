@@ -30,6 +30,7 @@ from dbmigrate import __version__
 from dbmigrate.core.decide import AppliedStep
 from dbmigrate.core.jobs import backfill_checkpoint_name
 from dbmigrate.db.backfill import CHECKPOINT_TABLE, FORGET_CHECKPOINTS
+from dbmigrate.db.runs import RUNS_DDL
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ async def ensure_schema(conn: psycopg.AsyncConnection) -> None:
     """Create the dbmigrate schema; call it while holding the migration lock (no DDL races)."""
     async with conn.transaction():
         await conn.execute(SCHEMA_DDL)
+        await conn.execute(RUNS_DDL)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from typing import Any
 from dbmigrate import failpoints
 from dbmigrate.api import reasons
 from dbmigrate.api.models import (
+    DatabaseMigrationStatus,
     RollbackStatus,
     Step,
 )
@@ -280,6 +281,7 @@ async def start_rollback(p: Pass, action: d.StartRollback) -> float:
         trigger=action.reason,
         started_at=now_iso(),
         rollout_kept=action.keep_rollout,
+        step=status.current_step or _last_step_done(status),
     )
     status.finished_at = None  # a finished migration's rollback: it is under way again
     metrics.ROLLBACKS.labels(action.reason).inc()
@@ -290,6 +292,11 @@ async def start_rollback(p: Pass, action: d.StartRollback) -> float:
         f"rolling back ({action.reason}): {action.message}",
     )
     return 0.0
+
+
+def _last_step_done(status: DatabaseMigrationStatus) -> str | None:
+    done = [s for s in status.steps or [] if s.finished_at is not None]
+    return max(done, key=lambda s: s.finished_at or "").name if done else None
 
 
 async def refuse_rollback(p: Pass, action: d.RefuseRollback) -> float | None:
