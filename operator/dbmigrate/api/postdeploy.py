@@ -24,7 +24,7 @@ INTERVAL_BOUNDS = ("1s", "1h")
 
 OnRegression = Literal["Report", "Rollback"]
 FindingKind = Literal["QueryRegression", "UnusedIndex"]
-PostDeployState = Literal["Watching", "CleaningUp", "Finished", "RolledBack", "Failed"]
+PostDeployState = Literal["Watching", "CleaningUp", "Finished", "RolledBack", "Failed", "Skipped"]
 
 
 class CleanupStep(Model):

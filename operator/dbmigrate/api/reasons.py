@@ -76,6 +76,18 @@ ROLLBACK_FAILED: Final = "RollbackFailed"
 ROLLED_BACK: Final = "RolledBack"
 AWAITING_MANUAL_ROLLBACK: Final = "AwaitingManualRollback"
 
+# after the last step (spec.postDeploy): the watch, its findings, the cleanup
+WATCHING: Final = "Watching"  # also the type of the condition shown while the watch lasts
+WATCH_FINISHED: Final = "WatchFinished"
+# pg_stat_statements is not installed (or not loaded): only the new indexes are watched
+STATEMENTS_UNAVAILABLE: Final = "StatementsUnavailable"
+QUERY_REGRESSION: Final = "QueryRegression"
+UNUSED_INDEX: Final = "UnusedIndex"
+CLEANING_UP: Final = "CleaningUp"
+CLEANUP_FAILED: Final = "CleanupFailed"
+# dbmigrate apply ends at the last step: the watch and the cleanup are the operator's
+POST_DEPLOY_SKIPPED: Final = "PostDeploySkipped"
+
 # event reasons: the Events the operator posts carry these or a condition reason above
 STARTED: Final = "Started"
 LINT_FINDINGS: Final = "LintFindings"
@@ -161,4 +173,12 @@ ALL_REASONS: Final = (
     ROLLBACK_FAILED,
     ROLLED_BACK,
     AWAITING_MANUAL_ROLLBACK,
+    WATCHING,
+    WATCH_FINISHED,
+    STATEMENTS_UNAVAILABLE,
+    QUERY_REGRESSION,
+    UNUSED_INDEX,
+    CLEANING_UP,
+    CLEANUP_FAILED,
+    POST_DEPLOY_SKIPPED,
 )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from dbmigrate.api.checklist import ChecklistStatus
 from dbmigrate.api.models import (
@@ -21,6 +21,9 @@ from dbmigrate.api.models import (
     Phase,
 )
 from dbmigrate.core.rollout import RolloutState
+
+if TYPE_CHECKING:  # core.watch builds on these actions
+    from dbmigrate.core.watch import Judgement, WatchObservation
 
 Direction = Literal["up", "down"]
 ANNOTATE_TO_ROLL_BACK = f"annotate {ROLLBACK_ANNOTATION}={ROLLBACK_REQUESTED} to roll back"
@@ -120,6 +123,9 @@ class Observation:
     analysis_pause: str | None = None  # reason text when analysis says pause
     # The pre-deployment checklist as it stands (its required items hold the first step).
     checklist: ChecklistStatus | None = None
+    # spec.postDeploy, while the watch lasts and a sample is due: the snapshot taken before the
+    # first step and the database's statistics now
+    watch: WatchObservation | None = None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -260,6 +266,37 @@ class Succeed:
 
 
 @dataclass(frozen=True)
+class RecordWatch:
+    """A post-deployment sample judged: show it in status.postDeploy, post its new findings
+    (`final`: the watch is over; the cleanup comes next, if any)."""
+
+    judgement: Judgement
+    seen: WatchObservation
+    final: bool
+
+
+@dataclass(frozen=True)
+class RunCleanup:
+    """Run a cleanup step of spec.postDeploy (under the migration lock, with a history row)."""
+
+    step: str
+
+
+@dataclass(frozen=True)
+class RecordCleanup:
+    """A cleanup step is in the history table (a crash came between it and the status)."""
+
+    step: str
+
+
+@dataclass(frozen=True)
+class FinishPostDeploy:
+    """The watch and the cleanup are over: nothing more happens to the migration."""
+
+    message: str
+
+
+@dataclass(frozen=True)
 class Done:
     """Terminal: nothing more will happen to this migration."""
 
@@ -282,6 +319,10 @@ Action = (
     | RevertStep
     | FinishRollback
     | Succeed
+    | RecordWatch
+    | RunCleanup
+    | RecordCleanup
+    | FinishPostDeploy
     | Done
 )
 
@@ -297,11 +338,16 @@ def is_applied(obs: Observation, step: str) -> bool:
 
 def is_active(status: DatabaseMigrationStatus, rollback_requested: bool) -> bool:
     """Whether anything more will happen to the migration: not in a terminal phase, or
-    Succeeded with a rollback requested that has not been answered yet."""
+    Succeeded with its post-deployment watch or cleanup not over, or with a rollback requested
+    that has not been answered yet."""
     phase = status.phase or "Pending"
     if phase not in TERMINAL_PHASES:
         return True
-    return phase == "Succeeded" and rollback_requested and status.rollback is None
+    if phase != "Succeeded":
+        return False
+    pd = status.post_deploy
+    watching = pd is not None and pd.finished_at is None and pd.state in ("Watching", "CleaningUp")
+    return watching or (rollback_requested and status.rollback is None)
 
 
 def fail_step(spec: DatabaseMigrationSpec, step: str, reason: str, message: str) -> FailStep:

@@ -45,6 +45,20 @@ def _put(
     status.conditions = conditions
 
 
+def set_condition(
+    status: DatabaseMigrationStatus,
+    type_: str,
+    value: bool,
+    *,
+    reason: str,
+    message: str,
+    generation: int,
+    now: str,
+) -> None:
+    """One condition besides the kstatus three (Watching)."""
+    _put(status, type_, value, reason, message, generation, now)
+
+
 def set_conditions(
     status: DatabaseMigrationStatus,
     *,

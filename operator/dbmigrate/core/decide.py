@@ -33,15 +33,19 @@ from dbmigrate.core.actions import (
     Done,
     FailBackup,
     FailStep,
+    FinishPostDeploy,
     FinishRollback,
     JobState,
     Observation,
     RecordBackup,
+    RecordCleanup,
     RecordStep,
+    RecordWatch,
     RefuseRollback,
     Rehearse,
     RevertStep,
     RunBackup,
+    RunCleanup,
     RunStep,
     Start,
     StartRollback,
@@ -64,6 +68,7 @@ from dbmigrate.core.rollback import (
     steps_to_revert,
 )
 from dbmigrate.core.rollout import image_matches
+from dbmigrate.core.watch import decide_post_deploy, watch_pending
 
 __all__ = [
     "ANNOTATE_TO_ROLL_BACK",
@@ -78,15 +83,19 @@ __all__ = [
     "Done",
     "FailBackup",
     "FailStep",
+    "FinishPostDeploy",
     "FinishRollback",
     "JobState",
     "Observation",
     "RecordBackup",
+    "RecordCleanup",
     "RecordStep",
+    "RecordWatch",
     "RefuseRollback",
     "Rehearse",
     "RevertStep",
     "RunBackup",
+    "RunCleanup",
     "RunStep",
     "Start",
     "StartRollback",
@@ -193,8 +202,10 @@ def decide(
 ) -> Action:
     """The next thing to do for this migration."""
     phase = status.phase or "Pending"
-    if phase == "Succeeded" and is_active(status, obs.rollback_requested):
+    if phase == "Succeeded" and obs.rollback_requested and status.rollback is None:
         return decide_finished_rollback(spec, status, obs)
+    if phase == "Succeeded" and watch_pending(status):
+        return decide_post_deploy(spec, status, obs)
     if phase in TERMINAL_PHASES:
         return Done()
     if phase == "RollingBack":

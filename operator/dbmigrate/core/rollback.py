@@ -77,11 +77,11 @@ def decide_finished_rollback(
     return StartRollback(
         reasons.ROLLBACK_REQUESTED,
         f"{ROLLBACK_BY_ANNOTATION} after the migration finished",
-        keep_rollout=_rollout_to_keep(spec, obs),
+        keep_rollout=rollout_to_keep(spec, obs),
     )
 
 
-def _rollout_to_keep(spec: DatabaseMigrationSpec, obs: Observation) -> str | None:
+def rollout_to_keep(spec: DatabaseMigrationSpec, obs: Observation) -> str | None:
     """Why a finished migration's rollback leaves the rollout alone (None: undo it)."""
     if not obs.rollout_gates or not spec.undo_rollout_enabled:
         return None  # nothing would be undone anyway

@@ -37,6 +37,13 @@ RECONCILE_ERRORS = Counter(
     "dbmigrate_reconcile_errors_total", "Reconcile passes that failed unexpectedly (retried)"
 )
 BACKFILL_ROWS = Counter("dbmigrate_backfill_rows_total", "Rows updated by backfill steps")
+POST_DEPLOY_FINDINGS = Counter(
+    "dbmigrate_post_deploy_findings_total",
+    "Findings of post-deployment watches: QueryRegression (a statement on a migrated table "
+    "slower than postDeploy.maxQueryRegression times its mean before the migration) and "
+    "UnusedIndex (an index the migration created, never scanned during the watch)",
+    ["kind"],
+)
 ANALYSIS_MEASUREMENTS = Counter(
     "dbmigrate_analysis_measurements_total", "SLO analysis measurements by verdict", ["verdict"]
 )

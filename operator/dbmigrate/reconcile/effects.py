@@ -36,6 +36,12 @@ from dbmigrate.reconcile.passes import (
 )
 from dbmigrate.reconcile.platform import Invalid
 from dbmigrate.reconcile.rehearsing import rehearse_migration
+from dbmigrate.reconcile.watching import (
+    WATCH_EFFECTS,
+    begin_watch,
+    end_watch_for_rollback,
+    take_snapshot,
+)
 
 
 async def carry_out(p: Pass, action: d.Action) -> float | None:
@@ -60,6 +66,8 @@ async def wait(p: Pass, action: d.Wait) -> float:
 
 async def start(p: Pass, action: d.Start) -> float:
     status, spec = p.status, p.spec
+    # Before startedAt: a crash in between takes the snapshot again, before any step ran.
+    snapshot = await take_snapshot(p)
     status.started_at = now_iso()
     status.target_revision = action.target_revision
     status.phase = "Progressing"
@@ -75,6 +83,8 @@ async def start(p: Pass, action: d.Start) -> float:
     await p.report.event(
         "Normal", reasons.STARTED, f"migration {spec.migration_id} started{rev}{checked}"
     )
+    if snapshot is not None:
+        await p.report.event("Normal", reasons.WATCHING, snapshot)
     findings = list(p.obs.lint_findings)
     if findings and spec.safety.lint == "Warn":
         await p.report.event(
@@ -231,8 +241,11 @@ async def _mark_succeeded(p: Pass, step: Step, message: str) -> None:
 
 
 async def succeed(p: Pass, action: d.Succeed) -> float | None:
+    """The steps are done; the post-deployment watch starts, if there is one (the runner goes
+    on); otherwise the migration is over."""
+    watch = await begin_watch(p)
     await _finish(p, "Succeeded", reasons.SUCCEEDED, action.message)
-    return None  # the migration is over
+    return watch
 
 
 # --- failure -------------------------------------------------------------------------------------
@@ -284,6 +297,7 @@ async def start_rollback(p: Pass, action: d.StartRollback) -> float:
         step=status.current_step or _last_step_done(status),
     )
     status.finished_at = None  # a finished migration's rollback: it is under way again
+    end_watch_for_rollback(status, p.report.generation)
     metrics.ROLLBACKS.labels(action.reason).inc()
     await p.report.save(status, reasons.ROLLING_BACK, f"rolling back: {action.message}")
     await p.report.event(
@@ -429,4 +443,5 @@ EFFECTS: dict[type, Callable[[Pass, Any], Awaitable[float | None]]] = {
     d.FinishRollback: finish_rollback,
     d.Succeed: succeed,
     **BACKUP_EFFECTS,
+    **WATCH_EFFECTS,
 }

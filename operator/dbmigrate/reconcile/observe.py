@@ -45,6 +45,7 @@ from dbmigrate.reconcile.checklist import MonitoringCache, evaluate_checklist
 from dbmigrate.reconcile.linting import LintCache, lint, record_lint_and_plan
 from dbmigrate.reconcile.platform import NotFound, Platform, SecretNotPermitted
 from dbmigrate.reconcile.slo import measure_round
+from dbmigrate.reconcile.watching import observe_watch, wants_lock_after_success
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +169,7 @@ async def _observe_world(
         conn, lock_held = await session.connect(dsn, want_lock=wants_lock(spec, status, obs))
         applied, partial = await _read_applied_if_schema(conn, spec.migration_id)
         obs = await observe_backup_record(conn, spec, status, obs, uid)
+        obs = await observe_watch(conn, spec, status, obs, uid)
     except (psycopg.Error, OSError) as exc:
         await session.close()
         message = redact_dsn(f"cannot reach the database: {first_line(exc)}", dsn)
@@ -213,6 +215,9 @@ def wants_lock(
     """The lock is held while the migration is under way (or about to start), not while it sits
     failed or blocked by lint: other migrations of this database must not wait on it. A
     migration Failed by its backup goes on (and takes the lock) once the failed Job is deleted."""
+    after_success = wants_lock_after_success(status)
+    if after_success is not None:  # the watch needs none; its cleanup does
+        return after_success or obs.rollback_requested
     started = status.started_at is not None
     blocked_by_lint = not started and obs.lint_errors > 0 and spec.safety.lint == "Enforce"
     gated = not started and not d.holds_lock_before_start(spec, status, obs)

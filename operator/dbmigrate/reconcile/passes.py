@@ -20,6 +20,7 @@ from dbmigrate.core import slo
 from dbmigrate.core.conditions import set_conditions
 from dbmigrate.core.status import count_progress, status_patch
 from dbmigrate.core.steps import ResolvedSql
+from dbmigrate.core.watch import WatchBaseline
 from dbmigrate.db.errors import redact_dsn
 from dbmigrate.db.executor import StepResult
 from dbmigrate.metrics import registry as metrics
@@ -54,6 +55,12 @@ class StepDatabase(Protocol):
     async def analyze(self, table: str, lock_timeout: float) -> str | None:
         """ANALYZE the table after its backfill (`db.statistics`); None when done, else why
         not."""
+        ...
+
+    async def take_watch_baseline(
+        self, migration_id: str, uid: str, tables: tuple[str, ...]
+    ) -> WatchBaseline:
+        """The post-deployment watch's snapshot before the first step (`db.watch`)."""
         ...
 
 

@@ -37,7 +37,8 @@ from dbmigrate.core.conditions import set_conditions
 from dbmigrate.core.locks import DEFAULT_SERVER_VERSION
 from dbmigrate.core.plan import TableEstimate
 from dbmigrate.core.status import status_patch, with_step_list
-from dbmigrate.db import catalog, executor, guard, history, measurements
+from dbmigrate.core.watch import WatchBaseline
+from dbmigrate.db import catalog, executor, guard, history, measurements, watch
 from dbmigrate.db.backfill import read_backfill_progress, resolve_workers
 from dbmigrate.db.errors import first_line, redact_dsn
 from dbmigrate.db.executor import StepResult
@@ -335,6 +336,12 @@ class MigrationRunner:
     async def analyze(self, table: str, lock_timeout: float) -> str | None:
         assert self.conn is not None  # observe connected before decide chose a database action
         return await analyze_table(self.conn, table, lock_timeout=lock_timeout)
+
+    async def take_watch_baseline(
+        self, migration_id: str, uid: str, tables: tuple[str, ...]
+    ) -> WatchBaseline:
+        assert self.conn is not None  # observe connected before decide chose a database action
+        return await watch.take_baseline(self.conn, migration_id, uid, tables)
 
     def _progress_connection(self) -> psycopg.Connection[Any]:
         """The session for estimates (progress, worker counts), opened on first use."""

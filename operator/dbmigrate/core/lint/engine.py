@@ -215,7 +215,14 @@ def analyse_migration(
         )
         if step.await_rollout is not None:
             contract_phase = True
-    return MigrationAnalysis(tuple(steps), server_version)
+    cleanup: list[Finding] = []
+    for extra in spec.post_deploy.cleanup or [] if spec.post_deploy else []:
+        # After the watch, the application runs the new version: a contract step.
+        context.step = extra.name
+        context.contract_phase = True
+        context.transaction_mode = "Auto"
+        cleanup.extend(analyse_sql(extra.sql, context, step=extra.name).findings)
+    return MigrationAnalysis(tuple(steps), server_version, tuple(cleanup))
 
 
 def _sql_of(inline: str | None, source: object, given: str | None) -> tuple[str | None, SqlSource]:

@@ -101,7 +101,9 @@ class StepAnalysis:
 class MigrationAnalysis:
     steps: tuple[StepAnalysis, ...]
     server_version: int
+    # spec.postDeploy.cleanup's SQL, judged as contract-phase statements
+    cleanup_findings: tuple[Finding, ...] = ()
 
     @property
     def findings(self) -> list[Finding]:
-        return [f for s in self.steps for f in s.findings]
+        return [*(f for s in self.steps for f in s.findings), *self.cleanup_findings]
