@@ -137,11 +137,39 @@ async def read_sample(conn: psycopg.AsyncConnection, tables: tuple[str, ...]) ->
     )
 
 
+async def tables_of_indexes(
+    conn: psycopg.AsyncConnection, indexes: tuple[str, ...]
+) -> tuple[str, ...]:
+    """The tables of the named indexes that exist (a `DROP INDEX` names only the index)."""
+    if not indexes:
+        return ()
+    cur = await conn.execute(
+        """
+        SELECT DISTINCT CASE WHEN n.nspname = 'public' THEN c.relname
+                             ELSE n.nspname || '.' || c.relname END
+        FROM unnest(%s::text[]) AS i(name)
+        JOIN pg_index x ON x.indexrelid = to_regclass(i.name)
+        JOIN pg_class c ON c.oid = x.indrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace
+        ORDER BY 1
+        """,
+        (list(indexes),),
+    )
+    return tuple(str(r[0]) for r in await cur.fetchall())
+
+
 async def take_baseline(
-    conn: psycopg.AsyncConnection, migration_id: str, uid: str, tables: tuple[str, ...]
+    conn: psycopg.AsyncConnection,
+    migration_id: str,
+    uid: str,
+    tables: tuple[str, ...],
+    indexes: tuple[str, ...] = (),
 ) -> WatchBaseline:
     """Snapshot the watched tables' statements and indexes before the first step (replacing
-    an earlier snapshot of the same migration: nothing has run yet)."""
+    an earlier snapshot of the same migration: nothing has run yet). `indexes` named by the
+    steps add their tables to the watched ones."""
+    more = await tables_of_indexes(conn, indexes)
+    tables = tuple(dict.fromkeys((*tables, *more)))
     sample = await read_sample(conn, tables)
     baseline = WatchBaseline(
         tables=tables,

@@ -58,7 +58,7 @@ class StepDatabase(Protocol):
         ...
 
     async def take_watch_baseline(
-        self, migration_id: str, uid: str, tables: tuple[str, ...]
+        self, migration_id: str, uid: str, tables: tuple[str, ...], indexes: tuple[str, ...]
     ) -> WatchBaseline:
         """The post-deployment watch's snapshot before the first step (`db.watch`)."""
         ...

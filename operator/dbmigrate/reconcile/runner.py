@@ -338,10 +338,10 @@ class MigrationRunner:
         return await analyze_table(self.conn, table, lock_timeout=lock_timeout)
 
     async def take_watch_baseline(
-        self, migration_id: str, uid: str, tables: tuple[str, ...]
+        self, migration_id: str, uid: str, tables: tuple[str, ...], indexes: tuple[str, ...]
     ) -> WatchBaseline:
         assert self.conn is not None  # observe connected before decide chose a database action
-        return await watch.take_baseline(self.conn, migration_id, uid, tables)
+        return await watch.take_baseline(self.conn, migration_id, uid, tables, indexes)
 
     def _progress_connection(self) -> psycopg.Connection[Any]:
         """The session for estimates (progress, worker counts), opened on first use."""

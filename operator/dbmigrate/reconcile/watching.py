@@ -22,7 +22,7 @@ from dbmigrate.api.postdeploy import CleanupStepStatus, PostDeployStatus
 from dbmigrate.core import decide as d
 from dbmigrate.core.conditions import set_condition
 from dbmigrate.core.lint.findings import Resolved
-from dbmigrate.core.plan import tables_touched
+from dbmigrate.core.plan import watched_relations
 from dbmigrate.core.statements import checksum
 from dbmigrate.core.steps import limits_of
 from dbmigrate.core.watch import (
@@ -71,10 +71,11 @@ async def take_snapshot(p: Pass) -> str | None:
     if spec.post_deploy is None or not p.report.platform.has_rollouts:
         return None
     resolved: Resolved = {name: (r.up, r.down) for name, r in p.sql.items()}
-    tables = tuple(await asyncio.to_thread(tables_touched, spec, resolved))
+    tables, indexes = await asyncio.to_thread(watched_relations, spec, resolved)
     baseline = await p.database.take_watch_baseline(
-        spec.migration_id, p.body["metadata"].get("uid", ""), tables
+        spec.migration_id, p.body["metadata"].get("uid", ""), tables, indexes
     )
+    tables = baseline.tables
     what = (
         f"{len(baseline.statements)} statement(s)"
         if baseline.statements_available

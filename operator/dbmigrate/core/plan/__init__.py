@@ -13,6 +13,7 @@ from dbmigrate.core.plan.build import (
     backfill_columns,
     build_plan,
     tables_touched,
+    watched_relations,
 )
 from dbmigrate.core.plan.formatting import format_seconds
 from dbmigrate.core.plan.render import render_plan
@@ -29,4 +30,5 @@ __all__ = [
     "render_plan",
     "render_plan_summary",
     "tables_touched",
+    "watched_relations",
 ]

@@ -134,6 +134,21 @@ def tables_touched(
     return list(out)
 
 
+def watched_relations(
+    spec: DatabaseMigrationSpec, resolved: Resolved
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the existing tables the steps touch, the indexes they name by themselves): a
+    `DROP INDEX` names no table, and the snapshot finds the index's table in the catalog."""
+    tables = tuple(tables_touched(spec, resolved))
+    indexes: dict[str, None] = {}
+    for step in analyse_migration(spec, resolved).steps:
+        for statement in step.up.statements if step.up is not None else ():
+            for lock in statement.effect.locks:
+                if lock.of_index_table:
+                    indexes[lock.relation] = None
+    return tables, tuple(indexes)
+
+
 def _type_label(analysis: StepAnalysis) -> str:
     kind = analysis.step.kind
     if kind == "backfill":
