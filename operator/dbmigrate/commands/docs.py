@@ -87,11 +87,11 @@ def _handle(args: argparse.Namespace) -> int:
 
 
 async def document(dsn: str, tables: Sequence[str] = ()) -> tuple[str, int]:
-    """The Markdown and how many tables it documents, read on a read-only connection."""
-    async with await psycopg.AsyncConnection.connect(
-        dsn, autocommit=True, connect_timeout=10
-    ) as conn:
+    """The Markdown and how many tables it documents, read in one read-only transaction (one
+    snapshot of runs, history and catalog; psycopg ignores read_only in autocommit)."""
+    async with await psycopg.AsyncConnection.connect(dsn, connect_timeout=10) as conn:
         await conn.set_read_only(True)
+        await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)
         selection = select_steps(await read_runs(conn), await read_reverted_steps(conn))
         history = build_history(selection.steps)
         # Each table the history knows, found under the name the migrations' SQL gave it.
