@@ -3,7 +3,8 @@
 
 Aspects covered: per column, the migration and day that added it (with its default and
 comment) and the one that set NOT NULL and indexed it; a migration reverted since (its history
-rows `down`) and a rolled-back run are not counted; `--table` narrows, `-o` writes a file; a
+rows `down`) and a rolled-back run are not counted; `--table` narrows (names as SQL spells
+them, one table named twice documented once), `-o` writes a file; a
 table and a column renamed by migrations are documented under their new names with their
 history, a schema-qualified table as `schema.table`, a dropped one not at all; a `--table`
 that does not exist is an error; the CLI as a subprocess, with the DSN from the environment,
@@ -212,6 +213,12 @@ def test_table_option_and_output_file(
     assert "## unrelated\n" in text
     assert "## users" not in text
     assert "### id\n- Type: integer\n- Default: none\n- Nullable: yes\n" in text
+
+    # Names as SQL spells them: both are public.users, documented once, with its history.
+    assert main(["docs", "--dsn", shop, "--table", "public.users", "--table", "USERS"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("## users\n") == 1
+    assert EMAIL_VERIFIED in out
 
     assert main(["docs", "--dsn", shop, "--table", "public.users", "--table", "missing"]) == 1
     assert "dbmigrate docs: no such table: missing" in capsys.readouterr().err
