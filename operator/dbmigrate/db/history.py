@@ -167,6 +167,25 @@ async def read_applied(
     return applied, partial
 
 
+async def read_reverted_steps(conn: psycopg.AsyncConnection) -> frozenset[tuple[str, str]]:
+    """(migration id, step) of every step whose latest history row is `down`: reverted since
+    it was applied (none before the history table exists)."""
+    cur = await conn.execute("SELECT to_regclass('dbmigrate.history') IS NOT NULL")
+    row = await cur.fetchone()
+    if not (row and row[0]):
+        return frozenset()
+    cur = await conn.execute(
+        """
+        SELECT migration_id, step FROM (
+            SELECT DISTINCT ON (migration_id, step) migration_id, step, direction
+            FROM dbmigrate.history ORDER BY migration_id, step, id DESC
+        ) AS latest
+        WHERE direction = 'down'
+        """
+    )
+    return frozenset((str(m), str(s)) for m, s in await cur.fetchall())
+
+
 async def read_history(conn: psycopg.AsyncConnection, migration_id: str) -> list[HistoryRow]:
     cur = await conn.execute(
         "SELECT migration_id, step, step_kind, direction, checksum, applied_at, duration_ms "
