@@ -38,6 +38,10 @@ POINTS: dict[str, str] = {
     "run there, no verdict recorded",
     "backup.job-created": "the backup Job created; its status not written",
     "backup.recorded": "a backup stored, verified and its row committed; the worker not exited",
+    "watch.snapshot-taken": "the post-deployment watch's snapshot committed; startedAt not "
+    "written, no step run",
+    "watch.cleanup-applied": "a cleanup step's SQL and history row committed; its status not "
+    "written",
 }
 
 

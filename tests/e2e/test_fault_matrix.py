@@ -440,3 +440,65 @@ def test_a_crash_while_backing_up_is_recovered(
             recovery,
         )
     )
+
+
+WATCHED = [
+    {
+        "name": "add-note",
+        "sql": {
+            "up": "ALTER TABLE users ADD COLUMN note text",
+            "down": "ALTER TABLE users DROP COLUMN IF EXISTS note",
+        },
+    }
+]
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        pytest.param("watch.snapshot-taken", id="watch-snapshot-taken"),
+        pytest.param("watch.cleanup-applied", id="watch-cleanup-applied"),
+    ],
+)
+def test_a_crash_around_the_post_deployment_watch_is_recovered(
+    cluster: Cluster, namespace: str, app_db: str, operator: OperatorProcess, point: str
+) -> None:
+    """The operator dies right after the watch's snapshot (before startedAt), or right after a
+    cleanup step's SQL and history row committed: the fresh operator takes the snapshot again
+    (one row, replaced), finds the cleanup step in history instead of running it again, and
+    the watch ends Finished; every step and the cleanup applied once."""
+    with psycopg.connect(app_db, autocommit=True) as conn:
+        conn.execute("CREATE TABLE migration_staging (id int)")
+    crash_at(operator, point)
+    post = {
+        "watch": "10s",
+        "interval": "2s",
+        "cleanup": [{"name": "drop-staging", "sql": "DROP TABLE migration_staging"}],
+    }
+    cluster.apply(migration(namespace, WATCHED, postDeploy=post))
+    assert operator.proc is not None
+    assert operator.proc.wait(120) == 137, "the operator did not exit at the failpoint"
+    assert f"failpoint {point}: crash" in operator.log()
+    crashed = time.monotonic()
+    operator.env.pop(ENV)
+    operator.start()
+
+    def finished() -> dict[str, Any] | None:
+        st = status(cluster, namespace)
+        return st if (st.get("postDeploy") or {}).get("state") == "Finished" else None
+
+    st = wait_for(finished, 120, "the watch and its cleanup to finish")
+    recovery = time.monotonic() - crashed
+    assert st["phase"] == "Succeeded"
+    verify_recovered(cluster, namespace, app_db, WATCHED, "Succeeded")
+    with psycopg.connect(app_db) as conn:
+        has(conn, "SELECT count(*) FROM dbmigrate.watch_baselines", 1)
+        has(conn, "SELECT count(*) FROM dbmigrate.history WHERE step = 'drop-staging'", 1)
+        table_exists("migration_staging", exists=False)(conn)
+    (cleanup,) = st["postDeploy"]["cleanup"]
+    assert cleanup["state"] == "Succeeded"
+    if point == "watch.cleanup-applied":
+        assert cleanup["message"] == "found in history"
+    RESULTS.append(
+        Result("crash", point, "", "post-deployment watch", "Succeeded (Finished)", recovery)
+    )

@@ -165,3 +165,46 @@ def test_a_query_regression_rolls_the_migration_back(
     page = operator.metrics()
     assert 'dbmigrate_rollbacks_total{reason="QueryRegression"} 1.0' in page
     assert 'dbmigrate_post_deploy_findings_total{kind="QueryRegression"} 1.0' in page
+
+
+def test_without_pg_stat_statements_the_condition_says_so_and_nothing_else_changes(
+    cluster: Cluster, namespace: str, app_db: str, operator: OperatorProcess
+) -> None:
+    with psycopg.connect(app_db, autocommit=True) as conn:
+        assert conn.execute(
+            "SELECT count(*) FROM pg_extension WHERE extname = 'pg_stat_statements'"
+        ).fetchone() == (0,)
+    cluster.apply(
+        migration(
+            namespace,
+            [
+                {
+                    "name": "add-note",
+                    "sql": {
+                        "up": "ALTER TABLE users ADD COLUMN note text",
+                        "down": "ALTER TABLE users DROP COLUMN IF EXISTS note",
+                    },
+                }
+            ],
+            postDeploy={"watch": "10s", "interval": "2s", "onRegression": "Rollback"},
+        )
+    )
+    sampled = wait_for(
+        lambda: (s := status(cluster, namespace)).get("postDeploy", {}).get("lastSampledAt") and s,
+        60,
+        "the first sample",
+    )
+    watching = condition(sampled, "Watching")
+    assert (watching["status"], watching["reason"]) == ("True", "StatementsUnavailable")
+    assert "CREATE EXTENSION pg_stat_statements" in watching["message"]
+    assert sampled["postDeploy"]["statementsAvailable"] is False
+    st = wait_for(
+        lambda: (
+            (s := status(cluster, namespace)).get("postDeploy", {}).get("state") == "Finished" and s
+        ),
+        60,
+        "the watch to end",
+    )
+    assert st["phase"] == "Succeeded"
+    assert "findings" not in st["postDeploy"]
+    assert history(app_db) == [("add-note", "up")]

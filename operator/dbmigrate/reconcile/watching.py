@@ -16,6 +16,7 @@ from typing import Any
 
 import psycopg
 
+from dbmigrate import failpoints
 from dbmigrate.api import reasons
 from dbmigrate.api.models import DatabaseMigrationSpec, DatabaseMigrationStatus
 from dbmigrate.api.postdeploy import CleanupStepStatus, PostDeployStatus
@@ -75,6 +76,7 @@ async def take_snapshot(p: Pass) -> str | None:
     baseline = await p.database.take_watch_baseline(
         spec.migration_id, p.body["metadata"].get("uid", ""), tables, indexes
     )
+    failpoints.hit("watch.snapshot-taken")
     tables = baseline.tables
     what = (
         f"{len(baseline.statements)} statement(s)"
@@ -190,6 +192,8 @@ async def run_cleanup(p: Pass, action: d.RunCleanup) -> float | None:
         checksum=checksum(step.sql),
         limits=limits_of(spec),
     )
+    if result.ok:
+        failpoints.hit("watch.cleanup-applied")
     st.finished_at = now_iso()
     if not result.ok:
         message = redact_dsn(f"cleanup step {step.name!r} failed: {result.message}", p.report.dsn)
