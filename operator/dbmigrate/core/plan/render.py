@@ -57,6 +57,7 @@ def render_plan(plan: MigrationPlan) -> str:
     lines.extend(render_steps(plan))
     lines.extend(_render_lint(plan))
     lines.extend(render_rollback(plan))
+    lines.extend(_render_post_deploy(plan))
     lines.extend(_render_checklist(plan))
     while lines and lines[-1] == "":
         lines.pop()
@@ -239,6 +240,32 @@ def _render_lint(plan: MigrationPlan) -> list[str]:
         where = ", ".join(x for x in (f.step or "", f.location()) if x)
         state = " (suppressed: " + (f.reason or "no reason") + ")" if f.suppressed else ""
         lines.append(f"- **{f.severity}** `{f.rule}` ({where}){state}: {f.message}")
+    lines.append("")
+    return lines
+
+
+def _render_post_deploy(plan: MigrationPlan) -> list[str]:
+    """The seed's Phase 6 as spec.postDeploy asks for it (nothing without it)."""
+    post = plan.spec.post_deploy
+    if post is None:
+        return []
+    then = (
+        "roll the migration back (before its point of no return)"
+        if post.on_regression == "Rollback"
+        else "report it (event, metric, status)"
+    )
+    lines = [
+        "## After the Last Step",
+        "",
+        f"- Watch for {post.watch}, sampling every {post.interval}: a statement on a migrated "
+        f"table whose mean time is {post.max_query_regression:g}x its mean before the first "
+        f"step (after {post.min_calls} calls) is a regression: {then}.",
+        "- An index the migration created and the application never scanned during the watch "
+        "is reported as unused.",
+    ]
+    for step in post.cleanup or []:
+        first = " ".join(step.sql.split())
+        lines.append(f"- Then cleanup `{step.name}`: `{first[:100]}`")
     lines.append("")
     return lines
 
