@@ -41,10 +41,15 @@ def redact(message: str, dsn: str) -> str:
 
 
 def connect(dsn: str, *, connect_timeout: int = 10) -> psycopg.Connection:
-    """A read-only autocommit connection for catalog look-ups."""
-    conn = psycopg.connect(dsn, autocommit=True, connect_timeout=connect_timeout)
-    conn.read_only = True
-    return conn
+    """A read-only autocommit connection for catalog look-ups. Read-only by the session's
+    default: psycopg's `read_only` only applies to the transactions it begins, and an
+    autocommit connection begins none."""
+    return psycopg.connect(
+        dsn,
+        autocommit=True,
+        connect_timeout=connect_timeout,
+        options="-c default_transaction_read_only=on",
+    )
 
 
 def server_major_version(conn: psycopg.Connection) -> int:
