@@ -22,6 +22,7 @@ from dbmigrate.core.status import count_progress, status_patch
 from dbmigrate.core.steps import ResolvedSql
 from dbmigrate.db.errors import redact_dsn
 from dbmigrate.db.executor import StepResult
+from dbmigrate.db.runs import RunRecord
 from dbmigrate.metrics import registry as metrics
 from dbmigrate.reconcile.platform import Platform
 from dbmigrate.settings import Settings
@@ -54,6 +55,10 @@ class StepDatabase(Protocol):
     async def analyze(self, table: str, lock_timeout: float) -> str | None:
         """ANALYZE the table after its backfill (`db.statistics`); None when done, else why
         not."""
+        ...
+
+    async def write_run(self, run: RunRecord) -> None:
+        """Upsert the migration's row of `dbmigrate.runs` (`db.runs.write_run`)."""
         ...
 
 
