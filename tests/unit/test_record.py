@@ -433,7 +433,10 @@ def test_run_steps_carry_timings_rows_and_the_up_sql_of_sql_steps() -> None:
 def test_a_rerun_that_found_every_step_in_history_has_nothing_to_record() -> None:
     status = {
         **SUCCEEDED,
-        "steps": [{**s, "message": "found in history"} for s in SUCCEEDED["steps"]],
+        "steps": [
+            {**s, "message": "found in history" + ("; users analyzed" if i == 1 else "")}
+            for i, s in enumerate(SUCCEEDED["steps"])
+        ],
     }
     facts = gather_facts(
         spec(), DatabaseMigrationStatus.model_validate(status), resource="x", outcome="Succeeded"

@@ -169,7 +169,7 @@ def _tell_where_the_record_is(
     if platform.report is None:
         return  # the migration did not end (held before its start, interrupted)
     steps = status.get("steps") or []
-    if steps and all(s.get("message") == FOUND_IN_HISTORY for s in steps):
+    if steps and all(str(s.get("message")).startswith(FOUND_IN_HISTORY) for s in steps):
         console.print(
             "record: nothing ran; dbmigrate.runs keeps the record of the run that applied it "
             f"(dbmigrate report --migration-id {migration_id})"

@@ -85,7 +85,8 @@ class RecordFacts:
         """Every step was applied by an earlier run (a repeated `dbmigrate apply`): this run
         has nothing of its own to record."""
         return bool(self.steps) and all(
-            s.state == "Succeeded" and s.message == FOUND_IN_HISTORY for s in self.steps
+            s.state == "Succeeded" and (s.message or "").startswith(FOUND_IN_HISTORY)
+            for s in self.steps
         )
 
     @property
