@@ -23,6 +23,7 @@ once). Ctrl-C at any time stops everything it started.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import signal
 import subprocess
@@ -215,9 +216,14 @@ def follow(
 def print_report(stack: LocalStack, name: str, what: str) -> None:
     """The record the operator left when the migration ended (`dbmigrate report NAME`)."""
     assert stack.cluster is not None
-    config_map = stack.cluster.get("configmap", f"{name}-report", "-n", stack.namespace)
+    got = stack.cluster.kubectl(
+        "get", "configmap", f"{name}-report", "-n", stack.namespace, "-o", "json", check=False
+    )
+    if got.returncode != 0:
+        say(f"{YELLOW}no report ConfigMap {name}-report: see the ReportFailed event{RESET}")
+        return
     say(f"\n{BOLD}{what} (dbmigrate report {name} -n {stack.namespace}):{RESET}")
-    for text in config_map["data"]["report.md"].rstrip().splitlines():
+    for text in json.loads(got.stdout)["data"]["report.md"].rstrip().splitlines():
         say(f"  {DIM}|{RESET} {text}")
 
 

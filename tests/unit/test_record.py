@@ -260,6 +260,14 @@ def render(status: dict[str, Any], outcome: str, *, analysis: bool = True, **kw:
             id="log-entry-rollback-available",
         ),
         pytest.param(
+            {**SUCCEEDED, "analysis": {**SUCCEEDED["analysis"], "baseline": {"p99-latency": 0.12}}},
+            "Succeeded",
+            {},
+            ["`error-rate` 0.003 (no baseline recorded); `p99-latency` 0.12 → 0.15"],
+            [],
+            id="log-entry-metric-without-baseline",
+        ),
+        pytest.param(
             {**SUCCEEDED, "analysis": None, "backup": None},
             "Succeeded",
             {"analysis": False},

@@ -355,7 +355,12 @@ def _impact(facts: RecordFacts) -> str:
         if not failed
         else f"{len(failed)} metric(s) not Successful at the last measurement"
     )
-    parts = "; ".join(f"`{m.metric}` {number(m.baseline)} → {number(m.value)}" for m in measured)
+    parts = "; ".join(
+        f"`{m.metric}` {number(m.baseline)} → {number(m.value)}"
+        if m.baseline is not None
+        else f"`{m.metric}` {number(m.value)} (no baseline recorded)"
+        for m in measured
+    )
     return f"{verdict} (baseline → last: {parts})"
 
 
