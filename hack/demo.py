@@ -11,8 +11,10 @@ installed with the chart), the local control plane otherwise or when kind cannot
    for shop-api v2 to roll out (the demo plays your CD system and rolls it out), the verified
    backup before the point of no return, the NOT NULL contract — under SLO analysis the whole
    time;
+   then prints the migration log entry the operator wrote (`dbmigrate report`);
 2. applies a second migration whose release (v3) makes the app's error ratio rise: the operator
-   undoes the rollout to v2 and runs the down SQL, by itself.
+   undoes the rollout to v2 and runs the down SQL, by itself, and leaves a post-mortem draft
+   with the facts filled in, which the demo prints.
 
 Then it prints what to look at and keeps everything running until Ctrl-C (`--no-wait`: stop at
 once). Ctrl-C at any time stops everything it started.
@@ -21,6 +23,7 @@ once). Ctrl-C at any time stops everything it started.
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import signal
 import subprocess
@@ -210,6 +213,20 @@ def follow(
     raise TimeoutError(f"{name} did not reach {until} within {timeout:.0f}s")
 
 
+def print_report(stack: LocalStack, name: str, what: str) -> None:
+    """The record the operator left when the migration ended (`dbmigrate report NAME`)."""
+    assert stack.cluster is not None
+    got = stack.cluster.kubectl(
+        "get", "configmap", f"{name}-report", "-n", stack.namespace, "-o", "json", check=False
+    )
+    if got.returncode != 0:
+        say(f"{YELLOW}no report ConfigMap {name}-report: see the ReportFailed event{RESET}")
+        return
+    say(f"\n{BOLD}{what} (dbmigrate report {name} -n {stack.namespace}):{RESET}")
+    for text in json.loads(got.stdout)["data"]["report.md"].rstrip().splitlines():
+        say(f"  {DIM}|{RESET} {text}")
+
+
 def story_one(stack: LocalStack, rows: int) -> None:
     banner("1. the seed's migration: add users.email_verified (expand, backfill, contract)")
     assert stack.cluster is not None
@@ -293,6 +310,7 @@ def story_one(stack: LocalStack, rows: int) -> None:
             f"{(backup.get('sha256') or '')[:12]}, verified)"
         )
         say(f"  restore: {backup.get('restoreCommand')}")
+    print_report(stack, "add-email-verified", "the migration log entry it wrote")
 
 
 def story_two(stack: LocalStack) -> None:
@@ -348,6 +366,7 @@ def story_two(stack: LocalStack) -> None:
         f"  database:   reverted {', '.join(rollback.get('stepsReverted') or [])}; "
         f"users.nickname {'still exists' if has_column and has_column[0] else 'is gone'}"
     )
+    print_report(stack, "add-nickname", "the post-mortem draft it wrote, for the team to finish")
 
 
 def what_to_look_at(stack: LocalStack) -> None:
@@ -357,6 +376,7 @@ def what_to_look_at(stack: LocalStack) -> None:
     say(f"export KUBECONFIG={stack.cluster.kubeconfig}")
     say(f"kubectl get dbm -n {ns}")
     say(f"kubectl describe dbm add-nickname -n {ns}")
+    say(f"dbmigrate report add-nickname -n {ns}   (the post-mortem; add-email-verified: the log)")
     say(f"kubectl get events -n {ns} --sort-by=.lastTimestamp")
     say(f"kubectl rollout history deploy/shop-api -n {ns}")
     hints = dict(stack.operator_hints())
@@ -366,6 +386,7 @@ def what_to_look_at(stack: LocalStack) -> None:
     )
     secret = f"kubectl get secret shop-db -n {ns} -o jsonpath='{{.data.dsn}}' | base64 -d"
     say(f'database:         psql "$({secret})" -c "TABLE dbmigrate.history"')
+    say(f'                  psql "$({secret})" -c "SELECT outcome, report FROM dbmigrate.runs"')
     say(f"operator log:     {hints['operator log']}")
 
 

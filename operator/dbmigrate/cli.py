@@ -1,5 +1,5 @@
-"""The `dbmigrate` command: `run` (the operator), `lint`, `plan`, `apply`, `rehearse`, `backfill`,
-`backup`, `docs`.
+"""The `dbmigrate` command: `run` (the operator), `lint`, `plan`, `apply`, `rehearse`, `report`,
+`backfill`, `backup`, `docs`.
 
 Each subcommand lives in its own module under `dbmigrate.commands` and exposes
 `register(subparsers)`; this module only assembles them.
@@ -13,7 +13,7 @@ import sys
 
 from dbmigrate import __version__
 
-SUBCOMMANDS = ("run", "lint", "plan", "apply", "rehearse", "backfill", "backup", "docs")
+SUBCOMMANDS = ("run", "lint", "plan", "apply", "rehearse", "report", "backfill", "backup", "docs")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

@@ -8,7 +8,10 @@ each other.
 from __future__ import annotations
 
 import base64
+import json
+import os
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 import yaml
+from psycopg.rows import dict_row
 
 from dbmigrate_dev.cluster_client import Cluster, wait_for
 from dbmigrate_dev.stack import kind_chart_values
@@ -72,6 +76,38 @@ def history(dsn: str) -> list[tuple[str, str]]:
         if conn.execute("SELECT to_regclass('dbmigrate.history')").fetchone() == (None,):
             return []
         return conn.execute("SELECT step, direction FROM dbmigrate.history ORDER BY id").fetchall()
+
+
+# --- the migration's record: its report ConfigMap, dbmigrate.runs, `dbmigrate report` -----------
+
+
+def report_config_map(cluster: Cluster, namespace: str, name: str = "m") -> dict[str, Any] | None:
+    got = cluster.kubectl(
+        "get", "configmap", f"{name}-report", "-n", namespace, "-o", "json", check=False
+    )
+    return json.loads(got.stdout) if got.returncode == 0 else None
+
+
+def runs(dsn: str) -> list[dict[str, Any]]:
+    """The rows of `dbmigrate.runs`, oldest first."""
+    with psycopg.connect(dsn) as conn, conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(
+            "SELECT migration_id, name, uid, outcome, started_at, finished_at, steps, report "
+            "FROM dbmigrate.runs ORDER BY id"
+        )
+        return cur.fetchall()
+
+
+def dbmigrate_report(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """`dbmigrate report …` as a user runs it, with the cluster's kubeconfig."""
+    return subprocess.run(
+        [sys.executable, "-m", "dbmigrate", "report", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig)},
+        timeout=60,
+        check=False,
+    )
 
 
 # --- the rollback tests' app: its Deployment and its users table -------------------------------

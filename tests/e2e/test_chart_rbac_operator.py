@@ -1,6 +1,6 @@
 """The chart's RBAC is enough to run a migration: the operator, authenticated with nothing but
 the chart's ServiceAccount token (namespaced and cluster-wide installs, kopf peering on), takes
-a migration with an SQL step and a backfill Job to Succeeded."""
+a migration with an SQL step and a backfill Job to Succeeded, and leaves its report ConfigMap."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import base64
 import psycopg
 
 from dbmigrate_dev.cluster_client import Cluster, wait_for
-from tests.e2e.helpers import Installed
+from tests.e2e.helpers import Installed, report_config_map
 from tests.fixtures.operator import OperatorProcess
 
 
@@ -73,6 +73,11 @@ def test_operator_runs_a_migration_with_the_charts_rbac(
         assert st["phase"] == "Succeeded", st
         events = cluster.kubectl("get", "events", "-n", ns).stdout
         assert "StepSucceeded" in events
+        assert "ReportFailed" not in events
+        # the report ConfigMap, created with the chart's grants (create, update on configmaps)
+        report = report_config_map(cluster, ns, "rbac")
+        assert report is not None
+        assert report["data"]["report.md"].startswith("# Migration Log")
         with psycopg.connect(pg_dsn) as conn:
             assert conn.execute("SELECT count(*) FROM t WHERE w = id * 2").fetchone() == (5000,)
         assert "Forbidden" not in operator.log()

@@ -17,7 +17,18 @@ from typing import Any
 import psycopg
 
 from dbmigrate_dev.cluster_client import Cluster, wait_for
-from tests.e2e.helpers import columns, condition, deploy_app, history, image, migration, status
+from tests.e2e.helpers import (
+    columns,
+    condition,
+    dbmigrate_report,
+    deploy_app,
+    history,
+    image,
+    migration,
+    report_config_map,
+    runs,
+    status,
+)
 from tests.fixtures.operator import OperatorProcess
 
 
@@ -120,6 +131,23 @@ def test_slo_breach_rolls_back_rollout_and_database(
     assert 'dbmigrate_steps_reverted_total{kind="sql"} 1.0' in page
     assert f'dbmigrate_migrations{{namespace="{namespace}",phase="RolledBack"}} 1.0' in page
 
+    # The post-mortem draft: the breaching metric with its timestamp, the step, what was undone.
+    cm = report_config_map(cluster, namespace)
+    assert cm is not None
+    report = cm["data"]["report.md"]
+    assert report.startswith("## Rollback Post-Mortem: ")
+    assert f"- Trigger: SloBreached: {rb['reason']}" in report
+    assert f"  - `error-rate` = {last['value']:.4g}, threshold {last['threshold']}" in report
+    assert f"at {last['at']}" in report
+    assert "- Step running at the time: `release` (step 2, awaitRollout" in report
+    assert "- Rollout: undone to revision 1" in report
+    assert "- Reverted: `release`, `expand` (newest first)" in report
+    assert "- Left applied: nothing" in report
+    assert "### Root Cause" in report
+    (row,) = runs(app_db)
+    assert (row["outcome"], row["report"]) == ("RolledBack", report)
+    assert dbmigrate_report(cluster, "m", "-n", namespace).stdout == report
+
 
 def test_slo_breach_past_point_of_no_return_keeps_the_database(
     cluster: Cluster,
@@ -140,3 +168,13 @@ def test_slo_breach_past_point_of_no_return_keeps_the_database(
     assert st["rollback"]["trigger"] == "SloBreached"
     with psycopg.connect(app_db) as conn:
         assert conn.execute("SELECT count(*) FROM users").fetchone() == (100,)
+    cm = report_config_map(cluster, namespace)
+    assert cm is not None
+    report = cm["data"]["report.md"]
+    assert "- Outcome: Failed (PastPointOfNoReturn)" in report
+    assert "`error-rate` = " in report
+    assert "- Left applied: `expand` (point of no return), `release`: past the point of no " in (
+        report
+    )
+    (row,) = runs(app_db)
+    assert row["outcome"] == "Failed"

@@ -242,3 +242,107 @@ def test_interactive_waits_for_enter_at_await_rollout(
         "step 'release-v2': deploy the new version (shop-api:v2), then press Enter" in proc.stdout
     )
     assert history(users) == [("expand", "up"), ("release-v2", "up")]
+
+
+# --- the record: dbmigrate.runs, --report FILE, dbmigrate report --------------------------------
+
+
+def runs(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
+    return conn.execute(
+        "SELECT migration_id, name, uid, outcome, started_at, finished_at, steps, report "
+        "FROM dbmigrate.runs ORDER BY id"
+    ).fetchall()
+
+
+def run_report(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dbmigrate", "report", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DBMIGRATE_DSN": dsn},
+        timeout=60,
+        check=False,
+    )
+
+
+def test_apply_records_the_run_in_dbmigrate_runs(
+    tmp_path: Path, pg_dsn: str, users: psycopg.Connection
+) -> None:
+    doc = seed_migration()
+    out = tmp_path / "log.md"
+    proc = run_apply(tmp_path, [doc], pg_dsn, "--report", str(out))
+    assert proc.returncode == 0, proc.stderr
+    migration_id = doc["spec"]["migrationId"]
+    assert f"record: Succeeded row of {migration_id} in dbmigrate.runs" in proc.stderr
+    assert f"report: {out}" in proc.stderr
+    ((mid, name, uid, outcome, started, finished, steps, report),) = runs(users)
+    assert (mid, name, uid, outcome) == (migration_id, "dbmigrate apply", "", "Succeeded")
+    assert started is not None
+    assert finished >= started
+    names = ["expand", "index", "backfill", "release-v2", "contract-check", "contract"]
+    assert [s["name"] for s in steps] == names
+    expand = doc["spec"]["steps"][0]["sql"]["up"]
+    assert steps[0]["sql"] == expand
+    assert steps[0]["kind"] == "sql"
+    assert steps[0]["state"] == "Succeeded"
+    assert steps[2]["rows"] == 20000
+    assert steps[2]["sql"] is None
+    assert all(s["seconds"] is not None for s in steps)
+    assert out.read_text() == report
+    assert "# Migration Log" in report
+    assert "- Rows backfilled: 20,000 (`backfill` 20,000)" in report
+    assert "- Impact: not measured (no spec.analysis)" in report
+    assert "- Rollback: Not available: step `contract` is the point of no return" in report
+    assert pg_dsn not in report
+
+    printed = run_report(pg_dsn, "--migration-id", migration_id)
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout == report
+    assert pg_dsn not in printed.stdout + printed.stderr
+
+    # Applied again, nothing runs: the record of the run that applied it stays.
+    again = run_apply(tmp_path, [doc], pg_dsn)
+    assert again.returncode == 0, again.stderr
+    assert "record: nothing ran; dbmigrate.runs keeps the record" in again.stderr
+    assert [r[7] for r in runs(users)] == [report]
+
+
+def test_a_failed_verify_rolls_back_and_records_a_post_mortem(
+    tmp_path: Path, pg_dsn: str, users: psycopg.Connection
+) -> None:
+    doc = seed_migration()
+    doc["spec"]["steps"] = [
+        doc["spec"]["steps"][0],
+        {
+            "name": "check",
+            "sql": {"up": "SELECT 1", "down": "SELECT 1"},
+            "verify": "SELECT count(*) = 0 FROM users",
+        },
+    ]
+    proc = run_apply(tmp_path, [doc], pg_dsn)
+    assert proc.returncode == 1, proc.stderr
+    migration_id = doc["spec"]["migrationId"]
+    assert f"record: RolledBack row of {migration_id} in dbmigrate.runs" in proc.stderr
+    ((_, _, _, outcome, _, finished, steps, report),) = runs(users)
+    assert outcome == "RolledBack"
+    assert finished is not None
+    assert [(s["name"], s["state"]) for s in steps] == [
+        ("expand", "RolledBack"),
+        ("check", "Failed"),
+    ]
+    assert "## Rollback Post-Mortem: 20240115120000_add_email_verified_column" in report
+    assert "- Trigger: VerifyFailed: step 'check' failed" in report
+    assert "- Step running at the time: `check` (step 2, sql" in report
+    assert "- Step `check` failed (VerifyFailed)" in report
+    assert "- Reverted: `expand` (newest first)" in report
+    assert "- Left applied: nothing (no step is still applied)" in report
+    for question in ("### Root Cause", "### Why We Missed It", "### Action Items"):
+        assert question in report
+    printed = run_report(pg_dsn, "--migration-id", migration_id)
+    assert printed.stdout == report
+
+
+def test_report_without_a_run_says_so(pg_dsn: str, users: psycopg.Connection) -> None:
+    printed = run_report(pg_dsn, "--migration-id", "20990101000000_never")
+    assert printed.returncode == 1
+    assert "no run of 20990101000000_never in dbmigrate.runs" in printed.stderr

@@ -26,6 +26,7 @@ from dbmigrate.core import decide as d
 from dbmigrate.core.rollout import UndoPlan
 from dbmigrate.core.steps import ResolvedSql
 from dbmigrate.db.executor import StepResult
+from dbmigrate.db.runs import RunRecord
 from dbmigrate.reconcile import effects, passes
 from dbmigrate.reconcile.platform import Invalid
 from dbmigrate.settings import Settings
@@ -57,6 +58,7 @@ class FakePlatform:
     confirmed: list[str] = field(default_factory=list)
     reject_jobs: str | None = None  # start_job raises Invalid with this message
     stopped: list[d.ActiveJob] = field(default_factory=list)
+    reports: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
     async def read_resource(self) -> dict[str, Any]:
         raise AssertionError("effects do not read the resource")
@@ -103,6 +105,14 @@ class FakePlatform:
     async def confirm_rollout(self, step: str, image: str | None) -> None:
         self.confirmed.append(step)
 
+    def run_name(self, body: dict[str, Any]) -> tuple[str, str]:
+        return f"{self.namespace}/{self.name}", "uid-1"
+
+    async def save_report(self, body: dict[str, Any], markdown: str) -> str:
+        # the status at the time: the report is written before the final status is saved
+        self.reports.append((markdown, dict(self.status)))
+        return f"configmap {self.namespace}/{self.name}-report"
+
     def reasons_posted(self) -> list[str]:
         return [reason for _, reason, _ in self.events]
 
@@ -116,6 +126,8 @@ class FakeDatabase:
     lock_held: bool = True
     analyzed: list[str] = field(default_factory=list)
     analyze_refused: str | None = None  # why ANALYZE did not run, as the database would say
+    runs: list[RunRecord] = field(default_factory=list)
+    runs_refused: str | None = None  # write_run raises with this message
 
     async def apply_sql(self, **step: Any) -> StepResult:
         self.calls.append(step)
@@ -132,6 +144,11 @@ class FakeDatabase:
     async def analyze(self, table: str, lock_timeout: float) -> str | None:
         self.analyzed.append(table)
         return self.analyze_refused
+
+    async def write_run(self, run: RunRecord) -> None:
+        if self.runs_refused is not None:
+            raise RuntimeError(self.runs_refused)
+        self.runs.append(run)
 
 
 def make_pass(
@@ -615,3 +632,94 @@ async def test_done_does_nothing() -> None:
 def test_every_action_has_an_effect() -> None:
     actions = set(d.Action.__args__)  # type: ignore[attr-defined]
     assert set(effects.EFFECTS) == actions - {d.Done}
+
+
+# --- the record ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("phase", "states", "action", "outcome", "heading"),
+    [
+        pytest.param(
+            "Progressing",
+            {s["name"]: "Succeeded" for s in STEPS},
+            d.Succeed("all 4 steps applied"),
+            "Succeeded",
+            "# Migration Log",
+            id="succeeded-log-entry",
+        ),
+        pytest.param(
+            "RollingBack",
+            {"expand": "RolledBack"},
+            d.FinishRollback("RolledBack", reasons.ROLLED_BACK, "rollback complete"),
+            "RolledBack",
+            "## Rollback Post-Mortem",
+            id="rolled-back-post-mortem",
+        ),
+        pytest.param(
+            "RollingBack",
+            {"expand": "Succeeded"},
+            d.FinishRollback("Failed", reasons.PAST_POINT_OF_NO_RETURN, "refused"),
+            "Failed",
+            "## Rollback Post-Mortem",
+            id="failed-rollback-post-mortem",
+        ),
+        pytest.param(
+            "Progressing",
+            {"expand": "Succeeded"},
+            d.AwaitManualRollback(reasons.SLO_BREACHED, "error-rate 0.3 > max 0.05"),
+            "Failed",
+            "## Failure Post-Mortem",
+            id="manual-stop-post-mortem",
+        ),
+    ],
+)
+async def test_the_record_is_written_before_the_final_status(
+    phase: str, states: dict[str, str], action: d.Action, outcome: str, heading: str
+) -> None:
+    p, fake, db = make_pass(phase=phase, states=states)
+    if phase == "RollingBack":
+        p.status.rollback = RollbackStatus(
+            started_at="2026-11-28T11:59:30Z", trigger=reasons.SLO_BREACHED, step="expand"
+        )
+    await effects.carry_out(p, action)
+    (run,) = db.runs
+    ((report, status_then),) = fake.reports
+    assert status_then.get("phase") != fake.status["phase"]  # written before the final status
+    assert fake.status["phase"] == outcome
+    assert (run.migration_id, run.name, run.uid, run.outcome) == (
+        "20240115120000_add_c",
+        "ns/m",
+        "uid-1",
+        outcome,
+    )
+    assert run.report == report
+    assert heading in report
+    assert run.finished_at is not None or outcome == "Failed"
+    assert [s["name"] for s in run.steps] == [s["name"] for s in STEPS]
+    assert run.steps[0]["sql"] == STEPS[0]["sql"]["up"]
+    assert run.steps[1]["sql"] is None
+    assert reasons.REPORT_FAILED not in fake.reasons_posted()
+
+
+async def test_a_record_that_cannot_be_written_does_not_cost_the_outcome() -> None:
+    p, fake, db = make_pass(states={s["name"]: "Succeeded" for s in STEPS})
+    db.runs_refused = f"connection to {DSN} lost"
+    assert await effects.carry_out(p, d.Succeed("all 4 steps applied")) is None
+    assert fake.status["phase"] == "Succeeded"
+    assert condition(fake, reasons.READY)["status"] == "True"
+    failed = [m for t, r, m in fake.events if r == reasons.REPORT_FAILED]
+    assert failed == [
+        "could not write the record to dbmigrate.runs: RuntimeError: connection to *** lost"
+    ]
+    assert len(fake.reports) == 1  # the ConfigMap is still written
+    assert not db.lock_held
+
+
+async def test_the_dsn_never_reaches_the_record() -> None:
+    p, fake, db = make_pass(policy="Manual", result=FAILED_SQL)
+    await effects.carry_out(p, d.RunStep("expand"))
+    ((report, _),) = fake.reports
+    (run,) = db.runs
+    assert "42P01: relation does not exist" in report
+    assert "hunter2" not in report + repr(run.steps)

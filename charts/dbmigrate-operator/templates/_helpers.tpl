@@ -79,6 +79,11 @@ verbs only; no wildcards. Used by the ClusterRole (all namespaces) or each Role.
 - apiGroups: [""]
   resources: ["secrets", "configmaps"]
   verbs: ["get"]
+# The report a migration leaves when it ends (`<name>-report`, owned by the migration): created,
+# or replaced when it is there already (the post-deployment watch completes it).
+- apiGroups: [""]
+  resources: ["configmaps"]
+  verbs: ["create", "update"]
 # The target Deployment: rollout gates, and the undo on rollback (a patch of its template,
 # planned from its ReplicaSets).
 - apiGroups: ["apps"]

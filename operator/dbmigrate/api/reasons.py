@@ -108,6 +108,9 @@ BACKUP_SKIPPED: Final = "BackupSkipped"
 # application queries waited on a step's statement or batch past safety.maxBlockedDuration:
 # it was cancelled (and is retried)
 APPLICATION_BLOCKED: Final = "ApplicationBlocked"
+# the migration's record (dbmigrate.runs row, report ConfigMap) could not be written; the
+# outcome was saved all the same
+REPORT_FAILED: Final = "ReportFailed"
 
 EVENT_REASONS: Final = (
     STARTED,
@@ -127,6 +130,7 @@ EVENT_REASONS: Final = (
     BACKUP_SUCCEEDED,
     BACKUP_SKIPPED,
     APPLICATION_BLOCKED,
+    REPORT_FAILED,
 )
 
 ALL_REASONS: Final = (

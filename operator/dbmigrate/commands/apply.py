@@ -2,7 +2,9 @@
 
 The same engine as the operator (`reconcile.runner` with the local platform): lock-safe SQL,
 history table and checksums, verify, backfills (in-process workers), SLO analysis and SQL
-rollback. `awaitRollout` steps are skipped with a notice; `job` steps need a cluster.
+rollback. The record of the run (the migration log entry or the post-mortem draft) goes to
+`dbmigrate.runs`, and with `--report FILE` to a file. `awaitRollout` steps are skipped with a
+notice; `job` steps need a cluster.
 
 Exit codes (for CI pipelines): 0 applied (or already applied); 1 the migration failed or was
 rolled back, or lint blocked it; 2 usage errors (file, DSN, unsupported steps); 130 interrupted.
@@ -26,6 +28,7 @@ from dbmigrate.api import reasons
 from dbmigrate.api.schema import APPROVAL_ANNOTATION
 from dbmigrate.core.batching import format_count
 from dbmigrate.core.lint.documents import ManifestError, parse_manifests
+from dbmigrate.core.record.facts import FOUND_IN_HISTORY
 from dbmigrate.db.backfill import BackfillEvent, BatchDone, Started, Throttled
 from dbmigrate.db.errors import MalformedDsn, check_dsn
 from dbmigrate.reconcile.local import LocalPlatform
@@ -70,6 +73,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="at awaitRollout steps, wait for Enter (after deploying the new version by hand) "
         "instead of skipping them",
+    )
+    p.add_argument(
+        "--report",
+        metavar="FILE",
+        type=Path,
+        help="write the migration's record (the migration log entry, or the post-mortem draft "
+        "after a rollback) to FILE as Markdown; it is in dbmigrate.runs either way",
     )
     p.set_defaults(handler=_handle)
 
@@ -143,8 +153,39 @@ def _handle(args: argparse.Namespace) -> int:
         platform.close()
     final = platform.resource.get("status") or {}
     report.summary(final)
+    _tell_where_the_record_is(console, resource.spec.migration_id, final, platform, args.report)
     phase = final.get("phase")
     return SUCCESS if phase == "Succeeded" else FAILED
+
+
+def _tell_where_the_record_is(
+    console: Console,
+    migration_id: str,
+    status: dict[str, Any],
+    platform: LocalPlatform,
+    path: Path | None,
+) -> None:
+    """Where the record the run wrote is: `dbmigrate.runs`, and `--report FILE`."""
+    if platform.report is None:
+        return  # the migration did not end (held before its start, interrupted)
+    steps = status.get("steps") or []
+    if steps and all(str(s.get("message")).startswith(FOUND_IN_HISTORY) for s in steps):
+        console.print(
+            "record: nothing ran; dbmigrate.runs keeps the record of the run that applied it "
+            f"(dbmigrate report --migration-id {migration_id})"
+        )
+    else:
+        console.print(
+            f"record: {status.get('phase')} row of {migration_id} in dbmigrate.runs "
+            f"(dbmigrate report --migration-id {migration_id})"
+        )
+    if path is not None:
+        try:
+            path.write_text(platform.report, encoding="utf-8")
+        except OSError as exc:
+            console.print(f"[red]error:[/] could not write {path}: {exc.strerror}")
+            return
+        console.print(f"report: {path}")
 
 
 def _ask_for_rollout(step: str, image: str | None) -> None:

@@ -88,7 +88,7 @@ def job_selector(migration_name: str) -> str:
     return f"{LABEL_MIGRATION}={label_value(migration_name)}"
 
 
-def _owner_reference(body: dict[str, Any]) -> dict[str, Any]:
+def owner_reference(body: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": KIND,
@@ -148,7 +148,7 @@ def _job_skeleton(
             "namespace": body["metadata"]["namespace"],
             "labels": labels,
             "annotations": annotations,
-            "ownerReferences": [_owner_reference(body)],
+            "ownerReferences": [owner_reference(body)],
         },
         "spec": {
             "backoffLimit": backoff_limit,

@@ -63,6 +63,25 @@ def api_client() -> client.ApiClient:
     return client.ApiClient()
 
 
+SERVICEACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+
+
+def current_namespace() -> str:
+    """The namespace `kubectl` would use: the kubeconfig's current context's, in a pod its
+    own, else `default`."""
+    namespace = None
+    try:
+        _, active = config.list_kube_config_contexts(config_file=os.environ.get("KUBECONFIG"))
+        namespace = ((active or {}).get("context") or {}).get("namespace")
+    except (config.ConfigException, OSError):
+        try:
+            with open(SERVICEACCOUNT_NAMESPACE, encoding="utf-8") as f:
+                namespace = f.read().strip()
+        except OSError:
+            namespace = None
+    return str(namespace or "default")
+
+
 async def _read_json(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     """A read as the API server's JSON, not the client's models: building a V1Deployment and
     turning it back into a dict cost more CPU than anything else in a waiting migration's pass
@@ -113,6 +132,36 @@ async def read_config_map_value(namespace: str, name: str, key: str) -> str:
     if key not in data:
         raise NotFound(f"configmap {name!r} has no key {key!r}")
     return str(data[key])
+
+
+async def put_config_map(config_map: dict[str, Any], owner_uid: str) -> None:
+    """Create the ConfigMap, or replace the one of that name if it is ours: owned by
+    `owner_uid`, or labelled as made by dbmigrate for the same migration (an earlier
+    DatabaseMigration of that name, not yet garbage-collected). Anyone else's is left alone
+    (`Conflict`)."""
+    api = client.CoreV1Api(api_client())
+    meta = config_map["metadata"]
+    ns, name = meta["namespace"], meta["name"]
+    try:
+        await _call(api.create_namespaced_config_map, ns, config_map)
+        return
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    current = await _read_json(api.read_namespaced_config_map, name, ns)
+    cur_meta = current.get("metadata") or {}
+    owned = any(o.get("uid") == owner_uid for o in cur_meta.get("ownerReferences") or [])
+    labels = cur_meta.get("labels") or {}
+    ours = all(labels.get(k) == v for k, v in (meta.get("labels") or {}).items())
+    if not (owned or ours):
+        raise Conflict(f"configmap {name!r} exists and is not this migration's: left alone")
+    body = {**config_map, "metadata": {**meta, "resourceVersion": cur_meta["resourceVersion"]}}
+    try:
+        await _call(api.replace_namespaced_config_map, name, ns, body)
+    except ApiException as exc:
+        if exc.status == 409:  # changed between the read and the write: the caller retries
+            raise Conflict(f"configmap {name!r} changed while it was replaced") from None
+        raise
 
 
 # --- Deployments ---------------------------------------------------------------------------------

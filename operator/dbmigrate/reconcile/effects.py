@@ -24,6 +24,7 @@ from dbmigrate.core import decide as d
 from dbmigrate.core import slo
 from dbmigrate.core.jobs import backfill_checkpoint_name, build_backfill_job, build_tool_job
 from dbmigrate.core.lint import count_blocking
+from dbmigrate.core.record import Outcome
 from dbmigrate.core.statements import checksum
 from dbmigrate.core.steps import limits_of, step_checksum
 from dbmigrate.db.errors import redact_dsn
@@ -35,6 +36,7 @@ from dbmigrate.reconcile.passes import (
     seconds_since,
 )
 from dbmigrate.reconcile.platform import Invalid
+from dbmigrate.reconcile.record import write_record
 from dbmigrate.reconcile.rehearsing import rehearse_migration
 from dbmigrate.reconcile.watching import (
     WATCH_EFFECTS,
@@ -279,6 +281,8 @@ async def await_manual_rollback(p: Pass, action: d.AwaitManualRollback) -> float
 
 async def _stop_for_person(p: Pass, action: d.AwaitManualRollback) -> None:
     p.status.phase = "Failed"
+    # The record before the status: a runner that dies in between writes it again.
+    await write_record(p, "Failed", reason=action.reason, message=action.message)
     await p.report.save(p.status, action.reason, action.message, stalled=True)
     await p.database.release_lock()  # other migrations of this database may go on meanwhile
 
@@ -421,6 +425,10 @@ async def _finish(p: Pass, phase: str, reason: str, message: str) -> None:
     if phase == "Succeeded":
         status.current_step = None
     failed = phase not in ("Succeeded", "RolledBack")
+    # The record before the final status: a runner that dies in between finishes the same
+    # action again and writes the same record (upserted, replaced).
+    outcome: Outcome = "Failed" if failed else "Succeeded" if phase == "Succeeded" else "RolledBack"
+    await write_record(p, outcome, reason=reason, message=message)
     await p.report.save(status, reason, message, stalled=failed)
     await p.report.event("Warning" if failed else "Normal", reason, message)
     await p.database.release_lock()

@@ -72,6 +72,17 @@ class LocalPlatform:
         self._jobs: dict[str, list[Future[Any]]] = {}
         self._stop: dict[str, threading.Event] = {}  # per Job: its workers stop after a batch
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="backfill")
+        self.report: str | None = None  # the migration's record, once it ended
+
+    # --- the record ----------------------------------------------------------------------------
+
+    def run_name(self, body: dict[str, Any]) -> tuple[str, str]:
+        return "dbmigrate apply", ""  # no resource, no uid: the migration id says which
+
+    async def save_report(self, body: dict[str, Any], markdown: str) -> str:
+        """Kept for `dbmigrate apply` to print or write to `--report FILE`."""
+        self.report = markdown
+        return "dbmigrate apply"
 
     # --- the resource ------------------------------------------------------------------------
 

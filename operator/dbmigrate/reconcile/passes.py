@@ -23,6 +23,7 @@ from dbmigrate.core.steps import ResolvedSql
 from dbmigrate.core.watch import WatchBaseline
 from dbmigrate.db.errors import redact_dsn
 from dbmigrate.db.executor import StepResult
+from dbmigrate.db.runs import RunRecord
 from dbmigrate.metrics import registry as metrics
 from dbmigrate.reconcile.platform import Platform
 from dbmigrate.settings import Settings
@@ -61,6 +62,10 @@ class StepDatabase(Protocol):
         self, migration_id: str, uid: str, tables: tuple[str, ...], indexes: tuple[str, ...]
     ) -> WatchBaseline:
         """The post-deployment watch's snapshot before the first step (`db.watch`)."""
+        ...
+
+    async def write_run(self, run: RunRecord) -> None:
+        """Upsert the migration's row of `dbmigrate.runs` (`db.runs.write_run`)."""
         ...
 
 

@@ -16,6 +16,7 @@ from dbmigrate.api.models import ArgoCDRollbackStatus
 from dbmigrate.core.access import secret_refusal
 from dbmigrate.core.decide import ActiveJob, JobState
 from dbmigrate.core.jobs import job_selector
+from dbmigrate.core.record import build_report_config_map
 from dbmigrate.core.rollout import UndoPlan, argo_application_refusal, plan_rollout_undo
 from dbmigrate.core.status import merge_patch_changes
 from dbmigrate.kube import cluster as kube
@@ -78,6 +79,15 @@ class Platform(Protocol):
 
     async def confirm_rollout(self, step: str, image: str | None) -> None:
         """Where there are no rollouts to watch: called before an awaitRollout step is recorded."""
+
+    def run_name(self, body: dict[str, Any]) -> tuple[str, str]:
+        """(name, uid) of the migration's rows in `dbmigrate.runs`."""
+        ...
+
+    async def save_report(self, body: dict[str, Any], markdown: str) -> str:
+        """Keep the migration's report where a person finds it (create or replace); says
+        where."""
+        ...
 
 
 class KubernetesPlatform:
@@ -229,6 +239,19 @@ class KubernetesPlatform:
 
     async def start_job(self, job: dict[str, Any]) -> None:
         await kube.create_job(job)
+
+    def run_name(self, body: dict[str, Any]) -> tuple[str, str]:
+        meta = body["metadata"]
+        return f"{meta['namespace']}/{meta['name']}", str(meta.get("uid") or "")
+
+    async def save_report(self, body: dict[str, Any], markdown: str) -> str:
+        """The `<name>-report` ConfigMap, owned by the migration; replaced when it is there."""
+        config_map = build_report_config_map(body, markdown)
+        try:
+            await kube.put_config_map(config_map, body["metadata"]["uid"])
+        except kube.Conflict:  # replaced by someone between our read and write: once more
+            await kube.put_config_map(config_map, body["metadata"]["uid"])
+        return f"configmap {self.namespace}/{config_map['metadata']['name']}"
 
     async def confirm_rollout(self, step: str, image: str | None) -> None:
         return None  # the rollout itself is watched here

@@ -42,6 +42,7 @@ from dbmigrate.db import catalog, executor, guard, history, measurements, watch
 from dbmigrate.db.backfill import read_backfill_progress, resolve_workers
 from dbmigrate.db.errors import first_line, redact_dsn
 from dbmigrate.db.executor import StepResult
+from dbmigrate.db.runs import RunRecord, write_run
 from dbmigrate.db.statistics import analyze_table
 from dbmigrate.metrics import registry as metrics
 from dbmigrate.reconcile.checklist import MonitoringCache
@@ -342,6 +343,11 @@ class MigrationRunner:
     ) -> WatchBaseline:
         assert self.conn is not None  # observe connected before decide chose a database action
         return await watch.take_baseline(self.conn, migration_id, uid, tables, indexes)
+
+    async def write_run(self, run: RunRecord) -> None:
+        if self.conn is None or self.conn.closed or self.conn.broken:
+            raise RuntimeError("no database session to write dbmigrate.runs with")
+        await write_run(self.conn, run)
 
     def _progress_connection(self) -> psycopg.Connection[Any]:
         """The session for estimates (progress, worker counts), opened on first use."""
