@@ -16,7 +16,15 @@ import time
 import psycopg
 
 from dbmigrate_dev.cluster_client import Cluster, wait_for
-from tests.e2e.helpers import condition, history, migration, status, wait_phase
+from tests.e2e.helpers import (
+    condition,
+    history,
+    migration,
+    report_config_map,
+    runs,
+    status,
+    wait_phase,
+)
 from tests.fixtures.operator import OperatorProcess
 
 
@@ -109,6 +117,15 @@ def test_unused_index_is_found_and_the_cleanup_runs_after_the_watch(
     assert "WatchFinished" in events
     page = operator.metrics()
     assert 'dbmigrate_post_deploy_findings_total{kind="UnusedIndex"}' in page
+    # The record written when the migration succeeded, rewritten with the watch's findings.
+    cm = report_config_map(cluster, namespace)
+    assert cm is not None
+    report = cm["data"]["report.md"]
+    assert "### Post-deployment watch" in report
+    assert "  - UnusedIndex at " in report
+    assert "- `drop-staging`: Succeeded" in report
+    (row,) = runs(app_db)
+    assert (row["outcome"], row["report"]) == ("Succeeded", report)
 
 
 def test_a_query_regression_rolls_the_migration_back(
@@ -165,6 +182,15 @@ def test_a_query_regression_rolls_the_migration_back(
     page = operator.metrics()
     assert 'dbmigrate_rollbacks_total{reason="QueryRegression"} 1.0' in page
     assert 'dbmigrate_post_deploy_findings_total{kind="QueryRegression"} 1.0' in page
+    # The post-mortem names what breached (the watch's finding, with its time) and the step.
+    cm = report_config_map(cluster, namespace)
+    assert cm is not None
+    report = cm["data"]["report.md"]
+    assert report.startswith("## Rollback Post-Mortem")
+    assert f"  - query regression at {finding['at']} (post-deployment watch): query " in report
+    assert "- Step running at the time: `drop-email-index`" in report
+    assert "- Reverted: `drop-email-index`" in report
+    assert [r["outcome"] for r in runs(app_db)] == ["Succeeded", "RolledBack"]
 
 
 def test_without_pg_stat_statements_the_condition_says_so_and_nothing_else_changes(

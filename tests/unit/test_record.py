@@ -394,6 +394,38 @@ def test_post_deploy_findings_are_in_the_log_entry() -> None:
     assert "| `users_email_verified_idx` | `users` | 0 |" in text
 
 
+def test_a_query_regression_is_the_breaching_measurement_of_its_post_mortem() -> None:
+    finding = {
+        "kind": "QueryRegression",
+        "queryid": "42",
+        "at": "2026-01-15T12:05:00Z",
+        "message": "query 42 (SELECT id FROM users WHERE email = $1) takes 9.1 ms on average "
+        "over 120 call(s) since the migration, 130.0x its 0.07 ms before it (limit 2.0x)",
+    }
+    status = {
+        **SUCCEEDED,
+        "phase": "RolledBack",
+        "finishedAt": "2026-01-15T12:05:04Z",
+        "analysis": None,
+        "rollback": {
+            "trigger": "QueryRegression",
+            "reason": "after the migration, ...; postDeploy.onRegression is Rollback",
+            "startedAt": "2026-01-15T12:05:01Z",
+            "step": "release",
+            "stepsReverted": ["release", "backfill", "expand"],
+        },
+        "postDeploy": {"state": "RolledBack", "findings": [finding]},
+    }
+    text = render(status, "RolledBack", analysis=False)
+    assert "- Trigger: QueryRegression: after the migration" in text
+    assert (
+        "  - query regression at 2026-01-15T12:05:00Z (post-deployment watch): query 42 "
+        "(SELECT id FROM users WHERE email = $1) takes 9.1 ms" in text
+    )
+    assert "Breaching measurements: none" not in text
+    assert "- Step running at the time: `release`" in text
+
+
 def test_run_steps_carry_timings_rows_and_the_up_sql_of_sql_steps() -> None:
     facts = gather_facts(
         spec(),

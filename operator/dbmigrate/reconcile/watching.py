@@ -37,6 +37,7 @@ from dbmigrate.db import watch as db_watch
 from dbmigrate.db.errors import redact_dsn
 from dbmigrate.metrics import registry as metrics
 from dbmigrate.reconcile.passes import Pass, now_iso
+from dbmigrate.reconcile.record import write_record
 
 
 def wants_lock_after_success(status: DatabaseMigrationStatus) -> bool | None:
@@ -201,6 +202,7 @@ async def run_cleanup(p: Pass, action: d.RunCleanup) -> float | None:
         pd.state, pd.finished_at = "Failed", st.finished_at
         status.phase = "Failed"
         _watching(p, False, reasons.CLEANUP_FAILED, message)
+        await write_record(p, "Failed", reason=reasons.CLEANUP_FAILED, message=message)
         await p.report.save(status, reasons.CLEANUP_FAILED, message, stalled=True)
         await p.report.event("Warning", reasons.CLEANUP_FAILED, message)
         await p.database.release_lock()
@@ -232,6 +234,8 @@ async def _finish_post_deploy(p: Pass, message: str) -> float | None:
     assert pd is not None
     pd.state, pd.finished_at = "Finished", now_iso()
     _watching(p, False, reasons.WATCH_FINISHED, message)
+    # The report written when the migration succeeded, now with the watch's findings.
+    await write_record(p, "Succeeded", reason=reasons.SUCCEEDED, message=message)
     await p.report.save(p.status, reasons.SUCCEEDED, message)
     await p.database.release_lock()
     return None

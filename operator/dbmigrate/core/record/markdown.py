@@ -129,9 +129,15 @@ def _what_happened(facts: RecordFacts) -> list[str]:
             f"- Trigger: {facts.reason or NOT_RECORDED}: {_one_line(facts.message) or NOT_RECORDED}"
         )
     breaching = [m for m in facts.metrics if m.result == "Failed"]
-    if breaching:
+    findings = facts.post_deploy.findings if facts.post_deploy is not None else None
+    regressions = [f for f in findings or [] if f.kind == "QueryRegression"]
+    if breaching or regressions:
         lines.append("- Breaching measurements:")
         lines += [f"  - {_measurement(m)}" for m in breaching]
+        lines += [
+            f"  - query regression at {f.at} (post-deployment watch): {_one_line(f.message)}"
+            for f in regressions
+        ]
     elif facts.analysed:
         lines.append("- Breaching measurements: none (the last analysis round breached no SLO)")
     else:
