@@ -110,6 +110,20 @@ def dbmigrate_report(cluster: Cluster, *args: str) -> subprocess.CompletedProces
     )
 
 
+def kubectl_plugin(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
+    """`kubectl dbmigrate …`: kubectl itself finds `kubectl-dbmigrate` (installed with the
+    package, next to this Python) on the PATH."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return subprocess.run(
+        [cluster.kubectl_bin, "dbmigrate", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "PATH": path},
+        timeout=60,
+        check=False,
+    )
+
+
 # --- the rollback tests' app: its Deployment and its users table -------------------------------
 
 

@@ -17,6 +17,7 @@ import pytest
 from dbmigrate_dev.cluster_client import Cluster, wait_for
 from tests.e2e.helpers import (
     dbmigrate_report,
+    kubectl_plugin,
     migration,
     report_config_map,
     runs,
@@ -90,6 +91,10 @@ def test_a_succeeded_migration_leaves_its_log_entry(
     printed = dbmigrate_report(cluster, "m", "-n", namespace)
     assert printed.returncode == 0, printed.stderr
     assert printed.stdout == report
+    # The same through kubectl: the plugin installed with the package, found on the PATH.
+    plugin = kubectl_plugin(cluster, "report", "m", "-n", namespace)
+    assert plugin.returncode == 0, plugin.stderr
+    assert plugin.stdout == report
 
     # Deleted with its migration (owner reference, the garbage collector).
     cluster.kubectl("delete", "dbm", "m", "-n", namespace, "--wait=true", "--timeout=60s")
