@@ -30,3 +30,10 @@ def format_duration(seconds: float) -> str:
     if minutes:
         return f"{minutes}m{secs}s" if secs else f"{minutes}m"
     return f"{secs}s"
+
+
+def check_within(value: str, bounds: tuple[str, str], what: str) -> None:
+    """ValueError unless the duration `value` is within `bounds` (inclusive)."""
+    low, high = bounds
+    if not parse_duration(low) <= parse_duration(value) <= parse_duration(high):
+        raise ValueError(f"{what} must be between {low} and {high}, not {value}")

@@ -18,7 +18,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from dbmigrate.api.analysis import Analysis, Metric, PrometheusRef
 from dbmigrate.api.backup import Backup
 from dbmigrate.api.checklist import Checklist
-from dbmigrate.api.durations import parse_duration
+from dbmigrate.api.durations import check_within, parse_duration
 from dbmigrate.api.postdeploy import PostDeploy, PostDeployStatus
 from dbmigrate.api.rehearsal import Rehearsal, RehearsalStatus
 from dbmigrate.api.schema import (
@@ -238,27 +238,21 @@ class Safety(Model):
     @field_validator("lock_timeout")
     @classmethod
     def _lock_timeout_bounded(cls, value: str) -> str:
-        _within(value, LOCK_TIMEOUT_BOUNDS, "safety.lockTimeout")
+        check_within(value, LOCK_TIMEOUT_BOUNDS, "safety.lockTimeout")
         return value
 
     @field_validator("max_blocked_duration")
     @classmethod
     def _max_blocked_duration_bounded(cls, value: str) -> str:
-        _within(value, MAX_BLOCKED_DURATION_BOUNDS, "safety.maxBlockedDuration")
+        check_within(value, MAX_BLOCKED_DURATION_BOUNDS, "safety.maxBlockedDuration")
         return value
 
     @field_validator("statement_timeout")
     @classmethod
     def _statement_timeout_bounded(cls, value: str) -> str:
         if parse_duration(value) != 0:
-            _within(value, STATEMENT_TIMEOUT_BOUNDS, "safety.statementTimeout (or 0s: none)")
+            check_within(value, STATEMENT_TIMEOUT_BOUNDS, "safety.statementTimeout (or 0s: none)")
         return value
-
-
-def _within(value: str, bounds: tuple[str, str], what: str) -> None:
-    low, high = bounds
-    if not parse_duration(low) <= parse_duration(value) <= parse_duration(high):
-        raise ValueError(f"{what} must be between {low} and {high}, not {value}")
 
 
 class DatabaseMigrationSpec(Model):

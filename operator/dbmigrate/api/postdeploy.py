@@ -16,7 +16,7 @@ from typing import Annotated, Literal
 
 from pydantic import ConfigDict, Field, field_validator
 
-from dbmigrate.api.durations import parse_duration
+from dbmigrate.api.durations import check_within
 from dbmigrate.api.schema import DNS_LABEL, MAX_INLINE_SQL, Duration, Model, cel_rules
 
 WATCH_BOUNDS = ("10s", "720h")
@@ -117,20 +117,14 @@ class PostDeploy(Model):
     @field_validator("watch")
     @classmethod
     def _watch_bounded(cls, value: str) -> str:
-        _within(value, WATCH_BOUNDS, "postDeploy.watch")
+        check_within(value, WATCH_BOUNDS, "postDeploy.watch")
         return value
 
     @field_validator("interval")
     @classmethod
     def _interval_bounded(cls, value: str) -> str:
-        _within(value, INTERVAL_BOUNDS, "postDeploy.interval")
+        check_within(value, INTERVAL_BOUNDS, "postDeploy.interval")
         return value
-
-
-def _within(value: str, bounds: tuple[str, str], what: str) -> None:
-    low, high = bounds
-    if not parse_duration(low) <= parse_duration(value) <= parse_duration(high):
-        raise ValueError(f"{what} must be between {low} and {high}, not {value}")
 
 
 # --- status --------------------------------------------------------------------------------------
