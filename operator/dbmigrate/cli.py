@@ -16,17 +16,20 @@ from dbmigrate import __version__
 SUBCOMMANDS = ("run", "lint", "plan", "apply", "rehearse", "report", "backfill", "backup", "docs")
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+def build_parser(
+    only: str | None = None,
+    *,
+    prog: str = "dbmigrate",
+    description: str = "Safe PostgreSQL schema and data migrations, on Kubernetes or from a shell.",
+    commands: tuple[str, ...] = SUBCOMMANDS,
+) -> argparse.ArgumentParser:
     """The parser; with `only`, just that subcommand's module is imported ("": none), since the
     others' imports — kopf, the Kubernetes client — would cost a backfill worker seconds at every
-    start."""
-    parser = argparse.ArgumentParser(
-        prog="dbmigrate",
-        description="Safe PostgreSQL schema and data migrations, on Kubernetes or from a shell.",
-    )
+    start. The kubectl plugin builds its own with its `prog` and `commands`."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("--version", action="version", version=f"dbmigrate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in SUBCOMMANDS:
+    for name in commands:
         if only is None or name == only:
             module = importlib.import_module(f"dbmigrate.commands.{name}")
             module.register(sub)
@@ -39,8 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     only = chosen if chosen in SUBCOMMANDS else None
     if chosen is None and not {"-h", "--help"} & set(args_in):
         only = ""  # `--version` (or nothing): no subcommand needs importing
-    parser = build_parser(only)
-    args = parser.parse_args(args_in)
+    return dispatch(build_parser(only).parse_args(args_in))
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    """Run the chosen subcommand's handler; its exit code."""
     try:
         return int(args.handler(args) or 0)
     except KeyboardInterrupt:

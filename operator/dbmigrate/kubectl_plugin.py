@@ -8,34 +8,20 @@ the plugin every argument after its name, `-n` included).
 
 from __future__ import annotations
 
-import argparse
-import importlib
 import sys
 
-from dbmigrate import __version__
+from dbmigrate.cli import build_parser, dispatch
 
 PLUGIN_COMMANDS = ("report",)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser(
         prog="kubectl dbmigrate",
         description="dbmigrate's kubectl plugin: what the operator did, with your kubeconfig.",
+        commands=PLUGIN_COMMANDS,
     )
-    parser.add_argument("--version", action="version", version=f"dbmigrate {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in PLUGIN_COMMANDS:
-        importlib.import_module(f"dbmigrate.commands.{name}").register(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        return int(args.handler(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return dispatch(parser.parse_args(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":
