@@ -393,6 +393,30 @@ async def test_a_wait_is_shown_every_pass_and_posted_once() -> None:
     assert fake.reasons_posted() == [reasons.WAITING_FOR_ROLLOUT]
 
 
+ANALYSIS = {
+    "interval": "10s",
+    "metrics": [{"name": "errors", "sql": "SELECT 0", "max": 0}],
+}
+
+
+@pytest.mark.parametrize(
+    ("phase", "requeue"),
+    [
+        pytest.param("Waiting", 0.1, id="under-way-wakes-for-the-overdue-measurement"),
+        pytest.param("Succeeded", 30.0, id="watching-after-success-no-measurement"),
+        pytest.param("Failed", 30.0, id="failed-no-measurement"),
+    ],
+)
+async def test_a_wait_wakes_early_only_for_a_measurement_that_will_be_taken(
+    phase: str, requeue: float
+) -> None:
+    """The analysis measures while the migration is under way; a Succeeded (watched) or Failed
+    migration with an overdue measurement must not be woken every 0.1 s for one never taken."""
+    p, _, _ = make_pass(phase=phase, analysis=ANALYSIS)
+    wait = d.Wait(phase, reasons.WATCHING, "waiting", requeue_after=30.0)  # type: ignore[arg-type]
+    assert await effects.carry_out(p, wait) == requeue
+
+
 # --- failure -------------------------------------------------------------------------------------
 
 

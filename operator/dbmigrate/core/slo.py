@@ -406,6 +406,11 @@ def next_measurement_at(analysis: Analysis, status: AnalysisStatus | None) -> da
     return last + timedelta(seconds=parse_duration(analysis.interval))
 
 
+# While these phases last the SLOs are measured (from the first step until `settle` after the
+# last); a rollback, a stop or the post-deployment watch needs no more measurements.
+MEASURED_PHASES: frozenset[str] = frozenset({"Progressing", "Waiting", "Suspended"})
+
+
 def seconds_until_due(analysis: Analysis, status: AnalysisStatus | None, now: datetime) -> float:
     """Seconds to wait before the next round; 0 when it is due."""
     due = next_measurement_at(analysis, status)

@@ -59,7 +59,12 @@ async def carry_out(p: Pass, action: d.Action) -> float | None:
 
 async def wait(p: Pass, action: d.Wait) -> float:
     await p.report.report_wait(p.status, action)
-    if p.spec.analysis is None or p.status.started_at is None:
+    if (
+        p.spec.analysis is None
+        or p.status.started_at is None
+        or action.phase not in slo.MEASURED_PHASES
+    ):
+        # No measurement to wake for (a Succeeded migration's watch samples on its own clock).
         return action.requeue_after
     # Wake for the next SLO measurement even when the wait itself is longer.
     due = slo.seconds_until_due(p.spec.analysis, p.status.analysis, p.obs.now)

@@ -49,10 +49,6 @@ from dbmigrate.reconcile.watching import observe_watch, wants_lock_after_success
 
 log = logging.getLogger(__name__)
 
-# While these phases last the SLOs are measured (from the first step until `settle` after the
-# last); a rollback or a stop needs no more measurements.
-_MEASURED_PHASES = ("Progressing", "Waiting", "Suspended")
-
 
 class DatabaseSession(Protocol):
     """The runner's connection to the migration's database (it owns the lock's life cycle)."""
@@ -333,7 +329,7 @@ async def _measure_slo(
     measurements the last round's decision stands. The decision goes into the observation;
     the last value says whether a round was measured."""
     analysis = spec.analysis
-    if analysis is None or status.started_at is None or status.phase not in _MEASURED_PHASES:
+    if analysis is None or status.started_at is None or status.phase not in slo.MEASURED_PHASES:
         return status, obs, (), False
     changes: tuple[slo.VerdictChange, ...] = ()
     measured = slo.measurement_due(analysis, status.analysis, obs.now)
@@ -379,7 +375,7 @@ async def _record_database(
     seconds while a step runs (a sql step's pass is busy with it: seen before and after)."""
     if round_measured:
         due = True
-    elif spec.analysis is not None or status.phase not in _MEASURED_PHASES:
+    elif spec.analysis is not None or status.phase not in slo.MEASURED_PHASES:
         due = False
     else:
         running = any(st.state == "Running" for st in status.steps or [])
