@@ -649,6 +649,15 @@ def write_reliability(results: list[Result], path: Path = RELIABILITY) -> None:
         "| Job names colliding, a re-created migration, a 70-character name, a rollback during "
         "a backfill | `tests/e2e/test_job_identity.py` | own Jobs only; the Job stopped before "
         "the downs |",
+        "| the operator killed at `rehearsal.scratch-filled` (scratch database created and "
+        "filled, no verdict) | `tests/e2e/test_rehearsal.py` | no verdict recorded; the fresh "
+        "operator drops the leftover, rehearses again, Succeeded with each step once |",
+        "| a backup Job failing (wrong S3 credentials), then its Secret fixed and the Job "
+        "deleted | `tests/e2e/test_backup.py` | BackupFailed before the guarded step (its history "
+        "row absent, nothing stored); taken again, Succeeded with one backup |",
+        "| a migration's record that cannot be written (dbmigrate.runs refused) | "
+        "`tests/unit/test_effects.py` | a ReportFailed event; the outcome's status saved all the "
+        "same |",
         "",
     ]
     path.write_text("\n".join(lines))
