@@ -655,6 +655,10 @@ def write_reliability(results: list[Result], path: Path = RELIABILITY) -> None:
         "| a backup Job failing (wrong S3 credentials), then its Secret fixed and the Job "
         "deleted | `tests/e2e/test_backup.py` | BackupFailed before the guarded step (its history "
         "row absent, nothing stored); taken again, Succeeded with one backup |",
+        "| application queries blocked by a step's statement or a backfill batch past "
+        "`maxBlockedDuration` | `tests/integration/test_guard.py`, `tests/e2e/test_guards.py` | "
+        "the statement cancelled and retried (a batch at half size); BlockingApplication when "
+        "retries run out |",
         "| a migration's record that cannot be written (dbmigrate.runs refused) | "
         "`tests/unit/test_effects.py` | a ReportFailed event; the outcome's status saved all the "
         "same |",
