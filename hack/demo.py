@@ -94,6 +94,9 @@ def backup_claim(stack: LocalStack) -> None:
         host.mkdir(parents=True, exist_ok=True)
         host.chmod(0o777)  # the backup Job runs as a non-root user
         volume = f"{stack.namespace}-{BACKUP_CLAIM}"
+        # A cluster kept running from an earlier demo still has its volume (cluster-scoped,
+        # retained), pointing at that run's directory: the path of a volume cannot change.
+        stack.cluster.kubectl("delete", "pv", volume, "--ignore-not-found", "--wait=true")
         stack.cluster.apply(
             {
                 "apiVersion": "v1",

@@ -281,7 +281,7 @@ def _post_deploy_section(pd: PostDeployStatus, level: str = "###") -> list[str]:
         lines.append("- Findings:")
         lines += [f"  - {f.kind} at {f.at}: {_one_line(f.message)}" for f in findings]
     else:
-        lines.append("- Findings: none")
+        lines.append("- Findings: none so far" if pd.state == "Watching" else "- Findings: none")
     if pd.statements:
         lines += [
             "",
