@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything the tests and the demo need on a fresh Debian machine, idempotently:
-# Debian packages (PostgreSQL 15 with its client tools, Prometheus, openssl), a virtualenv with
-# the project and its test/dev extras, and the Go-built tools (cached): the local Kubernetes
-# control plane, helm, kube-score and SeaweedFS.
+# Debian packages (PostgreSQL 15 with its client tools, Prometheus, openssl, Redis, git), a
+# virtualenv with the project and its test/dev extras, and the Go-built tools (cached): the local
+# Kubernetes control plane, helm, kube-score, SeaweedFS and Argo CD.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +17,8 @@ need_apt=()
 command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 [ -x /usr/sbin/pgbouncer ] || need_apt+=(pgbouncer)  # the session-pooling checks (tests/security)
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)  # Argo CD's cache (tests/e2e/test_argocd.py)
+command -v git >/dev/null 2>&1 || need_apt+=(git)  # Argo CD's repo server and the test's Git daemon
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -55,4 +57,7 @@ hack/lib/build-kube-score.sh >/dev/null  # kube-score for the chart tests (cache
 # SeaweedFS, the S3-compatible store of the backup tests and benchmark (cached; the first build
 # takes about 8 minutes on 2 cores)
 hack/lib/build-seaweedfs.sh >/dev/null
+# Argo CD's application controller and repo server, for the GitOps e2e tests (cached; the first
+# build took 5 min 14 s on 2 cores shared with other work, with empty Go caches)
+hack/lib/build-argocd.sh >/dev/null
 log "ready"

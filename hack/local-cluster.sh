@@ -4,6 +4,10 @@
 # the local pod executor (dbmigrate_dev.kubelet) that really runs the pods of chosen images.
 #
 #   hack/local-cluster.sh up       start what is not running (idempotent); prints the kubeconfig
+#   hack/local-cluster.sh up --with-argocd
+#                                  the same, and Argo CD on it (hack/lib/local-argocd.sh)
+#   hack/local-cluster.sh argocd-env   print Argo CD's `export` lines; exit 1 unless it runs
+#   hack/local-cluster.sh argocd-down  stop Argo CD's processes (its objects stay)
 #   hack/local-cluster.sh down     stop everything and forget the cluster's data (certs are kept)
 #   hack/local-cluster.sh status   exit 0 iff the API server answers
 #   hack/local-cluster.sh env      print `export KUBECONFIG=...` and a PATH with our kubectl first
@@ -24,6 +28,9 @@ RUN=$STATE/run
 NODE_NAME=kwok-node-0
 # Start order; `down` goes the other way.
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok executor)
+
+# shellcheck source=hack/lib/local-argocd.sh
+. "$ROOT/hack/lib/local-argocd.sh"
 
 log() { printf '[local-cluster %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -325,6 +332,7 @@ cmd_up() {
   wait_for 30 "the local pod executor" executor_ready
   wait_for 60 "the default ServiceAccount" kctl get serviceaccount default -n default
   for c in "${COMPONENTS[@]}"; do alive "$c" || die "$c exited (log: $LOGS/$c.log)"; done
+  [ "${1:-}" = --with-argocd ] && argocd_up
   local ms=$((($(date +%s%N) - t0) / 1000000))
   log "cluster up in $((ms / 1000)).$((ms % 1000 / 100)) s"
   echo "export KUBECONFIG=$STATE/kubeconfig"
@@ -332,6 +340,7 @@ cmd_up() {
 
 cmd_down() {
   local i
+  argocd_down
   for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do stop "${COMPONENTS[$i]}"; done
   # The cluster's data goes; certificates stay (they make the next `up` faster).
   rm -rf "$STATE/etcd" "$STATE/executor" "$STATE/ports.env" "$STATE"/*.kubeconfig "$STATE/kubeconfig"
@@ -342,6 +351,9 @@ cmd_status() {
   local c pid
   for c in "${COMPONENTS[@]}"; do
     if pid=$(pid_of "$c"); then log "$c: running (pid $pid)"; else log "$c: not running"; fi
+  done
+  for c in "${ARGOCD_COMPONENTS[@]}"; do
+    if pid=$(pid_of "$c"); then log "$c: running (pid $pid)"; fi
   done
   if [ ! -f "$STATE/ports.env" ] || [ ! -f "$STATE/kubeconfig" ]; then
     log "API server: no cluster"
@@ -367,7 +379,7 @@ cmd_env() {
 
 cmd_stop_one() {
   local c
-  for c in "${COMPONENTS[@]}"; do
+  for c in "${COMPONENTS[@]}" "${ARGOCD_COMPONENTS[@]}"; do
     if [ "$c" = "${1:-}" ]; then
       stop "$c"
       return 0
@@ -377,13 +389,20 @@ cmd_stop_one() {
 }
 
 case "${1:-}" in
-  up) cmd_up ;;
+  up)
+    case "${2:-}" in
+      "" | --with-argocd) cmd_up "${2:-}" ;;
+      *) echo "usage: $0 up [--with-argocd]" >&2; exit 2 ;;
+    esac
+    ;;
   down) cmd_down ;;
+  argocd-env) argocd_print_env ;;
+  argocd-down) argocd_down ;;
   stop) cmd_stop_one "${2:-}" ;;
   status) cmd_status ;;
   env) cmd_env ;;
   *)
-    echo "usage: $0 up|down|status|env|stop COMPONENT" >&2
+    echo "usage: $0 up [--with-argocd]|down|status|env|stop COMPONENT|argocd-env|argocd-down" >&2
     exit 2
     ;;
 esac

@@ -23,6 +23,7 @@ pytest_plugins = [
     "tests.fixtures.chart",
     "tests.fixtures.app",
     "tests.fixtures.s3",
+    "tests.fixtures.argocd",
 ]
 
 
