@@ -212,8 +212,8 @@ def wants_lock(
     failed or blocked by lint: other migrations of this database must not wait on it. A
     migration Failed by its backup goes on (and takes the lock) once the failed Job is deleted."""
     after_success = wants_lock_after_success(status)
-    if after_success is not None:  # the watch needs none; its cleanup does
-        return after_success or obs.rollback_requested
+    if after_success is not None:  # the watch needs none; its cleanup and a rollback do
+        return after_success or (obs.rollback_requested and status.rollback is None)
     started = status.started_at is not None
     blocked_by_lint = not started and obs.lint_errors > 0 and spec.safety.lint == "Enforce"
     gated = not started and not d.holds_lock_before_start(spec, status, obs)
