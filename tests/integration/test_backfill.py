@@ -41,6 +41,7 @@ from dbmigrate.db.backfill import (
     CheckpointMismatch,
     NoPrimaryKey,
     Retrying,
+    Started,
     Throttled,
     read_backfill_progress,
     read_checkpoints,
@@ -929,6 +930,62 @@ def test_progress_estimate_of_a_new_column_without_statistics(pg_conn: psycopg.C
     assert abs(progress.rows_estimated - rows) / rows < 0.05
     assert progress.percent is not None
     assert 20 <= progress.percent <= 35
+
+
+FIRST_ESTIMATE_ROWS = 200_000
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "where", "matching"),
+    [
+        pytest.param("", "", "flag IS NULL", FIRST_ESTIMATE_ROWS, id="never-analysed"),
+        pytest.param(
+            "",
+            "ANALYZE big; ALTER TABLE big ADD COLUMN flag boolean",
+            "flag IS NULL",
+            FIRST_ESTIMATE_ROWS,
+            id="column-added-after-analyze",
+        ),
+        pytest.param(
+            "",
+            "",
+            "flag IS NULL AND v % 3 = 0",
+            FIRST_ESTIMATE_ROWS // 3,
+            id="never-analysed-a-third-matches",
+        ),
+    ],
+)
+def test_first_estimate_without_statistics_comes_from_the_key_range(
+    pg_conn: psycopg.Connection, before: str, after: str, where: str, matching: int
+) -> None:
+    """The worker's first estimate (its Started event, what `dbmigrate apply` prints first)
+    on a 200 000-row table the planner has no statistics for: the key range and the density
+    of its first rows, not the planner's 0.5 % guess for `IS NULL` ("~333 rows")."""
+    column = "" if "ADD COLUMN" in after else ", flag boolean"
+    pg_conn.execute(f"CREATE TABLE big (id bigserial PRIMARY KEY, v int{column})")
+    for statement in filter(None, before.split("; ")):
+        pg_conn.execute(statement)
+    pg_conn.execute(
+        "INSERT INTO big (v) SELECT g FROM generate_series(1, %s) g", (FIRST_ESTIMATE_ROWS,)
+    )
+    for statement in filter(None, after.split("; ")):
+        pg_conn.execute(statement)
+    stop = threading.Event()
+    started: list[Started] = []
+
+    def first_batch_only(event: Any) -> None:
+        if isinstance(event, Started):
+            started.append(event)
+        if isinstance(event, BatchDone):
+            stop.set()
+
+    opts = BackfillOptions(table="big", set="flag = true", where=where, checkpoint="first")
+    run_backfill(pg_conn, opts, on_event=first_batch_only, stop=stop)
+    assert started[0].rows_estimated is not None
+    assert abs(started[0].rows_estimated - matching) / matching < 0.05, started[0]
+    progress = read_backfill_progress(pg_conn, "first", table="big", where=where)
+    assert progress.rows_estimated is not None
+    assert abs(progress.rows_estimated - matching) / matching < 0.05, progress
 
 
 def test_percent_signs_in_the_authors_sql(pg_conn: psycopg.Connection) -> None:

@@ -34,6 +34,7 @@ from dbmigrate.core.batching import (
     parse_worker,
     percent_done,
     progress_text,
+    rows_in_key_range,
     rows_per_second,
     split_integer_range,
     summary_text,
@@ -473,6 +474,23 @@ def test_extrapolate_remaining(
     rows_done: int, lower: int, last: int, upper: int, expected: float | None
 ) -> None:
     assert extrapolate_remaining(rows_done, lower, last, upper) == expected
+
+
+@pytest.mark.parametrize(
+    ("matches", "sampled", "lower", "last", "upper", "expected"),
+    [
+        pytest.param(1000, 1000, 0, 1000, 200_000, 200_000.0, id="dense-all-match"),
+        pytest.param(333, 1000, 0, 1000, 200_000, 66_600.0, id="a-third-matches"),
+        pytest.param(1000, 1000, 0, 2000, 200_000, 100_000.0, id="gapped-keys"),
+        pytest.param(400, 500, 0, 500, 200_000, 400.0, id="range-read-whole"),
+        pytest.param(1000, 1000, 0, 200_000, 200_000, 1000.0, id="last-key-is-the-upper"),
+        pytest.param(0, 1000, 0, 1000, 200_000, 0.0, id="none-match-so-far"),
+    ],
+)
+def test_rows_in_key_range(
+    matches: int, sampled: int, lower: int, last: int, upper: int, expected: float
+) -> None:
+    assert rows_in_key_range(matches, sampled, 1000, lower, last, upper) == expected
 
 
 @pytest.mark.parametrize(

@@ -350,3 +350,21 @@ def extrapolate_remaining(rows_done: int, lower: int, last: int, upper: int) -> 
     if covered / span < MIN_FRACTION_FOR_EXTRAPOLATION:
         return None
     return rows_done * (span - covered) / covered
+
+
+def rows_in_key_range(
+    matches: int, sampled: int, limit: int, lower: int, last: int, upper: int
+) -> float:
+    """Rows matching in an integer key range (lower, upper], from its first keys read in order.
+
+    The first `sampled` rows of the range (at most `limit`), keys (lower, last], held
+    `matches` matching rows: fewer than `limit` means the range is read whole and `matches` is
+    exact; else the density so far, matches / (last - lower), holds over the whole range.
+    For a table without statistics, where the planner's guess is a fixed default.
+    """
+    if sampled < limit or last >= upper:
+        return float(matches)
+    covered = last - lower
+    if covered <= 0:
+        return float(matches)
+    return matches * (upper - lower) / covered

@@ -144,6 +144,47 @@ def read_reltuples(conn: psycopg.Connection[Any], info: TableInfo) -> float:
     return float(row[0]) if row else -1.0
 
 
+# pg_class.relpages at the last VACUUM/ANALYZE against the table's size now: grown beyond
+# this factor (and past a few pages), reltuples describes another table.
+STALE_GROWTH = 4.0
+STALE_MIN_PAGES = 8
+
+
+def statistics_stale(conn: psycopg.Connection[Any], info: TableInfo) -> bool:
+    """No usable statistics: never analysed (reltuples -1), the table grew far since, or a
+    column has none (added since the last ANALYZE: typically the one the backfill fills).
+
+    A table filled right after CREATE TABLE has none until autovacuum comes by, nor has a
+    column the migration just added; the planner then guesses a predicate's selectivity
+    (0.5 % for `col IS NULL`, 33 % for a range) and an estimate built on it can be wrong
+    600-fold.
+    """
+    row = conn.execute(
+        """
+        SELECT c.reltuples, c.relpages, c.relkind,
+               pg_relation_size(c.oid) / current_setting('block_size')::int,
+               EXISTS (
+                 SELECT 1 FROM pg_attribute a
+                 WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                   AND NOT EXISTS (
+                     SELECT 1 FROM pg_stats s
+                     WHERE s.schemaname = n.nspname AND s.tablename = c.relname
+                       AND s.attname = a.attname))
+        FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE c.oid = %s
+        """,
+        (info.oid,),
+    ).fetchone()
+    if row is None:
+        return True
+    reltuples, relpages, relkind, pages, column_without = row
+    if float(reltuples) < 0 or column_without:
+        return True
+    if relkind == "p":
+        return False  # a partitioned table's size is its partitions'
+    return int(pages) > STALE_MIN_PAGES and int(pages) > STALE_GROWTH * max(int(relpages), 1)
+
+
 def table_rows_estimate(conn: psycopg.Connection[Any], info: TableInfo) -> float:
     """Rows in the table by its statistics, or by the planner when it has none yet."""
     reltuples = read_reltuples(conn, info)
