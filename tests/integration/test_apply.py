@@ -22,36 +22,7 @@ import psycopg
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def seed_migration(*, before_the_start: bool = False) -> dict[str, Any]:
-    """The example without its analysis (analysed against a real Prometheus elsewhere); with
-    `before_the_start`, its rehearsal, backup and checklist kept, else only its steps."""
-    doc = yaml.safe_load((ROOT / "examples" / "add-email-verified.yaml").read_text())
-    del doc["spec"]["analysis"]
-    if before_the_start:
-        doc["spec"]["checklist"]["require"].remove("Monitoring")  # (it needs the analysis)
-    else:
-        for field in ("rehearsal", "backup", "checklist"):
-            del doc["spec"][field]
-    return doc
-
-
-def run_apply(
-    tmp_path: Path, docs: list[dict[str, Any]], dsn: str, *extra: str
-) -> subprocess.CompletedProcess[str]:
-    path = tmp_path / "migration.yaml"
-    path.write_text(yaml.safe_dump_all(docs))
-    env = {**os.environ, "DBMIGRATE_DSN": dsn, "COLUMNS": "200"}
-    return subprocess.run(
-        [sys.executable, "-m", "dbmigrate", "apply", "-f", str(path), *extra],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=240,
-        check=False,
-    )
+from tests.integration.apply_helpers import run_apply, seed_migration
 
 
 @pytest.fixture

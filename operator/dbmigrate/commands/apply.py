@@ -6,6 +6,14 @@ rollback. The record of the run (the migration log entry or the post-mortem draf
 `dbmigrate.runs`, and with `--report FILE` to a file. `awaitRollout` steps are skipped with a
 notice; `job` steps need a cluster.
 
+A spec with PromQL metrics is analysed against Prometheus: its address in the spec, or
+`--prometheus URL`. It is probed once before anything runs; if it does not answer, the command
+says so and stops (exit 2, nothing applied) rather than apply with an analysis that can only be
+Inconclusive: rerun with `--prometheus URL` (a port-forward) or `--no-analysis` (no SLO
+measurement, no settle wait, no rollback on a breach). While the analysis settles after the last
+step, a countdown shows what is left. On a terminal the output has colours, aligned columns and a
+table; written to a pipe or a file it is plain lines, never wrapped, padded or coloured.
+
 Exit codes (for CI pipelines): 0 applied (or already applied); 1 the migration failed or was
 rolled back, or lint blocked it; 2 usage errors (file, DSN, unsupported steps); 130 interrupted.
 """
@@ -15,29 +23,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
-from dbmigrate.api import reasons
+from dbmigrate.api.durations import parse_duration
 from dbmigrate.api.schema import APPROVAL_ANNOTATION
-from dbmigrate.core.batching import format_count
+from dbmigrate.commands.apply_output import Reporter, open_console
 from dbmigrate.core.lint.documents import ManifestError, parse_manifests
 from dbmigrate.core.record.facts import FOUND_IN_HISTORY
-from dbmigrate.db.backfill import BackfillEvent, BatchDone, Started, Throttled
 from dbmigrate.db.errors import MalformedDsn, check_dsn
+from dbmigrate.prom.client import PROBE_TIMEOUT, probe
 from dbmigrate.reconcile.local import LocalPlatform
 from dbmigrate.reconcile.runner import MigrationRunner
 from dbmigrate.settings import Settings
 
 SUCCESS, FAILED, USAGE, INTERRUPTED = 0, 1, 2, 130
-# Before the start, these wait for an edited spec: apply stops with FAILED instead.
-NEEDS_A_NEW_SPEC = frozenset({reasons.LINT_FAILED, reasons.INVALID_SPEC})
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -55,11 +58,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="YAML with one DatabaseMigration (and any ConfigMaps its SQL comes from)",
     )
     p.add_argument("--dsn", help="libpq DSN; default: the DBMIGRATE_DSN environment variable")
-    p.add_argument(
+    analysis = p.add_mutually_exclusive_group()
+    analysis.add_argument(
         "--prometheus",
         metavar="URL",
         help="Prometheus to run the migration's analysis against (overrides "
-        "spec.analysis.prometheus.address)",
+        "spec.analysis.prometheus.address; e.g. a kubectl port-forward)",
+    )
+    analysis.add_argument(
+        "--no-analysis",
+        action="store_true",
+        help="run without spec.analysis: no SLO measurement, no settle wait, no rollback on "
+        "an SLO breach (and no Monitoring checklist item)",
     )
     p.add_argument("--name", help="which DatabaseMigration, when the file has several")
     p.add_argument(
@@ -85,7 +95,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _handle(args: argparse.Namespace) -> int:
-    console = Console(stderr=True, highlight=False)
+    console = open_console()
     dsn = args.dsn or os.environ.get("DBMIGRATE_DSN")
     if not dsn:
         console.print("[red]error:[/] no database: pass --dsn or set DBMIGRATE_DSN")
@@ -127,7 +137,13 @@ def _handle(args: argparse.Namespace) -> int:
         doc["metadata"].setdefault("annotations", {})[APPROVAL_ANNOTATION] = args.approved_by
     if args.prometheus and resource.spec.analysis is not None:
         doc["spec"]["analysis"]["prometheus"] = {"address": args.prometheus}
-    report = Reporter(console)
+    if args.no_analysis:
+        _without_analysis(console, doc)
+    elif (why := _prometheus_unreachable(doc)) is not None:
+        console.print(f"[red]error:[/] {escape(why)}")
+        return USAGE
+    analysis = doc["spec"].get("analysis")
+    report = Reporter(console, parse_duration(analysis["settle"]) if analysis else None)
     platform = LocalPlatform(
         doc,
         dsn,
@@ -142,8 +158,9 @@ def _handle(args: argparse.Namespace) -> int:
         f"[bold]dbmigrate apply[/] {resource.spec.migration_id} ({len(resource.spec.steps)} steps)"
     )
     try:
-        asyncio.run(runner.run(report.stop))
+        asyncio.run(_run(runner, report))
     except KeyboardInterrupt:
+        report.end_countdown()
         console.print(
             "[yellow]interrupted:[/] the running step's transaction is rolled back; "
             "run the same command again to continue"
@@ -156,6 +173,55 @@ def _handle(args: argparse.Namespace) -> int:
     _tell_where_the_record_is(console, resource.spec.migration_id, final, platform, args.report)
     phase = final.get("phase")
     return SUCCESS if phase == "Succeeded" else FAILED
+
+
+async def _run(runner: MigrationRunner, report: Reporter) -> None:
+    ticking = asyncio.create_task(report.ticking())
+    try:
+        await runner.run(report.stop)
+    finally:
+        ticking.cancel()
+
+
+def _without_analysis(console: Console, doc: dict[str, Any]) -> None:
+    """`--no-analysis`: the spec without its analysis (and the checklist item needing it)."""
+    spec = doc["spec"]
+    if spec.pop("analysis", None) is None:
+        console.print("analysis: none in the spec (--no-analysis changes nothing)")
+        return
+    require = (spec.get("checklist") or {}).get("require") or []
+    dropped = ""
+    if "Monitoring" in require:
+        require.remove("Monitoring")
+        dropped = "; the checklist's Monitoring item is dropped with it"
+    console.print(
+        "analysis: off (--no-analysis): the steps run without SLO measurements, nothing rolls "
+        f"them back on an SLO breach and nothing settles after the last step{dropped}"
+    )
+
+
+def _prometheus_unreachable(doc: dict[str, Any]) -> str | None:
+    """Why the analysis cannot run here, before anything is applied; None when it can.
+
+    One probe with a short timeout: an analysis whose Prometheus does not answer can only be
+    Inconclusive (and pause the migration, or settle for minutes measuring nothing), and the
+    address in a spec written for a cluster (`http://prometheus.monitoring.svc:9090`) is
+    rarely reachable from a laptop or a CI runner. Stopping here loses nothing; the person
+    chooses between a reachable Prometheus and no analysis.
+    """
+    analysis = doc["spec"].get("analysis")
+    if not analysis or not any(m.get("query") for m in analysis.get("metrics") or []):
+        return None  # no PromQL metric (sql: metrics are measured in the database)
+    why = asyncio.run(probe(str((analysis.get("prometheus") or {}).get("address", ""))))
+    if why is None:
+        return None
+    return (
+        f"the spec's analysis cannot run from here: {why} (one probe, {PROBE_TIMEOUT:g}s). "
+        "Pass --prometheus URL for a Prometheus that answers "
+        "(e.g. kubectl port-forward -n monitoring svc/prometheus 9090, then --prometheus "
+        "http://localhost:9090), or --no-analysis to apply without the SLO analysis. "
+        "Nothing was applied."
+    )
 
 
 def _tell_where_the_record_is(
@@ -191,123 +257,3 @@ def _tell_where_the_record_is(
 def _ask_for_rollout(step: str, image: str | None) -> None:
     what = f"the new version ({image})" if image else "the new version"
     input(f"step {step!r}: deploy {what}, then press Enter to continue ")
-
-
-class Reporter:
-    """Live progress on the terminal: events as they happen, backfill progress, a summary."""
-
-    def __init__(self, console: Console) -> None:
-        self.console = console
-        self.started = time.monotonic()
-        self._last_backfill: dict[str, float] = {}
-        self._last_reason: str | None = None
-        # Set when the migration is stuck on something only a new spec can change: the
-        # operator would wait for that edit; a command line has nobody to wait for.
-        self.stop = asyncio.Event()
-
-    def _stamp(self) -> str:
-        return f"[dim]{time.monotonic() - self.started:7.1f}s[/]"
-
-    def event(self, type_: str, reason: str, message: str) -> None:
-        colour = "yellow" if type_ == "Warning" else "cyan"
-        self.console.print(f"{self._stamp()} [{colour}]{reason:<22}[/] {message}")
-
-    def status(self, status: dict[str, Any]) -> None:
-        self._checklist(status)
-        for cond in status.get("conditions") or []:
-            if cond.get("type") == "Stalled" and cond.get("status") == "True":
-                reason = cond.get("reason")
-                if reason != self._last_reason:
-                    self._last_reason = reason
-                    self.console.print(
-                        f"{self._stamp()} [red]{reason:<22}[/] {cond.get('message', '')}"
-                    )
-                if (
-                    reason in NEEDS_A_NEW_SPEC
-                    and not status.get("startedAt")
-                    and not self.stop.is_set()
-                ):
-                    for finding in status.get("lint") or []:
-                        if finding.get("severity") == "error" and not finding.get("suppressed"):
-                            self.console.print(
-                                f"{self._stamp()} [red]{finding.get('rule', ''):<22}[/] "
-                                f"{finding.get('message', '')}"
-                            )
-                    self.stop.set()
-
-    def _checklist(self, status: dict[str, Any]) -> None:
-        """A required checklist item that does not hold stops the command: on a cluster the
-        operator waits for it (an approval, Prometheus), here nobody would provide it."""
-        checklist = status.get("checklist") or {}
-        if status.get("startedAt") or not checklist.get("missing") or self.stop.is_set():
-            return
-        waiting = any(
-            c.get("type") == "Ready" and c.get("reason") == reasons.CHECKLIST_INCOMPLETE
-            for c in status.get("conditions") or []
-        )
-        if not waiting:
-            return
-        for line in checklist.get("checkboxes") or []:
-            self.console.print(f"{self._stamp()} [yellow]{'Checklist':<22}[/] {escape(line)}")
-        hint = " (pass --approved-by NAME)" if "Approval" in checklist["missing"] else ""
-        self.console.print(
-            f"{self._stamp()} [red]{reasons.CHECKLIST_INCOMPLETE:<22}[/] required item(s) "
-            f"missing: {', '.join(checklist['missing'])}{hint}; nothing was applied"
-        )
-        self.stop.set()
-
-    def backfill(self, step: str, event: BackfillEvent) -> None:
-        now = time.monotonic()
-        if isinstance(event, Started):
-            total = f" of ~{format_count(event.rows_estimated)}" if event.rows_estimated else ""
-            self.console.print(
-                f"{self._stamp()} [cyan]{'Backfill':<22}[/] {step}: worker "
-                f"{event.worker + 1}/{event.workers} on {event.table}"
-                f"{' (resumed)' if event.resumed else ''}: "
-                f"{format_count(event.rows_done_before)}{total} rows done"
-            )
-        elif isinstance(event, Throttled):
-            self.console.print(
-                f"{self._stamp()} [yellow]{'Throttled':<22}[/] {step}: {event.reason}"
-            )
-        elif isinstance(event, BatchDone) and now - self._last_backfill.get(step, 0) >= 1.0:
-            self._last_backfill[step] = now
-            rate = event.rows / event.seconds if event.seconds > 0 else 0
-            self.console.print(
-                f"{self._stamp()} [cyan]{'Backfill':<22}[/] {step}: "
-                f"{format_count(event.rows_done)} rows, batch {format_count(event.batch_size)} in "
-                f"{event.seconds * 1000:.0f} ms ({format_count(rate)} rows/s)"
-            )
-
-    def summary(self, status: dict[str, Any]) -> None:
-        table = Table(title=f"{status.get('phase', '?')} in {time.monotonic() - self.started:.1f}s")
-        for column in ("step", "state", "attempts", "lock retries", "detail"):
-            table.add_column(column)
-        for st in status.get("steps") or []:
-            detail = st.get("message") or ""
-            if st.get("backfill"):
-                bf = st["backfill"]
-                detail = f"{format_count(bf.get('rowsDone', 0))} rows" + (
-                    f"; {detail}" if detail else ""
-                )
-            colour = {"Succeeded": "green", "Failed": "red", "RolledBack": "yellow"}.get(
-                st.get("state", ""), "white"
-            )
-            table.add_row(
-                st["name"],
-                f"[{colour}]{st.get('state')}[/]",
-                str(st.get("attempts", 0)),
-                str(st.get("lockRetries", 0)),
-                detail,
-            )
-        self.console.print(table)
-        rollback = status.get("rollback") or {}
-        if rollback.get("reason"):
-            self.console.print(
-                f"rollback: {rollback['reason']}; reverted "
-                f"{', '.join(rollback.get('stepsReverted') or []) or 'nothing'}"
-            )
-        for cond in status.get("conditions") or []:
-            if cond.get("type") == "Ready" and cond.get("status") != "True":
-                self.console.print(f"[red]{cond.get('reason')}:[/] {cond.get('message')}")
-        sys.stderr.flush()

@@ -9,6 +9,7 @@ message a person can act on, because the analysis must call those Inconclusive, 
 
 Credentials may be given in the address (`https://user:password@prometheus:9090`): they are
 moved into HTTP basic auth and never appear in messages or logs (`redact` is the form shown).
+`probe` asks one trivial question with a short timeout: is the analysis possible at all?
 """
 
 from __future__ import annotations
@@ -42,6 +43,22 @@ def redact(address: str) -> str:
     except (httpx.InvalidURL, TypeError):
         return "<invalid Prometheus address>"
     return str(url.copy_with(userinfo=b"", query=None, fragment=None))
+
+
+# A probe before anything runs: a Prometheus that cannot answer `vector(1)` in this long will
+# not answer the analysis either, and a person is waiting for the first line of output.
+PROBE_TIMEOUT = 3.0
+
+
+async def probe(address: str) -> str | None:
+    """None when Prometheus at `address` answers a trivial query; else why not, in words.
+
+    The question is the analysis's own (an instant query on the HTTP API), so anything that
+    answers it (Prometheus, Thanos, Mimir's Prometheus API) passes.
+    """
+    async with PrometheusClient(address, timeout=PROBE_TIMEOUT) as prom:
+        result = await prom.query("vector(1)")
+    return None if result.value is not None else result.error or "no answer"
 
 
 def _timestamp(at: datetime) -> float:
