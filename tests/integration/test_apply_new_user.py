@@ -163,7 +163,7 @@ def test_the_settle_wait_counts_down_in_a_pipe(
     assert len(lefts) >= 2, out  # at the start, then every ~30 s
     assert lefts[0] >= 30, lefts
     assert lefts[1] <= 10, lefts
-    assert "keeps measuring for 35s (spec.analysis.settle)" in out
+    assert "Settling all steps done; analysis keeps watching for 35s" in out
     assert "Succeeded all 6 steps applied" in out
     assert out.index("analysis settling") < out.index("Succeeded all 6 steps applied")
 

@@ -137,6 +137,8 @@ def _handle(args: argparse.Namespace) -> int:
         doc["metadata"].setdefault("annotations", {})[APPROVAL_ANNOTATION] = args.approved_by
     if args.prometheus and resource.spec.analysis is not None:
         doc["spec"]["analysis"]["prometheus"] = {"address": args.prometheus}
+    elif args.prometheus:
+        console.print("analysis: none in the spec (--prometheus is not used)")
     if args.no_analysis:
         _without_analysis(console, doc)
     elif (why := _prometheus_unreachable(doc)) is not None:

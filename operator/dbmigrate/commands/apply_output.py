@@ -152,12 +152,7 @@ class Reporter:
         since = (datetime.now(UTC) - last).total_seconds() if last is not None else 0.0
         left = max(0.0, self.settle_seconds - since)
         self._settle_until = time.monotonic() + left
-        self.line(
-            "cyan",
-            reasons.SETTLING,
-            f"all steps done; the analysis keeps measuring for {left_text(self.settle_seconds)} "
-            "(spec.analysis.settle) before the migration is Succeeded",
-        )
+        # (The runner's Settling event has said what the wait is; this only counts it down.)
         if self.live:
             self._countdown = self.console.status(self._countdown_text(left))
             self._countdown.start()
