@@ -266,10 +266,14 @@ start_kwok() {
     printf -- '---\n' >>"$stages"
     sed "s|\"%EXECUTOR_IMAGES%\"|$quoted|" "$f" >>"$stages"
   done
+  # The executor's pods' logs: it names their files in kwok Logs objects (CRD from the build),
+  # and kwok's node server serves them to the API server (`kubectl logs`).
+  kctl apply -f "$(dirname "$BIN")/kwok-crds/kwok.x-k8s.io_logs.yaml" >/dev/null
+  kctl wait --for=condition=Established crd/logs.kwok.x-k8s.io --timeout=30s >/dev/null
   # HOME: kwok also reads ~/.kwok/kwok.yaml if it exists; it must see only our configuration.
   mkdir -p "$STATE/kwok-home"
   launch kwok "$BIN/kwok" env HOME="$STATE/kwok-home" "$BIN/kwok" \
-    --kubeconfig="$STATE/kwok.kubeconfig" --config="$stages" \
+    --kubeconfig="$STATE/kwok.kubeconfig" --config="$stages" --enable-crds=Logs \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --node-ip=127.0.0.1 --node-port="$KWOK_PORT" --server-address="127.0.0.1:$KWOK_PORT" \
     --node-lease-duration-seconds=40
