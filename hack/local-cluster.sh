@@ -329,6 +329,11 @@ cmd_up() {
   log "kube-apiserver ready on https://127.0.0.1:$API_PORT"
   if alive kube-controller-manager; then log "kube-controller-manager already running"; else start_controller_manager; fi
   if alive kube-scheduler; then log "kube-scheduler already running"; else start_scheduler; fi
+  # A kwok started by an earlier version of this script serves no pod logs: started again.
+  if alive kwok && ! tr '\0' ' ' <"/proc/$(pid_of kwok)/cmdline" | grep -q -- --enable-crds=Logs; then
+    log "kwok runs without --enable-crds=Logs (no pod logs): restarting it"
+    stop kwok
+  fi
   if alive kwok; then log "kwok already running"; else start_kwok; fi
   node_manifest | kctl apply -f - >/dev/null
   wait_for 60 "node $NODE_NAME Ready" kctl wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s

@@ -312,7 +312,7 @@ def render_get(obj: dict[str, Any], now: datetime, screen: Screen = Screen()) ->
         lines.append(fit(_field("Rollout", rev), w))
     rollback = s.get("rollback") or {}
     if rollback.get("reason") or rollback.get("trigger"):
-        why = rollback.get("reason") or ""
+        why = rollback.get("reason") or rollback.get("trigger") or ""
         if rollback.get("step"):
             why += f" (during step {rollback['step']})"
         lines.append(fit(_field("Rollback", why.strip()), w))

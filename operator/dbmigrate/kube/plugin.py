@@ -69,19 +69,15 @@ def list_migrations(namespace: str | None) -> list[dict[str, Any]]:
 def merge_patch_migration(namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
     """A JSON merge patch of the object (metadata or spec): what `kubectl patch --type merge`
     sends."""
-    api = _custom()
     try:
-        obj: dict[str, Any] = api.api_client.call_api(
-            f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/{name}",
-            "PATCH",
-            header_params={
-                "Content-Type": "application/merge-patch+json",
-                "Accept": "application/json",
-            },
-            body=patch,
-            response_type="object",
-            auth_settings=["BearerToken"],
-            _return_http_data_only=True,
+        obj: dict[str, Any] = _custom().patch_namespaced_custom_object(
+            GROUP,
+            VERSION,
+            namespace,
+            PLURAL,
+            name,
+            patch,
+            _content_type="application/merge-patch+json",
         )
     except ApiException as exc:
         _raise(exc, f"DatabaseMigration {name!r} in namespace {namespace!r}")
