@@ -51,13 +51,13 @@ FILL = {
         "table": "users",
         "set": "email_verified = false",
         "batchSize": 200,
-        "maxBatchSize": 400,
+        "maxBatchSize": 500,
         "targetBatchDuration": "50ms",
-        "pause": "30ms",  # a few seconds: long enough to watch and to follow
+        "pause": "40ms",  # a few seconds: long enough to watch and to follow
     },
 }
 RELEASE = {"name": "release", "awaitRollout": {"image": "app:v2", "timeout": "5m"}}
-ROWS = 20_000
+ROWS = 40_000
 
 
 @pytest.fixture
