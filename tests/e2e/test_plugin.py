@@ -79,6 +79,11 @@ def plugin(cluster: Cluster, *args: str, **kw: Any) -> str:
     return done.stdout
 
 
+def tree(text: str) -> list[list[str]]:
+    """The step lines of `get`'s tree, split into their columns."""
+    return [line.split() for line in text.splitlines() if line.startswith(("├── ", "└── "))]
+
+
 def get_json(cluster: Cluster, namespace: str, name: str = "m") -> dict[str, Any]:
     return json.loads(plugin(cluster, "get", name, "-n", namespace, "-o", "json"))  # type: ignore[no-any-return]
 
@@ -101,8 +106,10 @@ def test_approve_suspend_resume_and_rollback(
     assert listed[1].split()[:3] == ["m", "Waiting", "0/2"]
     text = plugin(cluster, "get", "m", "-n", namespace)
     assert "Checklist:   waiting" in text
-    assert "├── • expand    sql          Pending" in text
-    assert "└── • release   awaitRollout Pending" in text
+    assert tree(text) == [
+        ["├──", "•", "expand", "sql", "Pending"],
+        ["└──", "•", "release", "awaitRollout", "Pending"],
+    ]
     assert "\x1b[" not in text, "no ANSI when stdout is not a terminal"
     assert all(len(line) <= 80 for line in text.splitlines())
 
@@ -145,12 +152,15 @@ def test_approve_suspend_resume_and_rollback(
     assert f"Rollout:     revision {st['targetRevision']}" in text
     why = st["rollback"].get("reason") or st["rollback"]["trigger"]
     assert f"Rollback:    {why}" in text
-    assert "├── ↺ expand    sql          RolledBack" in text
+    assert tree(text)[0][:5] == ["├──", "↺", "expand", "sql", "RolledBack"]
     got = get_json(cluster, namespace)
     assert got["rollback"]["stepsReverted"] == ["expand"]
     listed = plugin(cluster, "list", "-A").splitlines()
     assert listed[0].split() == ["NAMESPACE", "NAME", "PHASE", "PROGRESS", "STEP", "AGE"]
-    assert any(line.split()[:3] == [namespace, "m", "RolledBack"] for line in listed[1:])
+    assert all(len(line) <= 80 for line in listed), "a long namespace is cut"
+    items = json.loads(plugin(cluster, "list", "-A", "-o", "json"))["items"]
+    ours = [i for i in items if i["namespace"] == namespace]
+    assert [(i["name"], i["phase"], i["progress"]) for i in ours] == [("m", "RolledBack", "0/2")]
 
     missing = kubectl_plugin(cluster, "get", "nope", "-n", namespace)
     assert missing.returncode == 1
@@ -232,13 +242,13 @@ def test_logs_of_a_backfill_job(
     # Followed while it runs: the command ends when the pod has ended, with the whole log.
     followed = kubectl_plugin(cluster, "logs", "m", "fill", "-n", namespace, "-f", timeout=180)
     assert followed.returncode == 0, followed.stderr
-    assert "backfill users (key id), worker 1/1" in followed.stdout
-    assert "done: " in followed.stdout
+    assert "backfill public.users (key id), worker 0/1" in followed.stdout
+    assert f"done: {ROWS:,} rows" in followed.stdout
     final = wait_phase(cluster, namespace, "Succeeded", timeout=120)
     assert final["steps"][1]["job"] == st["job"]
     # Read again after the end: the same log, from the pods API (not from a local file).
     again = plugin(cluster, "logs", "m", "fill", "-n", namespace)
-    assert "backfill users (key id), worker 1/1" in again
+    assert "backfill public.users (key id), worker 0/1" in again
     assert "done:" in again
     pod = cluster.get("pods", "-n", namespace, "-l", f"batch.kubernetes.io/job-name={st['job']}")
     name = pod["items"][0]["metadata"]["name"]
