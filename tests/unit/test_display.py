@@ -118,6 +118,8 @@ ROLLED_BACK = {
     "steps": [
         {"name": "expand", "state": "RolledBack", "startedAt": "2026-12-02T11:59:00Z"},
         {"name": "fill", "state": "RolledBack", "startedAt": "2026-12-02T11:59:10Z"},
+        # left waiting when the rollback started: its time ends with the migration's
+        {"name": "release", "state": "Waiting", "startedAt": "2026-12-02T11:59:30Z"},
     ],
     "rollback": {
         "reason": "SLOBreach",
@@ -183,7 +185,6 @@ def plain(obj: dict[str, Any], tty: bool = False) -> list[str]:
                 "  ✖ p99-latency  0.91 (limit max 0.5)",
                 "      0.91 > max 0.5",
                 "Checklist:   complete",
-                "  approved by alice",
                 "  Ready=False StepRunning",
             ],
             id="a-running-backfill",
@@ -196,6 +197,7 @@ def plain(obj: dict[str, Any], tty: bool = False) -> list[str]:
                 "Rollback:    SLOBreach (during step release)",
                 "├── ↺ expand    sql          RolledBack",
                 "├── ↺ fill      backfill     RolledBack",
+                "├── ॥ release   awaitRollout Waiting    10s",
             ],
             id="a-rolled-back-migration",
         ),
@@ -285,6 +287,7 @@ def test_fit(text: str, width: int, expected: str) -> None:
     ("seconds", "expected"),
     [
         pytest.param(None, "-", id="unknown"),
+        pytest.param(0, "<1s", id="same-second"),
         pytest.param(0.4, "400ms", id="ms"),
         pytest.param(12.7, "12s", id="s"),
         pytest.param(185, "3m05s", id="min"),

@@ -73,6 +73,8 @@ def human_duration(seconds: float | None) -> str:
     """`850ms`, `12s`, `3m05s`, `2h04m`, `3d4h`; `-` when unknown."""
     if seconds is None or seconds < 0:
         return "-"
+    if seconds == 0:
+        return "<1s"  # timestamps to the second: within the same second
     if seconds < 1:
         return f"{int(seconds * 1000)}ms"
     whole = int(seconds)
@@ -129,22 +131,22 @@ def step_kind(spec_step: dict[str, Any]) -> str:
     return next((k for k in STEP_KINDS if spec_step.get(k) is not None), "?")
 
 
-def _step_seconds(st: StepStatus | None, now: datetime) -> float | None:
-    """How long the step took, or has taken so far while it runs (a step rolled back or
-    failed without an end time has no duration to show)."""
+def _step_seconds(st: StepStatus | None, ended: str | None, now: datetime) -> float | None:
+    """How long the step took, or has taken so far while it runs — until the migration
+    `ended`, when it has (a step rolled back or failed without an end time has none)."""
     if st is None or (st.finished_at is None and st.state not in ("Running", "Waiting")):
         return None
-    return between(st.started_at, st.finished_at, now)
+    return between(st.started_at, st.finished_at or ended, now)
 
 
 def _step_summary(
-    spec_step: dict[str, Any], st: StepStatus | None, now: datetime
+    spec_step: dict[str, Any], st: StepStatus | None, ended: str | None, now: datetime
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
         "name": spec_step.get("name", "?"),
         "kind": step_kind(spec_step),
         "state": st.state if st else "Pending",
-        "durationSeconds": _step_seconds(st, now),
+        "durationSeconds": _step_seconds(st, ended, now),
         "attempts": st.attempts if st else 0,
         "job": st.job if st else None,
         "message": st.message if st else None,
@@ -160,7 +162,10 @@ def summarize(obj: dict[str, Any], now: datetime) -> dict[str, Any]:
     spec = obj.get("spec") or {}
     status = DatabaseMigrationStatus.model_validate(obj.get("status") or {})
     spec_steps = [s for s in spec.get("steps") or [] if isinstance(s, dict)]
-    steps = [_step_summary(s, status.step(str(s.get("name"))), now) for s in spec_steps]
+    steps = [
+        _step_summary(s, status.step(str(s.get("name"))), status.finished_at, now)
+        for s in spec_steps
+    ]
     rollback = status.rollback
     out: dict[str, Any] = {
         "name": meta.get("name"),
@@ -258,8 +263,6 @@ def _checklist(checklist: dict[str, Any], screen: Screen) -> list[str]:
         req = "required" if item.get("required") else "        "
         detail = item.get("detail") or ""
         lines.append(f"  {symbol} " + fit(f"{item['name']:<13}{req}  {detail}", screen.width - 4))
-    if checklist.get("approvedBy"):
-        lines.append(fit(f"  approved by {checklist['approvedBy']}", screen.width))
     return lines
 
 

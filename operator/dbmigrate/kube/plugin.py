@@ -17,6 +17,9 @@ from kubernetes.client.rest import ApiException
 from dbmigrate.api.models import GROUP, PLURAL, VERSION
 from dbmigrate.kube.cluster import Forbidden, NotFound, _api_message, api_client
 
+# Who changed the object, as the API server records it (managedFields): the checklist shows
+# it next to the approval.
+FIELD_MANAGER = "kubectl-dbmigrate"
 # A watch is re-opened after this long (the API server ends watches on its own too).
 WATCH_SECONDS = 300
 
@@ -77,6 +80,7 @@ def merge_patch_migration(namespace: str, name: str, patch: dict[str, Any]) -> d
             PLURAL,
             name,
             patch,
+            field_manager=FIELD_MANAGER,
             _content_type="application/merge-patch+json",
         )
     except ApiException as exc:
