@@ -16,7 +16,9 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+import signal
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -262,6 +264,35 @@ def test_logs_of_a_backfill_job(
     unknown = kubectl_plugin(cluster, "logs", "m", "nope", "-n", namespace)
     assert unknown.returncode == 1
     assert "no step 'nope' in its status (steps: expand, fill)" in unknown.stderr
+
+
+def test_get_watch_to_a_pipe_appends_plain_blocks(
+    cluster: Cluster, namespace: str, users_db: str, operator: OperatorProcess
+) -> None:
+    cluster.apply(migration(namespace, [EXPAND], checklist={"require": ["Approval"]}))
+    wait_phase(cluster, namespace, "Waiting")
+    watch = subprocess.Popen(
+        [cluster.kubectl_bin, "dbmigrate", "get", "m", "-n", namespace, "--watch"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=plugin_env(cluster),
+    )
+    try:
+        time.sleep(2)  # the first block is drawn from the list before the watch starts
+        cluster.kubectl("annotate", "dbm", "m", "-n", namespace, "dbmigrate.io/approved-by=eve")
+        wait_phase(cluster, namespace, "Succeeded", timeout=60)
+        time.sleep(2)  # the last change reaches the watch
+    finally:
+        watch.send_signal(signal.SIGINT)  # kubectl execs the plugin: this is its process
+        out, err = watch.communicate(timeout=30)
+    assert watch.returncode == 0, err
+    assert "\x1b[" not in out, "no ANSI in a pipe"
+    blocks = out.split("Name:        m ")[1:]
+    assert len(blocks) >= 3, out  # waiting, then the changes up to Succeeded, each appended
+    assert "Status:      ॥ Waiting" in blocks[0]
+    assert "Status:      ✔ Succeeded" in blocks[-1]
+    assert all(len(line) <= 80 for line in out.splitlines())
 
 
 # --- a real terminal ---------------------------------------------------------------------------

@@ -178,7 +178,7 @@ def plain(obj: dict[str, Any], tty: bool = False) -> list[str]:
                 "Rollout:     revision 7",
                 "├── ✔ expand    sql          Succeeded  400ms",
                 "├── ◌ fill      backfill     Running    30s",
-                "│   └── [#########-----------]  45%  45,000/100,000 rows  1,500 rows/s  ETA 37s",
+                "│   └── [#######---------]  45%  45,000/100,000 rows  1,500 rows/s  ETA 37s",
                 "├── • release   awaitRollout Pending",
                 "└── • contract  sql          Pending",
                 "  ✔ error-rate  0.0042 (limit max 0.01)",
@@ -259,11 +259,11 @@ def test_a_long_condition_message_is_cut_with_an_ellipsis() -> None:
 @pytest.mark.parametrize(
     ("percent", "tty", "expected"),
     [
-        pytest.param(0, False, "[--------------------]   0%", id="none"),
-        pytest.param(45, False, "[#########-----------]  45%", id="plain"),
-        pytest.param(100, True, "[████████████████████] 100%", id="terminal-done"),
-        pytest.param(None, False, "[--------------------]   ?%", id="unknown"),
-        pytest.param(130, False, "[####################] 100%", id="capped"),
+        pytest.param(0, False, "[----------------]   0%", id="none"),
+        pytest.param(45, False, "[#######---------]  45%", id="plain"),
+        pytest.param(100, True, "[████████████████] 100%", id="terminal-done"),
+        pytest.param(None, False, "[----------------]   ?%", id="unknown"),
+        pytest.param(130, False, "[################] 100%", id="capped"),
     ],
 )
 def test_bar(percent: int | None, tty: bool, expected: str) -> None:

@@ -20,7 +20,7 @@ from dbmigrate.api.status import DatabaseMigrationStatus, StepStatus
 
 WIDTH = 80
 ELLIPSIS = "…"
-BAR_CELLS = 20
+BAR_CELLS = 16
 STEP_KINDS = ("sql", "backfill", "awaitRollout", "job")
 
 # The state symbols (kubectl argo rollouts' set) and the ANSI colour each gets on a terminal.
@@ -100,7 +100,7 @@ def between(start: str | None, end: str | None, now: datetime) -> float | None:
 
 
 def bar(percent: int | None, cells: int = BAR_CELLS, *, tty: bool = False) -> str:
-    """`[██████░░░░] 60%` on a terminal, `[######----] 60%` in plain text."""
+    """`[██████░░░░]  60%` on a terminal, `[######----] 60%` in plain text."""
     done_char, todo_char = ("█", "░") if tty else ("#", "-")
     if percent is None:
         return f"[{todo_char * cells}]   ?%"
@@ -208,7 +208,7 @@ def _backfill_line(backfill: dict[str, Any], screen: Screen) -> str:
     parts.append(f"{done:,}/{total:,} rows" if total is not None else f"{done:,} rows")
     if backfill.get("rowsPerSecond") is not None:
         parts.append(f"{backfill['rowsPerSecond']:,} rows/s")
-    if backfill.get("eta"):
+    if backfill.get("eta") and (backfill.get("percent") or 0) < 100:
         parts.append(f"ETA {backfill['eta']}")
     return "  ".join(parts)
 
