@@ -175,7 +175,7 @@ def plain(obj: dict[str, Any], tty: bool = False) -> list[str]:
             RUNNING,
             [
                 "Status:      ◌ Progressing",
-                "Rollout:     revision 7",
+                "Rollout:     revision 7 at the start",
                 "├── ✔ expand    sql          Succeeded  400ms",
                 "├── ◌ fill      backfill     Running    30s",
                 "│   └── [#######---------]  45%  45,000/100,000 rows  1,500 rows/s  ETA 37s",
@@ -193,7 +193,7 @@ def plain(obj: dict[str, Any], tty: bool = False) -> list[str]:
             ROLLED_BACK,
             [
                 "Status:      ↺ RolledBack",
-                "Rollout:     revision 8, rolled back to revision 7",
+                "Rollout:     revision 8 at the start, rolled back to revision 7",
                 "Rollback:    SLOBreach (during step release)",
                 "├── ↺ expand    sql          RolledBack",
                 "├── ↺ fill      backfill     RolledBack",

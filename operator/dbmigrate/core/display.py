@@ -309,7 +309,7 @@ def render_get(obj: dict[str, Any], now: datetime, screen: Screen = Screen()) ->
         ),
     ]
     if s["targetRevision"] or s["undoneToRevision"]:
-        rev = f"revision {s['targetRevision'] or '?'}"
+        rev = f"revision {s['targetRevision'] or '?'} at the start"
         if s["undoneToRevision"]:
             rev += f", rolled back to revision {s['undoneToRevision']}"
         lines.append(fit(_field("Rollout", rev), w))
