@@ -337,6 +337,20 @@ def test_list(all_namespaces: bool) -> None:
     assert all(len(line) <= 80 for line in lines)
 
 
+def test_list_of_many_long_names_keeps_every_column() -> None:
+    objs = []
+    for i in range(3):
+        obj = migration({**RUNNING, "currentStep": LONG})
+        obj["metadata"]["name"] = f"{LONG}-{i}"
+        obj["metadata"]["namespace"] = f"{LONG}-ns"
+        objs.append(obj)
+    lines = render_list(list_rows(objs, NOW), all_namespaces=True)
+    assert lines[0].split() == ["NAMESPACE", "NAME", "PHASE", "PROGRESS", "STEP", "AGE"]
+    assert all(len(line) <= 80 for line in lines)
+    assert all(line.split()[-4:-2] == ["Progressing", "1/4"] for line in lines[1:])
+    assert all(line.endswith("2m00s") for line in lines[1:])
+
+
 def test_history_table() -> None:
     rows = [
         {

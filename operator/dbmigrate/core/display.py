@@ -356,6 +356,21 @@ def list_rows(objs: Iterable[dict[str, Any]], now: datetime) -> list[dict[str, A
     return rows
 
 
+def shrink_to_fit(
+    widths: list[int], *, flexible: set[int], minimum: list[int], room: int
+) -> list[int]:
+    """Column widths within `room`: the widest flexible column (names, steps) gives up a
+    column at a time, down to its header's width; the others keep theirs."""
+    out = list(widths)
+    while sum(out) > room:
+        candidates = [i for i in flexible if out[i] > minimum[i]]
+        if not candidates:
+            break
+        widest = max(candidates, key=lambda i: out[i])
+        out[widest] -= 1
+    return out
+
+
 def render_list(
     rows: list[dict[str, Any]], *, all_namespaces: bool = False, screen: Screen = Screen()
 ) -> list[str]:
@@ -372,8 +387,12 @@ def render_list(
         for r in rows
     ]
     head = [*(["NAMESPACE"] if all_namespaces else []), *LIST_COLUMNS]
-    # Names and steps share what the fixed columns leave: each cut to at most 30.
-    widths = [min(max([len(head[i])] + [len(t[i]) for t in table]), 30) for i in range(len(head))]
+    widths = shrink_to_fit(
+        [max([len(head[i])] + [len(t[i]) for t in table]) for i in range(len(head))],
+        flexible={head.index(c) for c in ("NAMESPACE", "NAME", "STEP") if c in head},
+        minimum=[len(h) for h in head],
+        room=screen.width - 2 * (len(head) - 1),
+    )
     lines = []
     for cells in [head, *table]:
         line = "  ".join(f"{fit(c, widths[i]):<{widths[i]}}" for i, c in enumerate(cells))
