@@ -18,6 +18,7 @@ command -v prometheus >/dev/null 2>&1 || need_apt+=(prometheus)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 [ -x /usr/sbin/pgbouncer ] || need_apt+=(pgbouncer)  # the session-pooling checks (tests/security)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)  # Argo CD's cache (tests/e2e/test_argocd.py)
+command -v tmux >/dev/null 2>&1 || need_apt+=(tmux)  # a real terminal for `kubectl dbmigrate get --watch` (tests/e2e/test_plugin.py)
 command -v git >/dev/null 2>&1 || need_apt+=(git)  # Argo CD's repo server and the test's Git daemon
 if [ ${#need_apt[@]} -gt 0 ]; then
   log "installing Debian packages: ${need_apt[*]}"

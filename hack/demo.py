@@ -16,7 +16,8 @@ installed with the chart), the local control plane otherwise or when kind cannot
    undoes the rollout to v2 and runs the down SQL, by itself, and leaves a post-mortem draft
    with the facts filled in, which the demo prints.
 
-Then it prints what to look at and keeps everything running until Ctrl-C (`--no-wait`: stop at
+It ends with `kubectl dbmigrate get` of both migrations (the kubectl plugin installed with
+the package), prints what to look at and keeps everything running until Ctrl-C (`--no-wait`: stop at
 once). Ctrl-C at any time stops everything it started.
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -376,12 +378,32 @@ def story_two(stack: LocalStack) -> None:
     print_report(stack, "add-nickname", "the post-mortem draft it wrote, for the team to finish")
 
 
+def plugin_get(stack: LocalStack) -> None:
+    """Both migrations as `kubectl dbmigrate get` draws them (kubectl finds the plugin, installed
+    next to this Python, on the PATH)."""
+    assert stack.cluster is not None
+    banner("kubectl dbmigrate get")
+    env = {
+        **os.environ,
+        "KUBECONFIG": str(stack.cluster.kubeconfig),
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
+    for name in ("add-email-verified", "add-nickname"):
+        argv = [stack.cluster.kubectl_bin, "dbmigrate", "get", name, "-n", stack.namespace]
+        got = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+        say(f"$ kubectl dbmigrate get {name} -n {stack.namespace}")
+        say((got.stdout or got.stderr).rstrip())
+        say()
+
+
 def what_to_look_at(stack: LocalStack) -> None:
     assert stack.cluster is not None and stack.prometheus is not None
     banner("what to look at")
     ns = stack.namespace
     say(f"export KUBECONFIG={stack.cluster.kubeconfig}")
-    say(f"kubectl get dbm -n {ns}")
+    say(f"kubectl dbmigrate list -n {ns}")
+    say(f"kubectl dbmigrate get add-email-verified -n {ns} --watch   (Ctrl-C ends it)")
+    say(f"kubectl dbmigrate history add-nickname -n {ns}")
     say(f"kubectl describe dbm add-nickname -n {ns}")
     say(f"dbmigrate report add-nickname -n {ns}   (the post-mortem; add-email-verified: the log)")
     say(
@@ -473,6 +495,7 @@ def main() -> int:
         stack = bring_up(args.cluster, workdir, stacks)
         story_one(stack, args.rows)
         story_two(stack)
+        plugin_get(stack)
         what_to_look_at(stack)
         if not args.no_wait:
             say(f"\n{BOLD}Everything keeps running; Ctrl-C stops it.{RESET}")

@@ -266,10 +266,14 @@ start_kwok() {
     printf -- '---\n' >>"$stages"
     sed "s|\"%EXECUTOR_IMAGES%\"|$quoted|" "$f" >>"$stages"
   done
+  # The executor's pods' logs: it names their files in kwok Logs objects (CRD from the build),
+  # and kwok's node server serves them to the API server (`kubectl logs`).
+  kctl apply -f "$(dirname "$BIN")/kwok-crds/kwok.x-k8s.io_logs.yaml" >/dev/null
+  kctl wait --for=condition=Established crd/logs.kwok.x-k8s.io --timeout=30s >/dev/null
   # HOME: kwok also reads ~/.kwok/kwok.yaml if it exists; it must see only our configuration.
   mkdir -p "$STATE/kwok-home"
   launch kwok "$BIN/kwok" env HOME="$STATE/kwok-home" "$BIN/kwok" \
-    --kubeconfig="$STATE/kwok.kubeconfig" --config="$stages" \
+    --kubeconfig="$STATE/kwok.kubeconfig" --config="$stages" --enable-crds=Logs \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --node-ip=127.0.0.1 --node-port="$KWOK_PORT" --server-address="127.0.0.1:$KWOK_PORT" \
     --node-lease-duration-seconds=40
@@ -325,6 +329,11 @@ cmd_up() {
   log "kube-apiserver ready on https://127.0.0.1:$API_PORT"
   if alive kube-controller-manager; then log "kube-controller-manager already running"; else start_controller_manager; fi
   if alive kube-scheduler; then log "kube-scheduler already running"; else start_scheduler; fi
+  # A kwok started by an earlier version of this script serves no pod logs: started again.
+  if alive kwok && ! tr '\0' ' ' <"/proc/$(pid_of kwok)/cmdline" | grep -q -- --enable-crds=Logs; then
+    log "kwok runs without --enable-crds=Logs (no pod logs): restarting it"
+    stop kwok
+  fi
   if alive kwok; then log "kwok already running"; else start_kwok; fi
   node_manifest | kctl apply -f - >/dev/null
   wait_for 60 "node $NODE_NAME Ready" kctl wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s

@@ -17,9 +17,13 @@ BIN="$PREFIX/bin"
 log() { printf '[control-plane %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
 want=(etcd kube-apiserver kube-controller-manager kube-scheduler kubectl kwok)
+# kwok's Logs CRD: the local pod executor names each pod's log files in a Logs object, which is
+# how `kubectl logs` reaches them through kwok's node server (hack/local-cluster.sh).
+KWOK_CRDS="$PREFIX/kwok-crds"
+KWOK_LOGS_CRD="kwok.x-k8s.io_logs.yaml"
 missing=()
 for b in "${want[@]}"; do [ -x "$BIN/$b" ] || missing+=("$b"); done
-if [ ${#missing[@]} -eq 0 ]; then
+if [ ${#missing[@]} -eq 0 ] && [ -f "$KWOK_CRDS/$KWOK_LOGS_CRD" ]; then
   echo "$BIN"
   exit 0
 fi
@@ -85,9 +89,20 @@ build_kwok() {
   log "built kwok"
 }
 
+copy_kwok_crds() {
+  [ -f "$KWOK_CRDS/$KWOK_LOGS_CRD" ] && return
+  local dir
+  dir=$(cd "$PREFIX/src" && go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" \
+    | sed -n 's/.*"Dir": "\(.*\)".*/\1/p')
+  mkdir -p "$KWOK_CRDS"
+  cp "$dir/kustomize/crd/bases/$KWOK_LOGS_CRD" "$KWOK_CRDS/"
+  chmod u+w "$KWOK_CRDS/$KWOK_LOGS_CRD"
+}
+
 start=$(date +%s)
 build_etcd
 build_kwok
+copy_kwok_crds
 build_k8s
 log "control plane ready in $(( $(date +%s) - start )) s: $BIN"
 echo "$BIN"

@@ -1,5 +1,7 @@
 """The `dbmigrate` command: `run` (the operator), `lint`, `plan`, `apply`, `rehearse`, `report`,
-`backfill`, `backup`, `docs`.
+`backfill`, `backup`, `docs`, and the commands that read and steer migrations on a cluster with
+the user's kubeconfig (`get`, `list`, `approve`, `rollback`, `suspend`, `resume`, `logs`,
+`history`; the kubectl plugin runs the same).
 
 Each subcommand lives in its own module under `dbmigrate.commands` and exposes
 `register(subparsers)`; this module only assembles them.
@@ -13,7 +15,30 @@ import sys
 
 from dbmigrate import __version__
 
-SUBCOMMANDS = ("run", "lint", "plan", "apply", "rehearse", "report", "backfill", "backup", "docs")
+# What `kubectl dbmigrate` runs (dbmigrate.kubectl_plugin); `report` is also a `dbmigrate` one.
+PLUGIN_COMMANDS = (
+    "get",
+    "list",
+    "approve",
+    "rollback",
+    "suspend",
+    "resume",
+    "logs",
+    "history",
+)
+
+SUBCOMMANDS = (
+    "run",
+    "lint",
+    "plan",
+    "apply",
+    "rehearse",
+    "report",
+    "backfill",
+    "backup",
+    "docs",
+    *PLUGIN_COMMANDS,
+)
 
 
 def build_parser(

@@ -1,18 +1,20 @@
 """`kubectl dbmigrate`: the kubectl plugin installed with the package (`kubectl-dbmigrate` on
 the PATH; kubectl finds it by that name).
 
-It runs the `dbmigrate` subcommands that read the cluster with the user's own kubeconfig and
-RBAC — today `report NAME [-n NAMESPACE]` — with kubectl's argument conventions (kubectl hands
-the plugin every argument after its name, `-n` included).
+It runs the `dbmigrate` subcommands that read and steer migrations with the user's own
+kubeconfig and RBAC — `get`, `list`, `approve`, `rollback`, `suspend`, `resume`, `logs`,
+`history` and `report` — with kubectl's argument conventions (kubectl hands the plugin every
+argument after its name, `-n` included). Modelled on `kubectl argo rollouts`.
 """
 
 from __future__ import annotations
 
 import sys
 
+from dbmigrate.cli import PLUGIN_COMMANDS as CLUSTER_COMMANDS
 from dbmigrate.cli import build_parser, dispatch
 
-PLUGIN_COMMANDS = ("report",)
+PLUGIN_COMMANDS = (*CLUSTER_COMMANDS, "report")
 
 
 def main(argv: list[str] | None = None) -> int:

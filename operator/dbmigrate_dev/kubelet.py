@@ -26,6 +26,10 @@ Images:
 - more from `DBMIGRATE_EXECUTOR_IMAGES` (or `--image`), `IMAGE=host|dbmigrate|docker`
   comma-separated.
 
+Logs: each container's output is kept in a log file, and a CRI copy of it is what `kubectl logs`
+reads through the API server (kwok's node server serves it from the pod's kwok `Logs` object,
+which the executor creates: dbmigrate_dev.kubelet_logs).
+
 Volumes: a local process shares the host's filesystem (no mount namespace), so a volume cannot
 appear at its mountPath. A `persistentVolumeClaim` volume is emulated as far as a program that
 is told its paths can tell: the claim's bound PersistentVolume (hostPath or local, what a
@@ -74,6 +78,14 @@ from kubernetes.client.exceptions import ApiException
 
 from dbmigrate.failpoints import ENV as FAILPOINTS_ENV
 from dbmigrate_dev.cluster_client import parse_exports
+from dbmigrate_dev.kubelet_logs import (
+    KWOK_GROUP,
+    KWOK_LOGS,
+    KWOK_VERSION,
+    CriLog,
+    cri_path,
+    logs_object,
+)
 from dbmigrate_dev.kubelet_podspec import (
     ConfigError,
     EnvSources,
@@ -174,6 +186,8 @@ class Container:
     docker_prefix: str | None = None
     docker_name: str | None = None
     _docker_client: tuple[str, dict[str, str]] | None = None
+    # The CRI copy of the output that `kubectl logs` reads (dbmigrate_dev.kubelet_logs).
+    cri_log: CriLog | None = None
 
     @property
     def name(self) -> str:
@@ -220,6 +234,8 @@ class Container:
                     }
                 }
                 return
+        self.cri_log = CriLog(self.log_path, cri_path(self.log_path), self.log_offset)
+        self.cri_log.start()
         self.state = {"running": {"startedAt": now()}}
 
     def poll(self) -> bool:
@@ -245,6 +261,9 @@ class Container:
             term["message"] = message
         self.state = {"terminated": term}
         self.proc = None
+        if self.cri_log is not None:
+            self.cri_log.finish()
+            self.cri_log = None
 
     def _container_id(self) -> str:
         if self.docker_name is not None:
@@ -371,6 +390,9 @@ class PodRun(threading.Thread):
         if envs is None:  # deleted before it could start
             return
         init_envs, main_envs = envs
+        self.ex.publish_logs(
+            self.pod, {c.name: cri_path(c.log_path) for c in self.init_containers + self.containers}
+        )
         for c, (argv, env) in zip(self.init_containers, init_envs, strict=True):
             if not self._run_to_completion(c, argv, env):
                 return
@@ -623,6 +645,7 @@ class Executor:
         self.failpoints_given: set[str] = set()  # uids of Jobs whose first pod got failpoints
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self.logs_unavailable = False  # kwok's Logs CRD is not installed
 
     def docker_client(self) -> tuple[str, dict[str, str]]:
         """The docker client and its environment: what `--docker-env` prints (`export
@@ -658,6 +681,21 @@ class Executor:
                 return None
             raise
         return json.loads(resp.data)  # type: ignore[no-any-return]
+
+    def publish_logs(self, pod: Obj, files: dict[str, Path]) -> None:
+        """kwok's `Logs` object for the pod, so that `kubectl logs` reads its containers' output
+        (dbmigrate_dev.kubelet_logs). Without kwok's Logs CRD: said once, and the pod runs."""
+        body = logs_object(pod, files)
+        try:
+            client.CustomObjectsApi(self.api_client).create_namespaced_custom_object(
+                KWOK_GROUP, KWOK_VERSION, body["metadata"]["namespace"], KWOK_LOGS, body
+            )
+        except ApiException as e:
+            if e.status == 404 and not self.logs_unavailable:
+                self.logs_unavailable = True
+                log.warning("no kwok Logs CRD: `kubectl logs` cannot read the pods' output")
+            elif e.status not in (404, 409):
+                log.warning("pod %s: Logs object not created: %s", body["metadata"]["name"], e)
 
     def env_sources(self) -> EnvSources:
         return EnvSources(

@@ -110,16 +110,24 @@ def dbmigrate_report(cluster: Cluster, *args: str) -> subprocess.CompletedProces
     )
 
 
-def kubectl_plugin(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
-    """`kubectl dbmigrate …`: kubectl itself finds `kubectl-dbmigrate` (installed with the
-    package, next to this Python) on the PATH."""
+def plugin_env(cluster: Cluster, kubeconfig: Path | None = None) -> dict[str, str]:
+    """The environment `kubectl dbmigrate` runs in: the cluster's (or the given) kubeconfig,
+    and this Python's bin directory (where `kubectl-dbmigrate` is installed) on the PATH."""
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "KUBECONFIG": str(kubeconfig or cluster.kubeconfig), "PATH": path}
+
+
+def kubectl_plugin(
+    cluster: Cluster, *args: str, kubeconfig: Path | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """`kubectl dbmigrate …`: kubectl itself finds `kubectl-dbmigrate` (installed with the
+    package, next to this Python) on the PATH. With `kubeconfig`: as that user."""
     return subprocess.run(
         [cluster.kubectl_bin, "dbmigrate", *args],
         capture_output=True,
         text=True,
-        env={**os.environ, "KUBECONFIG": str(cluster.kubeconfig), "PATH": path},
-        timeout=60,
+        env=plugin_env(cluster, kubeconfig),
+        timeout=timeout,
         check=False,
     )
 
