@@ -18,7 +18,7 @@ import shlex
 import shutil
 import signal
 import subprocess
-import time
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -241,6 +241,15 @@ def test_logs_of_a_backfill_job(
 ) -> None:
     cluster.apply(migration(namespace, [EXPAND, FILL]))
     st = wait_for(lambda: running_fill(cluster, namespace), 120, "the backfill Job to run")
+    # The API server reaches a pod's log through its node's address: a kwok node re-initialized
+    # by a restart of the local cluster (the fault matrix restarts it) has none for a moment.
+    wait_for(
+        lambda: all(
+            n.get("status", {}).get("addresses") for n in cluster.get("nodes").get("items", [])
+        ),
+        60,
+        "the nodes to have addresses",
+    )
     # Followed while it runs: the command ends when the pod has ended, with the whole log.
     followed = kubectl_plugin(cluster, "logs", "m", "fill", "-n", namespace, "-f", timeout=180)
     assert followed.returncode == 0, followed.stderr
@@ -278,14 +287,29 @@ def test_get_watch_to_a_pipe_appends_plain_blocks(
         text=True,
         env=plugin_env(cluster),
     )
+    seen: list[str] = []
+    reader = threading.Thread(
+        target=lambda: seen.extend(iter(watch.stdout.readline, "")),  # type: ignore[union-attr]
+        daemon=True,
+    )
+    reader.start()
     try:
-        time.sleep(2)  # the first block is drawn from the list before the watch starts
+        # The first block (drawn from the list before the watch starts), however slow the
+        # plugin's start on a loaded machine, before the change.
+        wait_for(lambda: any("Status:" in line for line in seen), 60, "the first block")
         cluster.kubectl("annotate", "dbm", "m", "-n", namespace, "dbmigrate.io/approved-by=eve")
         wait_phase(cluster, namespace, "Succeeded", timeout=60)
-        time.sleep(2)  # the last change reaches the watch
+        wait_for(
+            lambda: any("Succeeded" in line for line in seen if "Status:" in line),
+            30,
+            "the last change to reach the watch",
+        )
     finally:
         watch.send_signal(signal.SIGINT)  # kubectl execs the plugin: this is its process
-        out, err = watch.communicate(timeout=30)
+        watch.wait(timeout=60)
+        reader.join(10)
+        err = watch.stderr.read() if watch.stderr else ""  # type: ignore[union-attr]
+    out = "".join(seen)
     assert watch.returncode == 0, err
     assert "\x1b[" not in out, "no ANSI in a pipe"
     blocks = out.split("Name:        m ")[1:]
