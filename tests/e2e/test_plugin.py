@@ -286,6 +286,9 @@ def test_get_watch_to_a_pipe_appends_plain_blocks(
         stderr=subprocess.PIPE,
         text=True,
         env=plugin_env(cluster),
+        # Ctrl-C as a terminal delivers it: a test run in the background (`make test &`) has
+        # SIGINT ignored, which its children inherit, and Python then installs no handler.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     seen: list[str] = []
     reader = threading.Thread(
