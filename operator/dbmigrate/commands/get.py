@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 from typing import Any
 
@@ -82,6 +83,9 @@ def _watch(namespace: str, name: str, output: str) -> int:
     where = screen()
     redraw = where.tty and output == "text"
     shown = None
+    # Ctrl-C ends the watch even where the plugin was started with SIGINT ignored (a parent
+    # started in the background): Python then installs no handler of its own.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         for obj in watch_migration(namespace, name):
             if obj is None:
