@@ -22,19 +22,12 @@ import psycopg
 import pytest
 import yaml
 
-from tests.integration.apply_helpers import run_apply, seed_migration
+from tests.integration.apply_helpers import create_users, run_apply, seed_migration
 
 
 @pytest.fixture
 def users(pg_conn: psycopg.Connection) -> psycopg.Connection:
-    pg_conn.execute(
-        "CREATE TABLE users (id bigserial PRIMARY KEY, email text, email_confirmed_at timestamptz)"
-    )
-    pg_conn.execute(
-        "INSERT INTO users (email, email_confirmed_at) SELECT 'u' || g, "
-        "CASE WHEN g % 3 = 0 THEN now() END FROM generate_series(1, 20000) g"
-    )
-    return pg_conn
+    return create_users(pg_conn, 20_000)
 
 
 def history(conn: psycopg.Connection) -> list[tuple[str, str]]:

@@ -27,7 +27,7 @@ import yaml
 from dbmigrate_dev.postgres import free_port
 from dbmigrate_dev.prometheus import PrometheusServer
 from tests.fixtures.prometheus import ScrapedApp
-from tests.integration.apply_helpers import example, run_apply, seed_migration
+from tests.integration.apply_helpers import create_users, example, run_apply, seed_migration
 
 STEPS = ["expand", "index", "backfill", "release-v2", "contract-check", "contract"]
 
@@ -35,14 +35,7 @@ STEPS = ["expand", "index", "backfill", "release-v2", "contract-check", "contrac
 @pytest.fixture
 def users(pg_conn: psycopg.Connection) -> psycopg.Connection:
     """200 000 users, never analysed (as right after a restore or a bulk load)."""
-    pg_conn.execute(
-        "CREATE TABLE users (id bigserial PRIMARY KEY, email text, email_confirmed_at timestamptz)"
-    )
-    pg_conn.execute(
-        "INSERT INTO users (email, email_confirmed_at) SELECT 'u' || g, "
-        "CASE WHEN g % 3 = 0 THEN now() END FROM generate_series(1, 200000) g"
-    )
-    return pg_conn
+    return create_users(pg_conn, 200_000)
 
 
 def history(conn: psycopg.Connection) -> list[tuple[str, str]]:
