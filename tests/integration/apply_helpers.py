@@ -62,7 +62,7 @@ def create_users(conn: psycopg.Connection, rows: int) -> psycopg.Connection:
     )
     conn.execute(
         "INSERT INTO users (email, email_confirmed_at) SELECT 'u' || g, "
-        "CASE WHEN g % 3 = 0 THEN now() END FROM generate_series(1, %s) g",
+        "CASE WHEN g %% 3 = 0 THEN now() END FROM generate_series(1, %s) g",
         (rows,),
     )
     return conn
