@@ -1,6 +1,7 @@
 """The migration state machine, `core.decide.decide`: one case per state x event.
 
-Aspects: start and target revision; step order and history as the truth; rollout gates;
+Aspects: start and target revision (the one before the migration's version when the target
+already runs it); step order and history as the truth; rollout gates;
 awaitRollout (image, timeout, ProgressDeadlineExceeded); Jobs (create, running, completed,
 failed, a Job of our name owned by another); suspend; lint enforcement; config problems; the
 migration lock; checksum mismatch; settle; rollback triggers (annotation, SLO breach, failed
@@ -25,7 +26,7 @@ from dbmigrate.api.models import (
 )
 from dbmigrate.core import decide as d
 from dbmigrate.core.conditions import set_conditions
-from dbmigrate.core.rollout import RolloutState
+from dbmigrate.core.rollout import Revision, RolloutState
 
 NOW = datetime(2026, 11, 28, 12, 0, 0, tzinfo=UTC)
 EARLIER = (NOW - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -81,6 +82,8 @@ ROLLED_OUT = RolloutState(True, False, "rolled out", "1", ("app:v1",), False)
 ROLLED_OUT_V2 = RolloutState(True, False, "rolled out", "2", ("app:v2",), False)
 MID_ROLLOUT = RolloutState(False, False, "1 of 3 updated", "2", ("app:v2",), False)
 DEADLINE = RolloutState(False, True, "exceeded its progress deadline", "2", ("app:v2",), False)
+# newest first, as the operator reads them from the ReplicaSets
+HISTORY_V2 = (Revision("2", ("app:v2",)), Revision("1", ("app:v1",)))
 
 
 def applied(*names: str) -> dict[str, d.AppliedStep]:
@@ -139,6 +142,31 @@ DELETING_JOB = d.ActiveJob("m-tool-2", uid="j-2", deleting=True, pods=1)
 CASES = [
     # --- starting ---------------------------------------------------------------------------
     pytest.param(spec(), status(None), obs(), d.Start("1"), id="new-records-target-revision"),
+    pytest.param(
+        spec(),
+        status(None),
+        obs(deployment=ROLLED_OUT_V2, revisions=HISTORY_V2),
+        d.Start(
+            "1",
+            note="revision 2 already runs app:v2, this migration's version: a rollback undoes "
+            "it to revision 1 (app:v1)",
+        ),
+        id="new-after-its-version-records-the-revision-before-it",
+    ),
+    pytest.param(
+        spec(),
+        status(None),
+        obs(deployment=ROLLED_OUT_V2, revisions=(Revision("2", ("app:v2",)),)),
+        d.Start("2"),
+        id="new-after-its-version-no-older-revision",
+    ),
+    pytest.param(
+        spec(steps=STEPS[:2]),
+        status(None),
+        obs(deployment=ROLLED_OUT_V2, revisions=HISTORY_V2),
+        d.Start("2"),
+        id="new-without-a-version-records-the-running-revision",
+    ),
     pytest.param(
         spec(target=None, steps=STEPS[:2]),
         status(None),

@@ -23,7 +23,7 @@ from dbmigrate.api.models import (
     StepStatus,
 )
 from dbmigrate.core import decide as d
-from dbmigrate.core.rollout import UndoPlan
+from dbmigrate.core.rollout import Revision, UndoPlan
 from dbmigrate.core.steps import ResolvedSql
 from dbmigrate.db.executor import StepResult
 from dbmigrate.db.runs import RunRecord
@@ -55,6 +55,7 @@ class FakePlatform:
     undone: list[tuple[str, str]] = field(default_factory=list)
     undo_plan: UndoPlan = field(default_factory=lambda: UndoPlan([], "rolled back to revision 1"))
     argo: ArgoCDRollbackStatus | None = None
+    paused_with: str | None = None  # resumeAutoSync that pause_argo_cd was called with
     confirmed: list[str] = field(default_factory=list)
     reject_jobs: str | None = None  # start_job raises Invalid with this message
     stopped: list[d.ActiveJob] = field(default_factory=list)
@@ -85,8 +86,20 @@ class FakePlatform:
         self.undone.append((deployment, to_revision))
         return self.undo_plan
 
-    async def pause_argo_cd(self, deployment: dict[str, Any]) -> ArgoCDRollbackStatus | None:
-        return self.argo
+    async def deployment_revisions(self, deployment: dict[str, Any]) -> tuple[Revision, ...]:
+        raise AssertionError("effects do not read revisions")
+
+    async def pause_argo_cd(
+        self, deployment: dict[str, Any], resume: str
+    ) -> ArgoCDRollbackStatus | None:
+        self.paused_with = resume
+        return self.argo.model_copy() if self.argo is not None else None
+
+    async def read_argo_application(self, namespace: str, name: str) -> dict[str, Any] | None:
+        raise AssertionError("effects do not read Applications")
+
+    async def resume_argo_auto_sync(self, app: dict[str, Any], automated: dict[str, bool]) -> None:
+        raise AssertionError("effects do not resume automated sync")
 
     async def start_job(self, job: dict[str, Any]) -> None:
         if self.reject_jobs is not None:
@@ -534,7 +547,9 @@ async def test_stop_jobs_deletes_them_and_the_wait_that_follows_posts_nothing_mo
         ),
         pytest.param(
             UndoPlan([], "rolled back to revision 1"),
-            ArgoCDRollbackStatus(application="app", auto_sync_paused=True),
+            ArgoCDRollbackStatus(
+                application="app", namespace="argocd", auto_sync_paused=True, message="paused"
+            ),
             "RollingBack",
             [reasons.ROLLOUT_UNDONE],
             id="undone-argo-paused",
@@ -562,6 +577,15 @@ async def test_undo_rollout(
     assert rollback.get("rolloutUndone", False) is (phase == "RollingBack")
     assert ("argoCD" in rollback) is (argo is not None)
     assert db.lock_held is (phase == "RollingBack")
+    paused = [c for c in fake.status["conditions"] if c["type"] == reasons.AUTO_SYNC_PAUSED]
+    if argo is not None and argo.auto_sync_paused:
+        assert fake.paused_with == "Never"
+        assert rollback["argoCD"]["pausedAt"]
+        assert [(c["status"], c["reason"], c["message"]) for c in paused] == [
+            ("True", reasons.ARGO_CD_AUTO_SYNC_PAUSED, "paused")
+        ]
+    else:
+        assert paused == []
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,14 @@ from typing import Any
 
 import pytest
 
-from dbmigrate.core.rollout import argo_application_refusal, plan_rollout_undo, rollout_state
+from dbmigrate.core.rollout import (
+    Revision,
+    argo_application_refusal,
+    plan_rollout_undo,
+    revision_before_version,
+    revision_history,
+    rollout_state,
+)
 
 
 def deployment(
@@ -109,6 +116,25 @@ def undone_again(rs: dict[str, Any], *earlier: str) -> dict[str, Any]:
     its revision history."""
     rs["metadata"]["annotations"]["deployment.kubernetes.io/revision-history"] = ",".join(earlier)
     return rs
+
+
+def test_revision_history_is_newest_first_and_only_the_deployments_own() -> None:
+    sets = [
+        replica_set("2", "app:v3"),
+        replica_set("10", "app:v3"),
+        undone_again(replica_set("9", "app:v2"), "1"),
+        replica_set("11", "app:v9", owner="other-uid"),
+        replica_set("", "app:v0"),
+    ]
+    history = revision_history(deployment(), sets)
+    assert history == (
+        Revision("10", ("app:v3",)),
+        Revision("9", ("app:v2",)),
+        Revision("2", ("app:v3",)),
+    )
+    assert revision_before_version(history, "app:v3") == Revision("9", ("app:v2",))
+    assert revision_before_version(history, "app:v2") == Revision("10", ("app:v3",))
+    assert revision_before_version(history[:1], "app:v3") is None
 
 
 def test_undo_patches_template_and_annotations_like_kubectl() -> None:

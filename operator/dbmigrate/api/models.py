@@ -133,7 +133,18 @@ class ArgoCD(Model):
         Field(
             default=True,
             description="Switch off automated sync of the Argo CD Application tracking the "
-            "target before undoing its rollout (self-heal would re-apply the bad version).",
+            "target before undoing its rollout (self-heal would re-apply the bad version), "
+            "and end a sync operation of it that is still running (its retries would too).",
+        ),
+    ]
+    resume_auto_sync: Annotated[
+        Literal["Never", "OnRevert"],
+        Field(
+            default="Never",
+            description="OnRevert: switch the Application's automated sync back on, as it "
+            "was, once its Git revision has moved on, no longer holds this migration and "
+            "declares the target as the rollback left it (the release was reverted in Git). "
+            "Never: a person switches it back on; the AutoSyncPaused condition says how.",
         ),
     ]
 

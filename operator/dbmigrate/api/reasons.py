@@ -88,6 +88,19 @@ CLEANUP_FAILED: Final = "CleanupFailed"
 # dbmigrate apply ends at the last step: the watch and the cleanup are the operator's
 POST_DEPLOY_SKIPPED: Final = "PostDeploySkipped"
 
+# Argo CD after a rollback (spec.rollback.argoCD): the type of the condition shown while the
+# operator keeps an Application's automated sync switched off, and its reasons
+AUTO_SYNC_PAUSED: Final = "AutoSyncPaused"
+# True: switched off by the rollback, waiting for Git to drop the rolled-back release
+# (resumeAutoSync: OnRevert) or for a person (Never)
+ARGO_CD_AUTO_SYNC_PAUSED: Final = "ArgoCDAutoSyncPaused"
+# False: switched back on by the operator once Git no longer holds the rolled-back release
+ARGO_CD_AUTO_SYNC_RESUMED: Final = "ArgoCDAutoSyncResumed"
+# False: somebody else switched it back on (or changed the sync policy) meanwhile
+ARGO_CD_AUTO_SYNC_CHANGED: Final = "ArgoCDAutoSyncChanged"
+# False: the Application is gone
+ARGO_CD_APPLICATION_GONE: Final = "ArgoCDApplicationGone"
+
 # event reasons: the Events the operator posts carry these or a condition reason above
 STARTED: Final = "Started"
 LINT_FINDINGS: Final = "LintFindings"
@@ -100,7 +113,6 @@ STEP_REVERTING: Final = "StepReverting"
 STEP_REVERTED: Final = "StepReverted"
 ANALYSIS_VERDICT: Final = "AnalysisVerdict"
 ARGO_CD_NOT_PAUSED: Final = "ArgoCDNotPaused"
-ARGO_CD_AUTO_SYNC_PAUSED: Final = "ArgoCDAutoSyncPaused"
 REHEARSAL_PASSED: Final = "RehearsalPassed"
 BACKUP_STARTED: Final = "BackupStarted"
 BACKUP_SUCCEEDED: Final = "BackupSucceeded"
@@ -124,7 +136,6 @@ EVENT_REASONS: Final = (
     STEP_REVERTED,
     ANALYSIS_VERDICT,
     ARGO_CD_NOT_PAUSED,
-    ARGO_CD_AUTO_SYNC_PAUSED,
     REHEARSAL_PASSED,
     BACKUP_STARTED,
     BACKUP_SUCCEEDED,
@@ -185,4 +196,8 @@ ALL_REASONS: Final = (
     CLEANING_UP,
     CLEANUP_FAILED,
     POST_DEPLOY_SKIPPED,
+    ARGO_CD_AUTO_SYNC_PAUSED,
+    ARGO_CD_AUTO_SYNC_RESUMED,
+    ARGO_CD_AUTO_SYNC_CHANGED,
+    ARGO_CD_APPLICATION_GONE,
 )

@@ -107,6 +107,17 @@ class ArgoCDRollbackStatus(_Status):
     namespace: str | None = None
     auto_sync_paused: bool = False
     message: str | None = None
+    # What was switched off, to be put back as it was: spec.syncPolicy.automated's flags
+    # (prune, selfHeal, allowEmpty...), and the Git revision the Application was synced to.
+    automated: dict[str, bool] | None = None
+    paused_revision: str | None = None
+    paused_at: str | None = None
+    # A sync operation that was running when automated sync was switched off was ended.
+    operation_terminated: bool = False
+    # Automated sync is on again (by the operator, or somebody else): when, and at which
+    # revision of Git the operator switched it back on.
+    resumed_at: str | None = None
+    resumed_revision: str | None = None
 
 
 class RollbackStatus(_Status):

@@ -20,7 +20,8 @@ from dbmigrate.api.models import (
     LintFinding,
     Phase,
 )
-from dbmigrate.core.rollout import RolloutState
+from dbmigrate.core.argocd import paused_pending
+from dbmigrate.core.rollout import Revision, RolloutState
 
 if TYPE_CHECKING:  # core.watch builds on these actions
     from dbmigrate.core.watch import Judgement, WatchObservation
@@ -106,6 +107,9 @@ class Observation:
     lock_held: bool = True
     deployment: RolloutState | None = None
     deployment_missing: bool = False
+    # Before the start, when the target already runs the migration's version: the target's
+    # revisions, newest first (the rollback undoes to the newest without that version).
+    revisions: tuple[Revision, ...] = ()
     jobs: dict[str, JobState] = field(default_factory=dict)
     # spec.backup: the verified backup recorded for the guarded step by this migration (its
     # uid), and the backup Job of that step when it exists
@@ -150,6 +154,9 @@ class Start:
     """First pass: record startedAt and the target's revision (rollback goes back to it)."""
 
     target_revision: str | None
+    # Why that revision is not the one running now (the target already ran the migration's
+    # version when the migration started), for the Started event.
+    note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -339,9 +346,10 @@ def is_applied(obs: Observation, step: str) -> bool:
 def is_active(status: DatabaseMigrationStatus, rollback_requested: bool) -> bool:
     """Whether anything more will happen to the migration: not in a terminal phase, or
     Succeeded with its post-deployment watch or cleanup not over, or with a rollback requested
-    that has not been answered yet."""
+    that has not been answered yet, or rolled back with an Argo CD Application's automated
+    sync still switched off by the rollback."""
     phase = status.phase or "Pending"
-    if phase not in TERMINAL_PHASES:
+    if phase not in TERMINAL_PHASES or paused_pending(status):
         return True
     if phase != "Succeeded":
         return False

@@ -65,6 +65,7 @@ from dbmigrate.core.rollback import (
     decide_finished_rollback,
     decide_rollback,
     past_point_of_no_return,
+    start,
     steps_to_revert,
 )
 from dbmigrate.core.rollout import image_matches
@@ -282,7 +283,6 @@ def decide(
         )
 
     if status.started_at is None:
-        revision = obs.deployment.revision if obs.deployment is not None else None
         if (
             obs.rollout_gates
             and spec.target_deployment is not None
@@ -295,7 +295,7 @@ def decide(
                 stalled=True,
                 requeue_after=10.0,
             )
-        return Start(target_revision=revision)
+        return start(spec, obs)
 
     for step in spec.steps:
         if is_applied(obs, step.name):

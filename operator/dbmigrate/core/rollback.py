@@ -15,13 +15,14 @@ from dbmigrate.core.actions import (
     Observation,
     RefuseRollback,
     RevertStep,
+    Start,
     StartRollback,
     StopJobs,
     UndoRollout,
     Wait,
     is_applied,
 )
-from dbmigrate.core.rollout import image_matches
+from dbmigrate.core.rollout import image_matches, revision_before_version
 
 
 def decide_failed(
@@ -81,12 +82,37 @@ def decide_finished_rollback(
     )
 
 
+def migration_version(spec: DatabaseMigrationSpec) -> str | None:
+    """The application version the migration goes with: the image its last awaitRollout step
+    waits for (None: it waits for none)."""
+    releases = [s.await_rollout.image for s in spec.steps if s.await_rollout is not None]
+    return releases[-1] if releases else None
+
+
+def start(spec: DatabaseMigrationSpec, obs: Observation) -> Start:
+    """The start, with the revision a rollback undoes the target to: the one running now, or,
+    when the target already runs the migration's version (Argo CD applied the Deployment in
+    the same sync wave, or in an earlier one), the newest revision before that version."""
+    dep = obs.deployment
+    current = dep.revision if dep is not None else None
+    version = migration_version(spec)
+    if dep is None or version is None or not image_matches(dep.images, version):
+        return Start(current)
+    before = revision_before_version(obs.revisions, version)
+    if before is None or before.revision == current:
+        return Start(current)
+    return Start(
+        before.revision,
+        note=f"revision {current} already runs {version}, this migration's version: a rollback "
+        f"undoes it to revision {before.revision} ({', '.join(before.images) or 'no image'})",
+    )
+
+
 def rollout_to_keep(spec: DatabaseMigrationSpec, obs: Observation) -> str | None:
     """Why a finished migration's rollback leaves the rollout alone (None: undo it)."""
     if not obs.rollout_gates or not spec.undo_rollout_enabled:
         return None  # nothing would be undone anyway
-    releases = [s.await_rollout.image for s in spec.steps if s.await_rollout is not None]
-    version = releases[-1] if releases else None
+    version = migration_version(spec)
     if version is None:
         return "the migration waited for no version of its own: the rollout is kept"
     if obs.deployment is None or obs.deployment_missing:

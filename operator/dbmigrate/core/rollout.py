@@ -120,6 +120,42 @@ def _template_without_hash(template: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class Revision:
+    """One revision of a Deployment (a ReplicaSet of it) and the images its pods run."""
+
+    revision: str
+    images: tuple[str, ...]
+
+
+def revision_history(
+    deployment: dict[str, Any], replica_sets: list[dict[str, Any]]
+) -> tuple[Revision, ...]:
+    """The Deployment's revisions, newest first, from the ReplicaSets it owns (a ReplicaSet
+    used again stands for its newest revision)."""
+    uid = _get(deployment, "metadata", "uid")
+    found: list[tuple[int, Revision]] = []
+    for rs in replica_sets:
+        owners = _get(rs, "metadata", "ownerReferences", default=[]) or []
+        if uid is not None and not any(o.get("uid") == uid for o in owners):
+            continue
+        value = str(_get(rs, "metadata", "annotations", REVISION_ANNOTATION, default="") or "")
+        if not value.isdigit():
+            continue
+        images = container_images(_get(rs, "spec", "template", default={}) or {})
+        found.append((int(value), Revision(value, images)))
+    return tuple(rev for _, rev in sorted(found, key=lambda pair: pair[0], reverse=True))
+
+
+def revision_before_version(history: tuple[Revision, ...], version: str) -> Revision | None:
+    """The newest revision that does not run `version`: what undoing that version's rollout
+    goes back to (None: every revision runs it)."""
+    for rev in history:
+        if version not in rev.images:
+            return rev
+    return None
+
+
+@dataclass(frozen=True)
 class UndoPlan:
     """What `kubectl rollout undo --to-revision` would do."""
 

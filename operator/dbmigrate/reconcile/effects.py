@@ -22,6 +22,7 @@ from dbmigrate.api.models import (
 )
 from dbmigrate.core import decide as d
 from dbmigrate.core import slo
+from dbmigrate.core.conditions import set_condition
 from dbmigrate.core.jobs import backfill_checkpoint_name, build_backfill_job, build_tool_job
 from dbmigrate.core.lint import count_blocking
 from dbmigrate.core.record import Outcome
@@ -82,6 +83,8 @@ async def start(p: Pass, action: d.Start) -> float:
         st.checksum = p.obs.checksums.get(st.name)
     await p.report.save(status, reasons.STEP_RUNNING, "migration started")
     rev = f" (deployment revision {action.target_revision})" if action.target_revision else ""
+    if action.note:
+        rev = f" ({action.note})"
     checked = ""
     if status.checklist is not None and spec.checklist is not None and spec.checklist.require:
         approval = status.checklist.item("Approval")
@@ -358,9 +361,23 @@ async def undo_rollout(p: Pass, action: d.UndoRollout) -> float:
     """`kubectl rollout undo` to the revision recorded at the start (Argo CD paused first)."""
     platform, status = p.report.platform, p.status
     rb = status.rollback or RollbackStatus(started_at=now_iso())
-    if p.spec.rollback.argo_cd.pause_auto_sync and rb.argo_cd is None:
+    argo = p.spec.rollback.argo_cd
+    if argo.pause_auto_sync and rb.argo_cd is None:
         dep = await platform.read_deployment(action.deployment)
-        rb.argo_cd = await platform.pause_argo_cd(dep)
+        rb.argo_cd = await platform.pause_argo_cd(dep, argo.resume_auto_sync)
+        if rb.argo_cd is not None and rb.argo_cd.auto_sync_paused:
+            rb.argo_cd.paused_at = now_iso()
+            # Saved with the undo below; a crash before that finds the pause recorded on the
+            # Application itself (core.argocd.PAUSE_ANNOTATION).
+            set_condition(
+                status,
+                reasons.AUTO_SYNC_PAUSED,
+                True,
+                reason=reasons.ARGO_CD_AUTO_SYNC_PAUSED,
+                message=rb.argo_cd.message or "",
+                generation=p.report.generation,
+                now=rb.argo_cd.paused_at,
+            )
     plan = await platform.undo_rollout(action.deployment, action.to_revision)
     failpoints.hit("rollback.rollout-undone")
     status.rollback = rb

@@ -22,7 +22,7 @@ from dbmigrate.api.durations import parse_duration
 from dbmigrate.api.models import ArgoCDRollbackStatus, DatabaseMigrationSpec
 from dbmigrate.core.decide import ActiveJob, JobState
 from dbmigrate.core.jobs import ANNOTATION_STEP, backfill_checkpoint_name
-from dbmigrate.core.rollout import UndoPlan
+from dbmigrate.core.rollout import Revision, UndoPlan
 from dbmigrate.db.backfill import BackfillEvent, BackfillOptions, run_backfill_reconnecting
 from dbmigrate.reconcile.platform import NotFound
 
@@ -118,7 +118,18 @@ class LocalPlatform:
     async def undo_rollout(self, deployment: str, to_revision: str) -> UndoPlan:
         return UndoPlan(None, "no Kubernetes here: no rollout to undo")
 
-    async def pause_argo_cd(self, deployment: dict[str, Any]) -> ArgoCDRollbackStatus | None:
+    async def deployment_revisions(self, deployment: dict[str, Any]) -> tuple[Revision, ...]:
+        return ()
+
+    async def pause_argo_cd(
+        self, deployment: dict[str, Any], resume: str
+    ) -> ArgoCDRollbackStatus | None:
+        return None
+
+    async def read_argo_application(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return None
+
+    async def resume_argo_auto_sync(self, app: dict[str, Any], automated: dict[str, bool]) -> None:
         return None
 
     async def confirm_rollout(self, step: str, image: str | None) -> None:

@@ -34,6 +34,7 @@ from dbmigrate.core.access import job_secret_names
 from dbmigrate.core.backup import backup_retry
 from dbmigrate.core.jobs import backfill_checkpoint_name, job_name
 from dbmigrate.core.plan import TableEstimate
+from dbmigrate.core.rollback import migration_version
 from dbmigrate.core.rollout import rollout_state
 from dbmigrate.core.steps import ResolvedSql, step_checksum
 from dbmigrate.db import history
@@ -135,7 +136,13 @@ async def _observe_world(
     if spec.target_deployment and platform.has_rollouts:
         try:
             dep = await platform.read_deployment(spec.target_deployment)
-            obs = replace(obs, deployment=rollout_state(dep))
+            state = rollout_state(dep)
+            obs = replace(obs, deployment=state)
+            version = migration_version(spec)
+            if status.started_at is None and version and version in state.images:
+                # Started after its version: the rollback's revision is an older one.
+                revisions = await platform.deployment_revisions(dep)
+                obs = replace(obs, revisions=revisions)
         except NotFound:
             obs = replace(obs, deployment_missing=True)
     if status.phase == "RollingBack":  # before any problem below can cut the observation short

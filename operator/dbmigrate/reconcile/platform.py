@@ -14,15 +14,31 @@ from typing import Any, Protocol
 from dbmigrate.api import reasons
 from dbmigrate.api.models import ArgoCDRollbackStatus
 from dbmigrate.core.access import secret_refusal
+from dbmigrate.core.argocd import (
+    automated_flags,
+    operation_running,
+    pause_record,
+    paused_by,
+    paused_message,
+    synced_revision,
+)
 from dbmigrate.core.decide import ActiveJob, JobState
 from dbmigrate.core.jobs import job_selector
 from dbmigrate.core.record import build_report_config_map
-from dbmigrate.core.rollout import UndoPlan, argo_application_refusal, plan_rollout_undo
+from dbmigrate.core.rollout import (
+    Revision,
+    UndoPlan,
+    argo_application_refusal,
+    plan_rollout_undo,
+    revision_history,
+)
 from dbmigrate.core.status import merge_patch_changes
+from dbmigrate.kube import argocd
 from dbmigrate.kube import cluster as kube
 
 NotFound = kube.NotFound
 Forbidden = kube.Forbidden
+Conflict = kube.Conflict
 Invalid = kube.Invalid  # start_job: the Job was rejected as invalid; retrying cannot help
 
 
@@ -59,9 +75,26 @@ class Platform(Protocol):
 
     async def read_deployment(self, name: str) -> dict[str, Any]: ...
 
+    async def deployment_revisions(self, deployment: dict[str, Any]) -> tuple[Revision, ...]:
+        """The Deployment's revisions, newest first (from its ReplicaSets)."""
+        ...
+
     async def undo_rollout(self, deployment: str, to_revision: str) -> UndoPlan: ...
 
-    async def pause_argo_cd(self, deployment: dict[str, Any]) -> ArgoCDRollbackStatus | None: ...
+    async def pause_argo_cd(
+        self, deployment: dict[str, Any], resume: str
+    ) -> ArgoCDRollbackStatus | None:
+        """Switch off automated sync of the Argo CD Application tracking the Deployment
+        (`resume`: spec.rollback.argoCD.resumeAutoSync, for what the pause says)."""
+        ...
+
+    async def read_argo_application(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Application (None when it is gone)."""
+        ...
+
+    async def resume_argo_auto_sync(self, app: dict[str, Any], automated: dict[str, bool]) -> None:
+        """Put automated sync back; `Conflict` when the Application changed since it was read."""
+        ...
 
     async def start_job(self, job: dict[str, Any]) -> None: ...
 
@@ -170,24 +203,33 @@ class KubernetesPlatform:
     async def read_deployment(self, name: str) -> dict[str, Any]:
         return await kube.read_deployment(self.namespace, name)
 
+    async def _replica_sets(self, dep: dict[str, Any]) -> list[dict[str, Any]]:
+        selector = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+        return await kube.list_replica_sets(self.namespace, selector)
+
+    async def deployment_revisions(self, deployment: dict[str, Any]) -> tuple[Revision, ...]:
+        return revision_history(deployment, await self._replica_sets(deployment))
+
     async def undo_rollout(self, deployment: str, to_revision: str) -> UndoPlan:
         """`kubectl rollout undo --to-revision`: plan from the ReplicaSets, then one patch."""
         dep = await kube.read_deployment(self.namespace, deployment)
-        selector = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-        replica_sets = await kube.list_replica_sets(self.namespace, selector)
+        replica_sets = await self._replica_sets(dep)
         plan = plan_rollout_undo(dep, replica_sets, to_revision)
         if plan.patch is not None:
             await kube.json_patch_deployment(self.namespace, deployment, plan.patch)
         return plan
 
-    async def pause_argo_cd(self, deployment: dict[str, Any]) -> ArgoCDRollbackStatus | None:
-        """Switch off automated sync of the Argo CD Application tracking the Deployment."""
-        app_name, ns_hint = kube.argo_application_of(deployment)
+    async def pause_argo_cd(
+        self, deployment: dict[str, Any], resume: str
+    ) -> ArgoCDRollbackStatus | None:
+        """Switch off automated sync of the Argo CD Application tracking the Deployment, and end
+        its running sync operation; None when no Application tracks it."""
+        app_name, ns_hint = argocd.argo_application_of(deployment)
         if app_name is None:
             return None
         namespaces = [ns_hint] if ns_hint else [*self.argocd_namespaces, self.namespace]
         try:
-            app = await kube.find_argo_application(app_name, namespaces)
+            app = await argocd.find_application(app_name, namespaces)
         except Forbidden:
             msg = (
                 f"deployment is tracked by Argo CD application {app_name!r} but the operator "
@@ -200,23 +242,37 @@ class KubernetesPlatform:
         if app is None:  # not found: no such Application, or no Argo CD in this cluster
             return None
         ns = app["metadata"]["namespace"]
-        refusal = argo_application_refusal(
-            app, self.namespace, str((deployment.get("metadata") or {}).get("name"))
-        )
+        dep_name = str((deployment.get("metadata") or {}).get("name"))
+        refusal = argo_application_refusal(app, self.namespace, dep_name)
         if refusal is not None:
             await self.event("Warning", reasons.ARGO_CD_NOT_PAUSED, refusal)
             return ArgoCDRollbackStatus(
                 application=app_name, namespace=ns, auto_sync_paused=False, message=refusal
             )
-        if ((app.get("spec") or {}).get("syncPolicy") or {}).get("automated") is None:
+        me = f"{self.namespace}/{self.name}"
+        automated = automated_flags(app)
+        earlier = paused_by(app, me)
+        if earlier is not None:  # this rollback paused it before a crash: as it was then
+            automated, revision = earlier
+            paused = ArgoCDRollbackStatus(
+                application=app_name,
+                namespace=ns,
+                auto_sync_paused=True,
+                automated=automated,
+                paused_revision=revision,
+            )
+            paused.message = paused_message(paused, resume, dep_name)
+            return paused
+        if automated is None:
             return ArgoCDRollbackStatus(
                 application=app_name,
                 namespace=ns,
                 auto_sync_paused=False,
                 message="automated sync was already off",
             )
+        revision = synced_revision(app)
         try:
-            await kube.disable_argo_auto_sync(app)
+            await argocd.switch_off_auto_sync(app, pause_record(me, automated, revision))
         except Exception as exc:  # Forbidden, or the Application changed under us
             msg = (
                 f"could not switch off automated sync of Argo CD application {ns}/{app_name}: "
@@ -227,15 +283,30 @@ class KubernetesPlatform:
             return ArgoCDRollbackStatus(
                 application=app_name, namespace=ns, auto_sync_paused=False, message=msg
             )
-        msg = (
-            f"switched off automated sync of Argo CD application {ns}/{app_name} so that "
-            "self-heal does not re-apply the rolled-back version; switch it on again after "
-            "fixing the release"
+        paused = ArgoCDRollbackStatus(
+            application=app_name,
+            namespace=ns,
+            auto_sync_paused=True,
+            automated=automated,
+            paused_revision=revision,
         )
-        await self.event("Warning", reasons.ARGO_CD_AUTO_SYNC_PAUSED, msg)
-        return ArgoCDRollbackStatus(
-            application=app_name, namespace=ns, auto_sync_paused=True, message=msg
-        )
+        ended = ""
+        if operation_running(app):
+            try:
+                await argocd.terminate_operation(app)
+                paused.operation_terminated = True
+                ended = "; its running sync operation was ended"
+            except Conflict:
+                pass  # it finished in between: nothing left to end
+        paused.message = paused_message(paused, resume, dep_name) + ended
+        await self.event("Warning", reasons.ARGO_CD_AUTO_SYNC_PAUSED, paused.message)
+        return paused
+
+    async def read_argo_application(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await argocd.read_application(namespace, name)
+
+    async def resume_argo_auto_sync(self, app: dict[str, Any], automated: dict[str, bool]) -> None:
+        await argocd.switch_on_auto_sync(app, automated)
 
     async def start_job(self, job: dict[str, Any]) -> None:
         await kube.create_job(job)

@@ -33,6 +33,7 @@ from dbmigrate.api.models import (
 )
 from dbmigrate.api.steps import Backfill
 from dbmigrate.core import decide as d
+from dbmigrate.core.argocd import paused_pending
 from dbmigrate.core.conditions import set_conditions
 from dbmigrate.core.locks import DEFAULT_SERVER_VERSION
 from dbmigrate.core.plan import TableEstimate
@@ -45,6 +46,7 @@ from dbmigrate.db.executor import StepResult
 from dbmigrate.db.runs import RunRecord, write_run
 from dbmigrate.db.statistics import analyze_table
 from dbmigrate.metrics import registry as metrics
+from dbmigrate.reconcile.argocd import follow_paused_auto_sync
 from dbmigrate.reconcile.checklist import MonitoringCache
 from dbmigrate.reconcile.effects import carry_out
 from dbmigrate.reconcile.linting import LintCache
@@ -234,6 +236,8 @@ class MigrationRunner:
             wait = d.Wait("Failed", reasons.INVALID_SPEC, f"invalid spec: {exc}", stalled=True)
             await report.report_wait(status, wait)
             return 60.0
+        if paused_pending(status):  # rolled back: only Argo CD's automated sync is left
+            return await follow_paused_auto_sync(self.platform, spec, status, generation)
         seen = await observe(self.platform, self, spec, status, body, self._lint, self._monitoring)
         self._dsn = report.dsn = seen.dsn or self._dsn
         await report.verdict_changes(seen.verdict_changes)
