@@ -71,6 +71,15 @@ class GitRepo:
             git("push", "--quiet", "origin", f"HEAD:refs/heads/{self.branch}", cwd=work)
             return git("rev-parse", "HEAD", cwd=work)
 
+    def revert(self, commit: str) -> str:
+        """`git revert` of `commit` on top of the branch, pushed; returns the new commit's SHA."""
+        with tempfile.TemporaryDirectory(prefix="dbmigrate-git-") as tmp:
+            work = Path(tmp) / "work"
+            git("clone", "--quiet", "--branch", self.branch, str(self.bare), str(work))
+            git("revert", "--no-edit", commit, cwd=work)
+            git("push", "--quiet", "origin", f"HEAD:refs/heads/{self.branch}", cwd=work)
+            return git("rev-parse", "HEAD", cwd=work)
+
     def head(self) -> str:
         return git("--git-dir", str(self.bare), "rev-parse", self.branch)
 

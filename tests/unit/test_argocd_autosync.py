@@ -185,12 +185,30 @@ def test_automated_flags(policy: dict[str, Any], flags: dict[str, bool] | None) 
     assert argocd.automated_flags({"spec": {"syncPolicy": policy}}) == flags
 
 
-def test_operation_running_needs_the_operation_and_its_running_state() -> None:
-    app = {"operation": {"sync": {}}, "status": {"operationState": {"phase": "Running"}}}
-    assert argocd.operation_running(app)
-    assert not argocd.operation_running({"status": {"operationState": {"phase": "Running"}}})
-    app["status"]["operationState"]["phase"] = "Failed"
-    assert not argocd.operation_running(app)
+@pytest.mark.parametrize(
+    ("app", "pending"),
+    [
+        pytest.param(
+            {"operation": {"sync": {}}, "status": {"operationState": {"phase": "Running"}}},
+            True,
+            id="running",
+        ),
+        pytest.param(
+            {"operation": {"sync": {}}, "status": {"operationState": {"phase": "Failed"}}},
+            True,
+            id="failed-retry-pending",
+        ),
+        pytest.param({"status": {"operationState": {"phase": "Failed"}}}, False, id="failed-done"),
+        pytest.param(
+            {"operation": {"sync": {}}, "status": {"operationState": {"phase": "Terminating"}}},
+            False,
+            id="terminating",
+        ),
+        pytest.param({"operation": {"sync": {}}, "status": {}}, False, id="requested-not-started"),
+    ],
+)
+def test_operation_pending(app: dict[str, Any], pending: bool) -> None:
+    assert argocd.operation_pending(app) is pending
 
 
 def rolled_back(argo: ArgoCDRollbackStatus | None, phase: str = "RolledBack") -> Any:

@@ -678,6 +678,43 @@ def test_decide(
         assert action == expected
 
 
+@pytest.mark.parametrize(
+    ("rollback", "message"),
+    [
+        pytest.param(
+            RollbackStatus(
+                trigger="SloBreached",
+                reason="error-rate 0.5 > max 0.05 (2 consecutive)",
+                rollout_undone=True,
+                undone_to_revision="1",
+                steps_reverted=["rename", "release"],
+            ),
+            "rolled back (SloBreached): error-rate 0.5 > max 0.05 (2 consecutive); rollout "
+            "undone to revision 1; 2 step(s) reverted",
+            id="slo-breach",
+        ),
+        pytest.param(
+            RollbackStatus(
+                trigger="RollbackRequested",
+                reason="requested",
+                rollout_kept="the target runs app:v4: the rollout is kept",
+            ),
+            "rolled back (RollbackRequested): requested; the target runs app:v4: the rollout "
+            "is kept; no step to revert",
+            id="requested-rollout-kept",
+        ),
+    ],
+)
+def test_a_finished_rollback_says_why_and_what_it_undid(
+    rollback: RollbackStatus, message: str
+) -> None:
+    """The Ready message Argo CD shows as the Degraded migration's health message."""
+    st = status("RollingBack")
+    st.rollback = rollback
+    action = d.decide(spec(), st, obs(applied={"expand": d.AppliedStep("down", "sum-expand")}))
+    assert action == d.FinishRollback("RolledBack", reasons.ROLLED_BACK, message)
+
+
 def test_wait_messages_name_the_step_and_the_cause() -> None:
     action = d.decide(spec(), status(), obs(deployment=MID_ROLLOUT))
     assert isinstance(action, d.Wait)

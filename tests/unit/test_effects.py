@@ -23,6 +23,7 @@ from dbmigrate.api.models import (
     StepStatus,
 )
 from dbmigrate.core import decide as d
+from dbmigrate.core.argocd import POLL_SECONDS
 from dbmigrate.core.rollout import Revision, UndoPlan
 from dbmigrate.core.steps import ResolvedSql
 from dbmigrate.db.executor import StepResult
@@ -621,6 +622,12 @@ async def test_revert_step(result: StepResult, state: str, phase: str) -> None:
             id="rolled-back",
         ),
         pytest.param(
+            d.FinishRollback("RolledBack", reasons.ROLLED_BACK, "rollback complete"),
+            POLL_SECONDS,
+            "RolledBack",
+            id="rolled-back-argo-cd-paused-keeps-looking",
+        ),
+        pytest.param(
             d.FinishRollback("Failed", reasons.PAST_POINT_OF_NO_RETURN, "refused"),
             60.0,
             "Refused",
@@ -639,6 +646,10 @@ async def test_finish_rollback(
 ) -> None:
     p, fake, db = make_pass(phase="RollingBack")
     p.status.rollback = RollbackStatus(started_at="2026-11-28T11:59:30Z")
+    if delay == POLL_SECONDS:  # the rollback switched an Application's automated sync off
+        p.status.rollback.argo_cd = ArgoCDRollbackStatus(
+            application="shop", namespace="argocd", auto_sync_paused=True
+        )
     assert await effects.carry_out(p, action) == delay
     assert fake.status["phase"] == action.phase
     assert fake.status["rollback"].get("database") == database

@@ -81,11 +81,11 @@ def paused_by(app: dict[str, Any], migration: str) -> tuple[dict[str, bool], str
     )
 
 
-def operation_running(app: dict[str, Any]) -> bool:
-    """A sync operation is under way (its retries would apply the revision again)."""
-    return app.get("operation") is not None and (
-        _get(app, "status", "operationState", "phase") == "Running"
-    )
+def operation_pending(app: dict[str, Any]) -> bool:
+    """A sync operation is under way, or failed with retries left (Argo CD keeps `operation`
+    set until it gives up): either would apply its revision again."""
+    phase = _get(app, "status", "operationState", "phase")
+    return app.get("operation") is not None and phase not in (None, "Terminating")
 
 
 def paused_pending(status: DatabaseMigrationStatus) -> bool:

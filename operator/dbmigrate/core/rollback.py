@@ -194,7 +194,24 @@ def decide_rollback(
                 "(steps after it were reverted)",
             )
         return RevertStep(step.name)
-    return FinishRollback("RolledBack", reasons.ROLLED_BACK, "rollback complete")
+    return FinishRollback("RolledBack", reasons.ROLLED_BACK, rolled_back_message(status))
+
+
+def rolled_back_message(status: DatabaseMigrationStatus) -> str:
+    """The Ready message of a finished rollback: why it happened and what it undid (Argo CD
+    shows it as the migration's Degraded health, `kubectl get` as its message)."""
+    rb = status.rollback
+    if rb is None:
+        return "rollback complete"
+    why = f" ({rb.trigger})" if rb.trigger else ""
+    parts = [f"rolled back{why}: {rb.reason}" if rb.reason else f"rolled back{why}"]
+    if rb.rollout_undone and rb.undone_to_revision:
+        parts.append(f"rollout undone to revision {rb.undone_to_revision}")
+    elif rb.rollout_kept:
+        parts.append(rb.rollout_kept)
+    reverted = len(rb.steps_reverted or [])
+    parts.append(f"{reverted} step(s) reverted" if reverted else "no step to revert")
+    return "; ".join(parts)
 
 
 def _database_not_ready(obs: Observation, phase: Phase, purpose: str) -> Wait | None:

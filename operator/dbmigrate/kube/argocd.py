@@ -3,7 +3,8 @@
 The same writes the `argocd` CLI's server makes: automated sync off (`argocd app set
 --sync-policy none`) and on again (`--sync-policy automated ...`), and a running sync operation
 ended (`argocd app terminate-op`, which sets `status.operationState.phase: Terminating` for the
-application controller to act on).
+application controller to act on; Argo CD 3 retries a failed automated sync, and a retry would
+apply the rolled-back revision again).
 """
 
 from __future__ import annotations
@@ -67,11 +68,21 @@ async def find_application(name: str, namespaces: list[str]) -> dict[str, Any] |
 async def _patch(app: dict[str, Any], body: Any) -> None:
     meta = app["metadata"]
 
+    # A list is a JSON patch, a dict a merge patch (in which null deletes a key). Said
+    # explicitly: for custom objects the client sends any body as a merge patch.
+    content_type = (
+        "application/json-patch+json" if isinstance(body, list) else "application/merge-patch+json"
+    )
+
     def send() -> None:
-        # The generated client picks the content type from the body: a list is a JSON patch,
-        # a dict a merge patch (in which null deletes a key).
         _api().patch_namespaced_custom_object(
-            ARGO_GROUP, ARGO_VERSION, meta["namespace"], ARGO_PLURAL, meta["name"], body
+            ARGO_GROUP,
+            ARGO_VERSION,
+            meta["namespace"],
+            ARGO_PLURAL,
+            meta["name"],
+            body,
+            _content_type=content_type,
         )
 
     try:
@@ -110,13 +121,15 @@ async def switch_on_auto_sync(app: dict[str, Any], automated: dict[str, bool]) -
 
 
 async def terminate_operation(app: dict[str, Any]) -> None:
-    """End the running sync operation (`argocd app terminate-op`); `Conflict` when it is not
-    running any more."""
+    """End the sync operation under way (`argocd app terminate-op`); `Conflict` when it is not
+    the one that was read any more (it finished, or another started)."""
+    phase = app["status"]["operationState"]["phase"]
     path = "/status/operationState/phase"
     await _patch(
         app,
         [
-            {"op": "test", "path": path, "value": "Running"},
+            {"op": "test", "path": "/operation", "value": app["operation"]},
+            {"op": "test", "path": path, "value": phase},
             {"op": "replace", "path": path, "value": "Terminating"},
         ],
     )

@@ -22,6 +22,7 @@ from dbmigrate.api.models import (
 )
 from dbmigrate.core import decide as d
 from dbmigrate.core import slo
+from dbmigrate.core.argocd import POLL_SECONDS, paused_pending
 from dbmigrate.core.conditions import set_condition
 from dbmigrate.core.jobs import backfill_checkpoint_name, build_backfill_job, build_tool_job
 from dbmigrate.core.lint import count_blocking
@@ -427,11 +428,14 @@ async def revert_step(p: Pass, action: d.RevertStep) -> float:
 
 
 async def finish_rollback(p: Pass, action: d.FinishRollback) -> float | None:
-    """RolledBack ends the migration; a Failed rollback waits for a person (looked at again
-    every minute)."""
+    """RolledBack ends the migration (unless an Argo CD Application's automated sync is left to
+    follow: `reconcile.argocd`); a Failed rollback waits for a person (looked at again every
+    minute)."""
     failpoints.hit("rollback.before-final-status")
     await _finish(p, action.phase, action.reason, action.message)
-    return None if action.phase == "RolledBack" else 60.0
+    if action.phase != "RolledBack":
+        return 60.0
+    return POLL_SECONDS if paused_pending(p.status) else None
 
 
 async def _finish(p: Pass, phase: str, reason: str, message: str) -> None:

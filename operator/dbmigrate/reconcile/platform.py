@@ -9,6 +9,9 @@ has no cluster, runs backfills in-process and skips rollout gates.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from typing import Any, Protocol
 
 from dbmigrate.api import reasons
@@ -16,7 +19,7 @@ from dbmigrate.api.models import ArgoCDRollbackStatus
 from dbmigrate.core.access import secret_refusal
 from dbmigrate.core.argocd import (
     automated_flags,
-    operation_running,
+    operation_pending,
     pause_record,
     paused_by,
     paused_message,
@@ -40,6 +43,16 @@ NotFound = kube.NotFound
 Forbidden = kube.Forbidden
 Conflict = kube.Conflict
 Invalid = kube.Invalid  # start_job: the Job was rejected as invalid; retrying cannot help
+
+
+# How long a rollback waits for Argo CD to end the sync operation it terminated before it
+# undoes the rollout anyway (and says so).
+OPERATION_END_TIMEOUT = 15.0
+
+
+def _terminating(app: dict[str, Any]) -> bool:
+    state = (app.get("status") or {}).get("operationState") or {}
+    return app.get("operation") is not None and state.get("phase") == "Terminating"
 
 
 class SecretNotPermitted(Exception):
@@ -254,35 +267,28 @@ class KubernetesPlatform:
         earlier = paused_by(app, me)
         if earlier is not None:  # this rollback paused it before a crash: as it was then
             automated, revision = earlier
-            paused = ArgoCDRollbackStatus(
-                application=app_name,
-                namespace=ns,
-                auto_sync_paused=True,
-                automated=automated,
-                paused_revision=revision,
-            )
-            paused.message = paused_message(paused, resume, dep_name)
-            return paused
-        if automated is None:
+        elif automated is None:
             return ArgoCDRollbackStatus(
                 application=app_name,
                 namespace=ns,
                 auto_sync_paused=False,
                 message="automated sync was already off",
             )
-        revision = synced_revision(app)
-        try:
-            await argocd.switch_off_auto_sync(app, pause_record(me, automated, revision))
-        except Exception as exc:  # Forbidden, or the Application changed under us
-            msg = (
-                f"could not switch off automated sync of Argo CD application {ns}/{app_name}: "
-                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
-                "undoing the rollout anyway"
-            )
-            await self.event("Warning", reasons.ARGO_CD_NOT_PAUSED, msg)
-            return ArgoCDRollbackStatus(
-                application=app_name, namespace=ns, auto_sync_paused=False, message=msg
-            )
+        else:
+            revision = synced_revision(app)
+            try:
+                await argocd.switch_off_auto_sync(app, pause_record(me, automated, revision))
+            except Exception as exc:  # Forbidden, or the Application changed under us
+                msg = (
+                    f"could not switch off automated sync of Argo CD application "
+                    f"{ns}/{app_name}: "
+                    f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}; "
+                    "undoing the rollout anyway"
+                )
+                await self.event("Warning", reasons.ARGO_CD_NOT_PAUSED, msg)
+                return ArgoCDRollbackStatus(
+                    application=app_name, namespace=ns, auto_sync_paused=False, message=msg
+                )
         paused = ArgoCDRollbackStatus(
             application=app_name,
             namespace=ns,
@@ -291,16 +297,41 @@ class KubernetesPlatform:
             paused_revision=revision,
         )
         ended = ""
-        if operation_running(app):
-            try:
-                await argocd.terminate_operation(app)
-                paused.operation_terminated = True
-                ended = "; its running sync operation was ended"
-            except Conflict:
-                pass  # it finished in between: nothing left to end
+        if operation_pending(app):
+            paused.operation_terminated = await self._end_operation(app)
+            ended = (
+                "; its sync operation under way was ended"
+                if paused.operation_terminated
+                else "; its sync operation under way could not be ended (end it: argocd app "
+                f"terminate-op {ns}/{app_name})"
+            )
         paused.message = paused_message(paused, resume, dep_name) + ended
         await self.event("Warning", reasons.ARGO_CD_AUTO_SYNC_PAUSED, paused.message)
         return paused
+
+    async def _end_operation(self, app: dict[str, Any]) -> bool:
+        """Terminate the Application's sync operation and wait until Argo CD has ended it.
+
+        Once is not enough: the application controller writes the operation's state from the
+        copy it read when its pass began, and a pass under way overwrote `Terminating` with
+        `Running` (seen while the migration's own status writes made Argo CD refresh often).
+        """
+        meta = app["metadata"]
+        deadline = time.monotonic() + OPERATION_END_TIMEOUT
+        current: dict[str, Any] | None = app
+        while current is not None and operation_pending(current):
+            if time.monotonic() > deadline:
+                return False
+            with contextlib.suppress(Conflict):  # it moved on in between: look again
+                await argocd.terminate_operation(current)
+            await asyncio.sleep(0.5)
+            current = await argocd.read_application(meta["namespace"], meta["name"])
+            while current is not None and _terminating(current):
+                if time.monotonic() > deadline:
+                    return False
+                await asyncio.sleep(0.5)
+                current = await argocd.read_application(meta["namespace"], meta["name"])
+        return True
 
     async def read_argo_application(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await argocd.read_application(namespace, name)
