@@ -205,6 +205,29 @@ def columns(dsn: str) -> dict[str, bool]:
     return {name: nullable for name, nullable in rows}
 
 
+def transcript(cluster: Cluster, argocd: ArgoCD, namespace: str, title: str) -> None:
+    """What a person looking with kubectl sees now (printed: docs/gitops.md quotes it)."""
+    app = argocd.get_application(namespace)
+    st = app.get("status", {})
+    operation = st.get("operationState", {})
+    lines = [f"--- {title}"]
+    lines.append(
+        f"application: sync {st.get('sync', {}).get('status')} at "
+        f"{(st.get('sync', {}).get('revision') or '?')[:7]}, health "
+        f"{st.get('health', {}).get('status')}, automated "
+        f"{(app['spec'].get('syncPolicy') or {}).get('automated')}, operation "
+        f"{operation.get('phase')}: {operation.get('message')}"
+    )
+    for res in st.get("resources", []):
+        health = res.get("health") or {}
+        lines.append(
+            f"  {res['kind']}/{res['name']}: {res.get('status')} "
+            f"{health.get('status', '')} {health.get('message', '')}".rstrip()
+        )
+    lines.append(cluster.kubectl("get", "dbm", "-n", namespace).stdout.rstrip())
+    print("\n".join(lines))
+
+
 def live_status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
     """The migration's status; empty while Argo CD has not created it yet."""
     got = cluster.kubectl("get", "dbm", name, "-n", namespace, "-o", "json", check=False)
@@ -214,6 +237,12 @@ def live_status(cluster: Cluster, namespace: str, name: str) -> dict[str, Any]:
 def events(cluster: Cluster, namespace: str, name: str) -> list[tuple[str, str]]:
     items = cluster.get("events", "-n", namespace)["items"]
     mine = [e for e in items if e["involvedObject"].get("name") == name]
+    mine.sort(
+        key=lambda e: (
+            e.get("firstTimestamp") or e.get("eventTime") or "",
+            e["metadata"]["creationTimestamp"],
+        )
+    )
     return [(e["reason"], e["message"]) for e in mine]
 
 
@@ -243,6 +272,7 @@ def test_rollback_round_trip_through_git(
         interval=0.5,
     )
     timings["v2 synced and Healthy"] = time.monotonic() - t0
+    transcript(cluster, argocd, namespace, "v2 synced")
     expand, contract = (
         status(cluster, namespace, "v2-expand"),
         status(cluster, namespace, "v2-contract"),
@@ -309,6 +339,8 @@ def test_rollback_round_trip_through_git(
             )
 
         app = wait_for(degraded, 60, "Argo CD to show v3 OutOfSync and Degraded", interval=0.5)
+        transcript(cluster, argocd, namespace, "v3 rolled back")
+        print(f"AutoSyncPaused: {paused['message']}")
         message = resource(app, "DatabaseMigration", "v3-rename")["health"]["message"]
         assert message.startswith("RolledBack"), message
         assert "error-rate" in message, message
@@ -357,6 +389,9 @@ def test_rollback_round_trip_through_git(
     assert columns(app_db) == {"email": True, "email_verified": False, "id": False}
     for name in ("v2-expand", "v2-contract"):
         assert resource(app, "DatabaseMigration", name)["health"]["status"] == "Healthy"
+    transcript(cluster, argocd, namespace, "revert synced")
+    for reason, text in events(cluster, namespace, "v3-rename"):
+        print(f"event {reason}: {text}")
     print("Argo CD round trip: " + ", ".join(f"{k} in {v:.1f} s" for k, v in timings.items()))
 
 
