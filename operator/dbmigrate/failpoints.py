@@ -29,6 +29,8 @@ POINTS: dict[str, str] = {
     "and history rows not written",
     "runner.history-written": "a step's history row committed; its status not written",
     "runner.job-created": "a step's Job created; its status not written",
+    "rollback.argocd-paused": "an Argo CD Application's automated sync switched off (the pause "
+    "recorded on it); status not written, the rollout not undone",
     "rollback.rollout-undone": "the rollout undone; status not written, no down run",
     "rollback.step-reverted": "a step's down and its history row committed; status not written",
     "rollback.before-final-status": "every down committed; the final status not written",

@@ -188,6 +188,61 @@ def test_argo_cd_auto_sync_is_switched_off_before_the_undo(
     assert image(cluster, namespace) == "app:v1"  # the rollout is undone either way
 
 
+def test_a_crash_after_pausing_argo_cd_resumes_with_the_pause_recorded_on_the_application(
+    cluster: Cluster, namespace: str, app_db: str, operator: OperatorProcess
+) -> None:
+    """The operator dies after switching automated sync off, before its status says so: the
+    next one finds the pause (its flags and revision) on the Application and goes on."""
+    cluster.kubectl("apply", "--server-side", "-f", str(DATA / "argocd-application-crd.yaml"))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/applications.argoproj.io", "--timeout=60s"
+    )
+    automated = {"prune": True, "selfHeal": False}
+    cluster.apply(
+        {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Application",
+            "metadata": {"name": "shop", "namespace": namespace},
+            "spec": {
+                "project": "default",
+                "source": {"repoURL": "https://git.example/shop.git", "path": "deploy"},
+                "destination": {"namespace": namespace},
+                "syncPolicy": {"automated": automated},
+            },
+            "status": {
+                "sync": {"status": "Synced", "revision": "c0ffee" * 6 + "c0fe"},
+                "resources": [
+                    {"group": "apps", "kind": "Deployment", "namespace": namespace, "name": "app"}
+                ],
+            },
+        }
+    )
+    deploy_app(cluster, namespace, labels={"app.kubernetes.io/instance": "shop"})
+    operator.stop()
+    operator.env["DBMIGRATE_FAILPOINTS"] = "rollback.argocd-paused=crash"
+    operator.start()
+    cluster.apply(migration(namespace, steps(), target={"deployment": "app"}))
+    roll_to_v2_and_wait_for_release(cluster, namespace)
+    request_rollback(cluster, namespace)
+    assert operator.proc is not None
+    assert operator.proc.wait(120) == 137
+    assert "failpoint rollback.argocd-paused: crash" in operator.log()
+    app = cluster.get("application", "shop", "-n", namespace)
+    assert "automated" not in (app["spec"].get("syncPolicy") or {})
+    assert "argoCD" not in (status(cluster, namespace).get("rollback") or {})
+
+    operator.env.pop("DBMIGRATE_FAILPOINTS")
+    operator.start()
+    st = wait_phase(cluster, namespace, "RolledBack", timeout=90)
+    argo = st["rollback"]["argoCD"]
+    assert argo["autoSyncPaused"] is True
+    assert argo["automated"] == automated  # what the Application had, not "already off"
+    assert argo["pausedRevision"] == "c0ffee" * 6 + "c0fe"
+    assert condition(st, "AutoSyncPaused")["status"] == "True"
+    assert "argocd app set " in condition(st, "AutoSyncPaused")["message"]
+    assert image(cluster, namespace) == "app:v1"
+
+
 @pytest.mark.parametrize(
     ("moved_on", "image_after"),
     [

@@ -128,6 +128,7 @@ ROLLED_BACK = {
         "rolloutUndone": True,
         "step": "release",
         "stepsReverted": ["fill", "expand"],
+        "argoCD": {"application": "shop", "namespace": "argocd", "autoSyncPaused": True},
     },
     "conditions": [
         {
@@ -195,6 +196,7 @@ def plain(obj: dict[str, Any], tty: bool = False) -> list[str]:
                 "Status:      ↺ RolledBack",
                 "Rollout:     revision 8 at the start, rolled back to revision 7",
                 "Rollback:    SLOBreach (during step release)",
+                "Argo CD:     automated sync of argocd/shop off since the rollback",
                 "├── ↺ expand    sql          RolledBack",
                 "├── ↺ fill      backfill     RolledBack",
                 "├── ॥ release   awaitRollout Waiting    10s",

@@ -319,6 +319,16 @@ def render_get(obj: dict[str, Any], now: datetime, screen: Screen = Screen()) ->
         if rollback.get("step"):
             why += f" (during step {rollback['step']})"
         lines.append(fit(_field("Rollback", why.strip()), w))
+    argo = rollback.get("argoCD") or {}
+    if argo.get("autoSyncPaused"):
+        app = f"{argo.get('namespace')}/{argo.get('application')}"
+        if argo.get("resumedAt"):
+            text = f"automated sync of {app} back on"
+            if argo.get("resumedRevision"):
+                text += f" at {str(argo['resumedRevision'])[:7]}"
+        else:
+            text = f"automated sync of {app} off since the rollback"
+        lines.append(fit(_field("Argo CD", text), w))
     lines.append("")
     lines.append(fit(f"{s['name']}", w))
     lines.extend(_tree(s, screen))

@@ -366,6 +366,7 @@ async def undo_rollout(p: Pass, action: d.UndoRollout) -> float:
     if argo.pause_auto_sync and rb.argo_cd is None:
         dep = await platform.read_deployment(action.deployment)
         rb.argo_cd = await platform.pause_argo_cd(dep, argo.resume_auto_sync)
+        failpoints.hit("rollback.argocd-paused")
         if rb.argo_cd is not None and rb.argo_cd.auto_sync_paused:
             rb.argo_cd.paused_at = now_iso()
             # Saved with the undo below; a crash before that finds the pause recorded on the
