@@ -62,11 +62,7 @@ def render_rollback(plan: MigrationPlan) -> list[str]:
         lines.append(
             f"{n}. Undo the rollout of Deployment `{spec.target_deployment}` to the revision "
             "recorded when the migration started"
-            + (
-                " (if an Argo CD Application auto-syncs it, automated sync is paused first)"
-                if spec.rollback.argo_cd.pause_auto_sync
-                else ""
-            )
+            + _argo_cd_text(spec)
         )
     for step in reversed(window):
         n += 1
@@ -145,3 +141,19 @@ def _undo_text(plan: MigrationPlan, step: StepPlan) -> str:
             else "nothing to run (rollback.undoRollout is off: the new version keeps running)"
         )
     return "cannot be undone by dbmigrate"
+
+
+def _argo_cd_text(spec: DatabaseMigrationSpec) -> str:
+    argo = spec.rollback.argo_cd
+    if not argo.pause_auto_sync:
+        return ""
+    resumed = (
+        "switched back on once its Git revision reverts the release"
+        if argo.resume_auto_sync == "OnRevert"
+        else "switched back on by a person"
+    )
+    return (
+        " (if an Argo CD Application auto-syncs it, automated sync is paused first and its "
+        f"sync under way ended; {resumed})"
+    )
+
