@@ -20,7 +20,7 @@ import yaml
 from dbmigrate_dev.cluster_client import Cluster, wait_for
 from dbmigrate_dev.gitrepo import GitRepo
 from tests.e2e.helpers import condition, history, migration, status
-from tests.fixtures.argocd import ArgoCD
+from tests.fixtures.argocd import ArgoCD, resource, synced_at
 from tests.fixtures.operator import OperatorProcess
 
 # What our health.lua says while a migration is not done (see hack/argocd/health.lua).
@@ -63,13 +63,6 @@ def tree(namespace: str, greeting: str) -> dict[str, str | None]:
     }
 
 
-def resource(app: dict[str, Any], kind: str) -> dict[str, Any]:
-    for res in app.get("status", {}).get("resources", []):
-        if res["kind"] == kind:
-            return dict(res)
-    return {}
-
-
 def greeting(cluster: Cluster, namespace: str) -> str | None:
     got = cluster.kubectl(
         "get", "configmap", "shop-config", "-n", namespace, "-o", "json", check=False
@@ -77,16 +70,6 @@ def greeting(cluster: Cluster, namespace: str) -> str | None:
     if got.returncode != 0:
         return None
     return str(yaml.safe_load(got.stdout)["data"]["greeting"])
-
-
-def synced_at(app: dict[str, Any], revision: str) -> bool:
-    st = app.get("status", {})
-    return (
-        st.get("sync", {}).get("status") == "Synced"
-        and st.get("sync", {}).get("revision") == revision
-        and st.get("health", {}).get("status") == "Healthy"
-        and st.get("operationState", {}).get("phase") == "Succeeded"
-    )
 
 
 def test_argo_cd_syncs_a_migration_from_git(
@@ -153,12 +136,7 @@ def test_argo_cd_syncs_a_migration_from_git(
         {"shop/config.yaml": yaml.safe_dump(config_map(namespace, "hi"))}, "shop v1.1"
     )
     t1 = time.monotonic()
-    app = wait_for(
-        lambda: (a := argocd.get_application(namespace)) and synced_at(a, second) and a,
-        120,
-        "Argo CD to sync the second commit",
-        interval=0.5,
-    )
+    app = argocd.wait_synced(namespace, second, 120, "Argo CD to sync the second commit")
     resynced_after = time.monotonic() - t1
     assert greeting(cluster, namespace) == "hi"
     assert resource(app, "DatabaseMigration")["health"]["status"] == "Healthy"

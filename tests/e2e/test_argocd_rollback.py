@@ -34,7 +34,7 @@ import yaml
 from dbmigrate_dev.cluster_client import Cluster, wait_for
 from dbmigrate_dev.gitrepo import GitRepo
 from tests.e2e.helpers import condition, history, migration, status
-from tests.fixtures.argocd import ArgoCD
+from tests.fixtures.argocd import ArgoCD, resource
 from tests.fixtures.operator import OperatorProcess
 from tests.fixtures.prometheus import ScrapedApp, StartTestApp
 
@@ -168,24 +168,6 @@ def bad_while_v3_runs(cluster: Cluster, namespace: str, app: ScrapedApp) -> Iter
         thread.join(timeout=5)
 
 
-def resource(app: dict[str, Any], kind: str, name: str) -> dict[str, Any]:
-    for res in app.get("status", {}).get("resources", []):
-        if res["kind"] == kind and res["name"] == name:
-            return dict(res)
-    return {}
-
-
-def synced_at(app: dict[str, Any], revision: str) -> bool:
-    st = app.get("status", {})
-    return (
-        st.get("sync", {}).get("status") == "Synced"
-        and st.get("sync", {}).get("revision") == revision
-        and st.get("health", {}).get("status") == "Healthy"
-        and st.get("operationState", {}).get("phase") == "Succeeded"
-        and st.get("operationState", {}).get("syncResult", {}).get("revision") == revision
-    )
-
-
 def at(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
@@ -265,12 +247,7 @@ def test_rollback_round_trip_through_git(
     cluster.apply(
         argocd.application(namespace, argocd_repo, "shop", namespace, {"automated": AUTOMATED})
     )
-    app = wait_for(
-        lambda: (a := argocd.get_application(namespace)) and synced_at(a, first) and a,
-        240,
-        "Argo CD to sync v2",
-        interval=0.5,
-    )
+    app = argocd.wait_synced(namespace, first, 240, "Argo CD to sync v2")
     timings["v2 synced and Healthy"] = time.monotonic() - t0
     transcript(cluster, argocd, namespace, "v2 synced")
     expand, contract = (
@@ -364,12 +341,7 @@ def test_rollback_round_trip_through_git(
         # 3. The team reverts the commit; the operator switches automated sync back on.
         third = argocd_repo.revert(second)
         t2 = time.monotonic()
-        app = wait_for(
-            lambda: (a := argocd.get_application(namespace)) and synced_at(a, third) and a,
-            180,
-            "Argo CD to sync the revert",
-            interval=0.5,
-        )
+        app = argocd.wait_synced(namespace, third, 180, "Argo CD to sync the revert")
         timings["revert committed -> Synced and Healthy"] = time.monotonic() - t2
     assert app["spec"]["syncPolicy"]["automated"] == AUTOMATED
     assert "dbmigrate.io/auto-sync-paused" not in (app["metadata"].get("annotations") or {})
@@ -447,12 +419,7 @@ def test_prune_never_reverts_a_database(
     cluster.apply(
         argocd.application(namespace, argocd_repo, "shop", namespace, {"automated": AUTOMATED})
     )
-    wait_for(
-        lambda: (a := argocd.get_application(namespace)) and synced_at(a, first),
-        120,
-        "Argo CD to sync the first migration",
-        interval=0.5,
-    )
+    argocd.wait_synced(namespace, first, 120, "Argo CD to sync the first migration")
     assert status(cluster, namespace, "done")["phase"] == "Succeeded"
     argocd_repo.commit({"shop/slow.yaml": yaml.safe_dump(slow)}, "slow")
     wait_for(
@@ -466,12 +433,7 @@ def test_prune_never_reverts_a_database(
     )
     removed = argocd_repo.commit({"shop/done.yaml": None, "shop/slow.yaml": None}, "prune both")
     t0 = time.monotonic()
-    wait_for(
-        lambda: (a := argocd.get_application(namespace)) and synced_at(a, removed),
-        120,
-        "Argo CD to prune both migrations",
-        interval=0.5,
-    )
+    argocd.wait_synced(namespace, removed, 120, "Argo CD to prune both migrations")
     wait_for(lambda: not cluster.get("dbm", "-n", namespace)["items"], 60, "both migrations gone")
     pruned_after = time.monotonic() - t0
     with psycopg.connect(app_db) as conn:

@@ -74,6 +74,42 @@ def roll_to_v2_and_wait_for_release(cluster: Cluster, namespace: str) -> None:
     )
 
 
+def stand_in_application(
+    cluster: Cluster,
+    namespace: str,
+    deploys_to: str,
+    automated: dict[str, bool],
+    revision: str | None = None,
+) -> None:
+    """An Application `shop` as Argo CD would show it (its CRD only, no controller): deploying
+    to `deploys_to`, managing deployment `app` there, with automated sync."""
+    cluster.kubectl("apply", "--server-side", "-f", str(DATA / "argocd-application-crd.yaml"))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/applications.argoproj.io", "--timeout=60s"
+    )
+    status: dict[str, Any] = {
+        "resources": [
+            {"group": "apps", "kind": "Deployment", "namespace": deploys_to, "name": "app"}
+        ]
+    }
+    if revision is not None:
+        status["sync"] = {"status": "Synced", "revision": revision}
+    cluster.apply(
+        {
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Application",
+            "metadata": {"name": "shop", "namespace": namespace},
+            "spec": {
+                "project": "default",
+                "source": {"repoURL": "https://git.example/shop.git", "path": "deploy"},
+                "destination": {"namespace": deploys_to},
+                "syncPolicy": {"automated": automated},
+            },
+            "status": status,
+        }
+    )
+
+
 def request_rollback(cluster: Cluster, namespace: str) -> None:
     cluster.kubectl(
         "annotate", "dbm", "m", "dbmigrate.io/rollback=requested", "-n", namespace, "--overwrite"
@@ -148,29 +184,8 @@ def test_argo_cd_auto_sync_is_switched_off_before_the_undo(
     destination: str,
     paused: bool,
 ) -> None:
-    cluster.kubectl("apply", "--server-side", "-f", str(DATA / "argocd-application-crd.yaml"))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/applications.argoproj.io", "--timeout=60s"
-    )
     deploys_to = namespace if destination == "own" else destination
-    cluster.apply(
-        {
-            "apiVersion": "argoproj.io/v1alpha1",
-            "kind": "Application",
-            "metadata": {"name": "shop", "namespace": namespace},
-            "spec": {
-                "project": "default",
-                "source": {"repoURL": "https://git.example/shop.git", "path": "deploy"},
-                "destination": {"namespace": deploys_to},
-                "syncPolicy": {"automated": {"prune": True, "selfHeal": True}},
-            },
-            "status": {
-                "resources": [
-                    {"group": "apps", "kind": "Deployment", "namespace": deploys_to, "name": "app"}
-                ]
-            },
-        }
-    )
+    stand_in_application(cluster, namespace, deploys_to, {"prune": True, "selfHeal": True})
     deploy_app(cluster, namespace, labels={"app.kubernetes.io/instance": "shop"})
     cluster.apply(migration(namespace, steps(), target={"deployment": "app"}))
     roll_to_v2_and_wait_for_release(cluster, namespace)
@@ -193,30 +208,8 @@ def test_a_crash_after_pausing_argo_cd_resumes_with_the_pause_recorded_on_the_ap
 ) -> None:
     """The operator dies after switching automated sync off, before its status says so: the
     next one finds the pause (its flags and revision) on the Application and goes on."""
-    cluster.kubectl("apply", "--server-side", "-f", str(DATA / "argocd-application-crd.yaml"))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/applications.argoproj.io", "--timeout=60s"
-    )
     automated = {"prune": True, "selfHeal": False}
-    cluster.apply(
-        {
-            "apiVersion": "argoproj.io/v1alpha1",
-            "kind": "Application",
-            "metadata": {"name": "shop", "namespace": namespace},
-            "spec": {
-                "project": "default",
-                "source": {"repoURL": "https://git.example/shop.git", "path": "deploy"},
-                "destination": {"namespace": namespace},
-                "syncPolicy": {"automated": automated},
-            },
-            "status": {
-                "sync": {"status": "Synced", "revision": "c0ffee" * 6 + "c0fe"},
-                "resources": [
-                    {"group": "apps", "kind": "Deployment", "namespace": namespace, "name": "app"}
-                ],
-            },
-        }
-    )
+    stand_in_application(cluster, namespace, namespace, automated, revision="c0ffee" * 6 + "c0fe")
     deploy_app(cluster, namespace, labels={"app.kubernetes.io/instance": "shop"})
     operator.stop()
     operator.env["DBMIGRATE_FAILPOINTS"] = "rollback.argocd-paused=crash"

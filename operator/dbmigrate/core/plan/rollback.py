@@ -61,8 +61,7 @@ def render_rollback(plan: MigrationPlan) -> list[str]:
         n += 1
         lines.append(
             f"{n}. Undo the rollout of Deployment `{spec.target_deployment}` to the revision "
-            "recorded when the migration started"
-            + _argo_cd_text(spec)
+            "recorded when the migration started" + _argo_cd_text(spec)
         )
     for step in reversed(window):
         n += 1
@@ -156,4 +155,3 @@ def _argo_cd_text(spec: DatabaseMigrationSpec) -> str:
         " (if an Argo CD Application auto-syncs it, automated sync is paused first and its "
         f"sync under way ended; {resumed})"
     )
-
