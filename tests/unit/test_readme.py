@@ -1,9 +1,12 @@
-"""README.md's generated parts are current, and it names the two commands CI relies on."""
+"""README.md's generated parts are current, it names the two commands CI relies on, and it
+explains every condition reason."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+
+from dbmigrate.api import reasons
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,3 +30,10 @@ def test_readme_names_the_two_commands_and_ci_runs_the_test_one() -> None:
     assert "make demo" in text
     assert "make test" in text
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_condition_reason_is_in_the_status_table() -> None:
+    """Alerts and scripts match on reasons: each one the operator writes is explained."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("### Status and conditions") : text.index("## Command line")]
+    assert [r for r in reasons.ALL_REASONS if f"`{r}`" not in table] == []
