@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from dbmigrate.kube import argocd as kube_argocd
 from dbmigrate.kube import cluster as kube_cluster
 from dbmigrate_dev.cluster_client import Cluster
 from tests.e2e.helpers import (
@@ -107,8 +108,8 @@ def test_peering_objects(
 
 # --- RBAC from the code: what the operator calls is what the chart grants ----------------------
 
-# Each Kubernetes client method `dbmigrate.kube.cluster` calls (with, for custom objects, the
-# API group constant it passes) and the (group, resource, verb) it needs.
+# Each Kubernetes client method `dbmigrate.kube.cluster` and `dbmigrate.kube.argocd` call (with,
+# for custom objects, the API group constant it passes) and the (group, resource, verb) it needs.
 CALLS: dict[tuple[str, str | None], tuple[str, str, str]] = {
     ("read_namespaced_secret", None): ("", "secrets", "get"),
     ("read_namespaced_config_map", None): ("", "configmaps", "get"),
@@ -144,9 +145,16 @@ API_METHOD = re.compile(r"^(read|list|create|delete|patch|replace|get)_namespace
 
 
 def _calls_in_code() -> set[tuple[str, str | None]]:
-    """The client methods `dbmigrate.kube.cluster` calls, from its syntax tree: `api.method(...)`
-    or `_call(api.method, ...)`, with the Name of the first argument after it (the group)."""
-    tree = ast.parse(Path(kube_cluster.__file__).read_text())
+    """The client methods the operator's Kubernetes modules (`dbmigrate.kube.cluster`,
+    `dbmigrate.kube.argocd`) call, from their syntax trees: `api.method(...)` or
+    `_call(api.method, ...)`, with the Name of the first argument after it (the group)."""
+    found: set[tuple[str, str | None]] = set()
+    for module in (kube_cluster, kube_argocd):
+        found |= _calls_in(ast.parse(Path(module.__file__).read_text()))
+    return found
+
+
+def _calls_in(tree: ast.Module) -> set[tuple[str, str | None]]:
     found: set[tuple[str, str | None]] = set()
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
