@@ -135,22 +135,33 @@ def kubectl_plugin(
 # --- the rollback tests' app: its Deployment and its users table -------------------------------
 
 
-def deploy_app(cluster: Cluster, namespace: str, labels: dict[str, str] | None = None) -> None:
-    cluster.apply(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": "app", "namespace": namespace, "labels": labels or {}},
-            "spec": {
-                "replicas": 2,
-                "selector": {"matchLabels": {"app": "app"}},
-                "template": {
-                    "metadata": {"labels": {"app": "app"}},
-                    "spec": {"containers": [{"name": "app", "image": "app:v1"}]},
-                },
+def app_deployment(
+    namespace: str,
+    image: str = "app:v1",
+    labels: dict[str, str] | None = None,
+    annotations: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The test app's Deployment `app` (2 replicas, one container)."""
+    metadata: dict[str, Any] = {"name": "app", "namespace": namespace, "labels": labels or {}}
+    if annotations:
+        metadata["annotations"] = annotations
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata,
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "app"}},
+            "template": {
+                "metadata": {"labels": {"app": "app"}},
+                "spec": {"containers": [{"name": "app", "image": image}]},
             },
-        }
-    )
+        },
+    }
+
+
+def deploy_app(cluster: Cluster, namespace: str, labels: dict[str, str] | None = None) -> None:
+    cluster.apply(app_deployment(namespace, labels=labels))
     cluster.kubectl("rollout", "status", "deploy/app", "-n", namespace, "--timeout=60s")
 
 

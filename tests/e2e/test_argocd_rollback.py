@@ -33,29 +33,13 @@ import yaml
 
 from dbmigrate_dev.cluster_client import Cluster, wait_for
 from dbmigrate_dev.gitrepo import GitRepo
-from tests.e2e.helpers import condition, history, migration, status
+from tests.e2e.helpers import app_deployment, condition, history, image, migration, status
 from tests.fixtures.argocd import ArgoCD, resource
 from tests.fixtures.operator import OperatorProcess
 from tests.fixtures.prometheus import ScrapedApp, StartTestApp
 
 WAVE = "argocd.argoproj.io/sync-wave"
 AUTOMATED = {"prune": True, "selfHeal": True}
-
-
-def deployment(namespace: str, image: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "app", "namespace": namespace, "annotations": {WAVE: "0"}},
-        "spec": {
-            "replicas": 2,
-            "selector": {"matchLabels": {"app": "app"}},
-            "template": {
-                "metadata": {"labels": {"app": "app"}},
-                "spec": {"containers": [{"name": "app", "image": image}]},
-            },
-        },
-    }
 
 
 def in_wave(dbm: dict[str, Any], wave: str) -> str:
@@ -96,7 +80,9 @@ def v2(namespace: str) -> dict[str, str | None]:
         target={"deployment": "app"},
     )
     return {
-        "shop/deployment.yaml": yaml.safe_dump(deployment(namespace, "app:v2")),
+        "shop/deployment.yaml": yaml.safe_dump(
+            app_deployment(namespace, "app:v2", annotations={WAVE: "0"})
+        ),
         "shop/v2-expand.yaml": in_wave(expand, "-1"),
         "shop/v2-contract.yaml": in_wave(contract, "1"),
     }
@@ -136,7 +122,9 @@ def v3(namespace: str, prometheus_url: str, app: ScrapedApp) -> dict[str, str | 
         "data": {"new_checkout": "on"},
     }
     return {
-        "shop/deployment.yaml": yaml.safe_dump(deployment(namespace, "app:v3")),
+        "shop/deployment.yaml": yaml.safe_dump(
+            app_deployment(namespace, "app:v3", annotations={WAVE: "0"})
+        ),
         "shop/v3-rename.yaml": in_wave(breaking, "1"),
         "shop/v3-flags.yaml": yaml.safe_dump(flags),
     }
@@ -172,12 +160,7 @@ def at(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
-def image(cluster: Cluster, namespace: str) -> str:
-    dep = cluster.get("deploy", "app", "-n", namespace)
-    return str(dep["spec"]["template"]["spec"]["containers"][0]["image"])
-
-
-def columns(dsn: str) -> dict[str, bool]:
+def nullable_columns(dsn: str) -> dict[str, bool]:
     """users' columns -> whether NULLs are allowed."""
     with psycopg.connect(dsn) as conn:
         rows = conn.execute(
@@ -266,7 +249,7 @@ def test_rollback_round_trip_through_git(
     assert at(contract["startedAt"]) >= created["v2-contract"]
     for name in ("v2-expand", "v2-contract"):
         assert resource(app, "DatabaseMigration", name)["health"]["status"] == "Healthy"
-    assert columns(app_db) == {"email": True, "email_verified": False, "id": False}
+    assert nullable_columns(app_db) == {"email": True, "email_verified": False, "id": False}
 
     # 2. v3: a breaking migration after its Deployment; v3 fails its SLO.
     with bad_while_v3_runs(cluster, namespace, test_app):
@@ -298,7 +281,7 @@ def test_rollback_round_trip_through_git(
         assert "revert the release's commit" in paused["message"]
         assert image(cluster, namespace) == "app:v2"
         cluster.kubectl("rollout", "status", "deploy/app", "-n", namespace, "--timeout=60s")
-        assert columns(app_db) == {"email": True, "email_verified": False, "id": False}
+        assert nullable_columns(app_db) == {"email": True, "email_verified": False, "id": False}
         assert history(app_db)[-2:] == [("rename", "down"), ("release", "down")]
         started = [m for r, m in events(cluster, namespace, "v3-rename") if r == "Started"]
         assert "a rollback undoes it to revision 1 (app:v2)" in started[0], started
@@ -358,7 +341,7 @@ def test_rollback_round_trip_through_git(
     assert resumed
     assert f"Git revision {third[:7]} no longer holds this migration" in resumed[0]
     assert image(cluster, namespace) == "app:v2"
-    assert columns(app_db) == {"email": True, "email_verified": False, "id": False}
+    assert nullable_columns(app_db) == {"email": True, "email_verified": False, "id": False}
     for name in ("v2-expand", "v2-contract"):
         assert resource(app, "DatabaseMigration", name)["health"]["status"] == "Healthy"
     transcript(cluster, argocd, namespace, "revert synced")

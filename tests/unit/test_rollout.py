@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
+from dbmigrate.core.argocd import argo_application_refusal
 from dbmigrate.core.rollout import (
     Revision,
-    argo_application_refusal,
     plan_rollout_undo,
     revision_before_version,
     revision_history,

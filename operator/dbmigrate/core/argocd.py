@@ -1,5 +1,6 @@
-"""Argo CD's automated sync around a rollback: what to record when it is switched off, what the
-`AutoSyncPaused` condition says meanwhile, and when it may be switched back on.
+"""Argo CD's automated sync around a rollback: which Application may be paused, what to record
+when it is switched off, what the `AutoSyncPaused` condition says meanwhile, and when it may be
+switched back on.
 
 Pure functions over the Application as a plain dict (the API's JSON). The rule for switching it
 back on (`rollback.argoCD.resumeAutoSync: OnRevert`) is the rule for not re-applying what the
@@ -16,6 +17,7 @@ from typing import Any, Literal
 
 from dbmigrate.api import reasons
 from dbmigrate.api.models import ArgoCDRollbackStatus, DatabaseMigrationStatus
+from dbmigrate.core.rollout import dig
 
 MIGRATION_GROUP, MIGRATION_KIND = "dbmigrate.io", "DatabaseMigration"
 # On the Application while its automated sync is off because of a rollback: which migration
@@ -26,18 +28,9 @@ PAUSE_ANNOTATION = "dbmigrate.io/auto-sync-paused"
 POLL_SECONDS = 10.0
 
 
-def _get(obj: dict[str, Any] | None, *path: str) -> Any:
-    cur: Any = obj
-    for key in path:
-        if not isinstance(cur, dict):
-            return None
-        cur = cur.get(key)
-    return cur
-
-
 def automated_flags(app: dict[str, Any]) -> dict[str, bool] | None:
     """spec.syncPolicy.automated's flags (prune, selfHeal...); None when automated sync is off."""
-    automated = _get(app, "spec", "syncPolicy", "automated")
+    automated = dig(app, "spec", "syncPolicy", "automated")
     if automated is None:
         return None
     if not isinstance(automated, dict):
@@ -47,11 +40,40 @@ def automated_flags(app: dict[str, Any]) -> dict[str, bool] | None:
 
 def synced_revision(app: dict[str, Any]) -> str | None:
     """The Git revision the Application was last compared with (all of them, multi-source)."""
-    sync = _get(app, "status", "sync") or {}
+    sync = dig(app, "status", "sync") or {}
     if sync.get("revision"):
         return str(sync["revision"])
     revisions = sync.get("revisions") or []
     return ",".join(str(r) for r in revisions) or None
+
+
+def argo_application_refusal(app: dict[str, Any], namespace: str, deployment: str) -> str | None:
+    """Why the Argo CD Application must not be paused for this migration, or None.
+
+    The Application is found by a label (or annotation) that anyone who can edit the
+    Deployment, and Helm, can set: on its own it would let a tenant of one namespace switch off
+    auto-sync of another team's app. So the Application must deploy into the migration's own
+    namespace and list the target Deployment among the resources it manages.
+    """
+    name = dig(app, "metadata", "name", default="?")
+    destination = dig(app, "spec", "destination", "namespace")
+    if destination != namespace:
+        return (
+            f"Argo CD application {name!r} deploys to namespace {destination or '(none)'!r}, "
+            f"not {namespace!r}: not paused"
+        )
+    for resource in dig(app, "status", "resources", default=[]) or []:
+        if (
+            resource.get("group") == "apps"
+            and resource.get("kind") == "Deployment"
+            and resource.get("namespace", destination) == namespace
+            and resource.get("name") == deployment
+        ):
+            return None
+    return (
+        f"Argo CD application {name!r} does not manage deployment {namespace}/{deployment}: "
+        "not paused"
+    )
 
 
 def pause_record(migration: str, automated: dict[str, bool], revision: str | None) -> str:
@@ -64,7 +86,7 @@ def pause_record(migration: str, automated: dict[str, bool], revision: str | Non
 def paused_by(app: dict[str, Any], migration: str) -> tuple[dict[str, bool], str | None] | None:
     """(flags, revision) when `migration` paused this Application's automated sync and it is
     still off; None otherwise (a record of somebody else's, or none, or unreadable)."""
-    raw = (_get(app, "metadata", "annotations") or {}).get(PAUSE_ANNOTATION)
+    raw = (dig(app, "metadata", "annotations") or {}).get(PAUSE_ANNOTATION)
     if not raw or automated_flags(app) is not None:
         return None
     try:
@@ -81,10 +103,15 @@ def paused_by(app: dict[str, Any], migration: str) -> tuple[dict[str, bool], str
     )
 
 
+def operation_unfinished(app: dict[str, Any]) -> bool:
+    """A sync operation is under way, waits for a retry, or is being terminated."""
+    return app.get("operation") is not None and bool(dig(app, "status", "operationState", "phase"))
+
+
 def operation_pending(app: dict[str, Any]) -> bool:
     """A sync operation is under way, or failed with retries left (Argo CD keeps `operation`
     set until it gives up): either would apply its revision again."""
-    phase = _get(app, "status", "operationState", "phase")
+    phase = dig(app, "status", "operationState", "phase")
     return app.get("operation") is not None and phase not in (None, "Terminating")
 
 
@@ -153,7 +180,7 @@ class AutoSyncVerdict:
 
 
 def _resource(app: dict[str, Any], group: str, kind: str, namespace: str, name: str) -> Any:
-    for res in _get(app, "status", "resources") or []:
+    for res in dig(app, "status", "resources") or []:
         if (
             (res.get("group") or "") == group
             and res.get("kind") == kind

@@ -36,7 +36,8 @@ class RolloutState:
     paused: bool
 
 
-def _get(obj: dict[str, Any], *path: str, default: Any = None) -> Any:
+def dig(obj: dict[str, Any] | None, *path: str, default: Any = None) -> Any:
+    """The value at `path` in nested dicts (the API's JSON), or `default`."""
     cur: Any = obj
     for key in path:
         if not isinstance(cur, dict) or key not in cur:
@@ -46,12 +47,12 @@ def _get(obj: dict[str, Any], *path: str, default: Any = None) -> Any:
 
 
 def deployment_revision(deployment: dict[str, Any]) -> str | None:
-    value = _get(deployment, "metadata", "annotations", REVISION_ANNOTATION)
+    value = dig(deployment, "metadata", "annotations", REVISION_ANNOTATION)
     return str(value) if value is not None else None
 
 
 def container_images(template: dict[str, Any]) -> tuple[str, ...]:
-    containers = _get(template, "spec", "containers", default=[]) or []
+    containers = dig(template, "spec", "containers", default=[]) or []
     return tuple(str(c.get("image", "")) for c in containers)
 
 
@@ -62,18 +63,18 @@ def rollout_state(deployment: dict[str, Any]) -> RolloutState:
     no old replicas remain and all updated replicas are available. A `Progressing` condition
     with reason `ProgressDeadlineExceeded` is a failure.
     """
-    name = _get(deployment, "metadata", "name", default="?")
-    generation = int(_get(deployment, "metadata", "generation", default=0) or 0)
-    status = _get(deployment, "status", default={}) or {}
+    name = dig(deployment, "metadata", "name", default="?")
+    generation = int(dig(deployment, "metadata", "generation", default=0) or 0)
+    status = dig(deployment, "status", default={}) or {}
     observed = int(status.get("observedGeneration", 0) or 0)
-    desired = _get(deployment, "spec", "replicas")
+    desired = dig(deployment, "spec", "replicas")
     desired = 1 if desired is None else int(desired)
     updated = int(status.get("updatedReplicas", 0) or 0)
     replicas = int(status.get("replicas", 0) or 0)
     available = int(status.get("availableReplicas", 0) or 0)
     revision = deployment_revision(deployment)
-    images = container_images(_get(deployment, "spec", "template", default={}) or {})
-    paused = bool(_get(deployment, "spec", "paused", default=False))
+    images = container_images(dig(deployment, "spec", "template", default={}) or {})
+    paused = bool(dig(deployment, "spec", "paused", default=False))
 
     def state(complete: bool, failed: bool, message: str) -> RolloutState:
         return RolloutState(complete, failed, message, revision, images, paused)
@@ -113,7 +114,7 @@ def image_matches(images: tuple[str, ...], wanted: str | None) -> bool:
 
 def _template_without_hash(template: dict[str, Any]) -> dict[str, Any]:
     out = copy.deepcopy(template)
-    labels = _get(out, "metadata", "labels")
+    labels = dig(out, "metadata", "labels")
     if isinstance(labels, dict):
         labels.pop("pod-template-hash", None)
     return out
@@ -132,16 +133,16 @@ def revision_history(
 ) -> tuple[Revision, ...]:
     """The Deployment's revisions, newest first, from the ReplicaSets it owns (a ReplicaSet
     used again stands for its newest revision)."""
-    uid = _get(deployment, "metadata", "uid")
+    uid = dig(deployment, "metadata", "uid")
     found: list[tuple[int, Revision]] = []
     for rs in replica_sets:
-        owners = _get(rs, "metadata", "ownerReferences", default=[]) or []
+        owners = dig(rs, "metadata", "ownerReferences", default=[]) or []
         if uid is not None and not any(o.get("uid") == uid for o in owners):
             continue
-        value = str(_get(rs, "metadata", "annotations", REVISION_ANNOTATION, default="") or "")
+        value = str(dig(rs, "metadata", "annotations", REVISION_ANNOTATION, default="") or "")
         if not value.isdigit():
             continue
-        images = container_images(_get(rs, "spec", "template", default={}) or {})
+        images = container_images(dig(rs, "spec", "template", default={}) or {})
         found.append((int(value), Revision(value, images)))
     return tuple(rev for _, rev in sorted(found, key=lambda pair: pair[0], reverse=True))
 
@@ -168,7 +169,7 @@ def _revisions_of(replica_set: dict[str, Any]) -> set[str]:
     """The revisions a ReplicaSet stands for: its own, and those it had before it was used
     again. Undoing to revision 1 makes revision 1's ReplicaSet the newest revision (3, say)
     and records "1" in its revision history: a second undo (after a crash) must find it."""
-    annotations = _get(replica_set, "metadata", "annotations", default={}) or {}
+    annotations = dig(replica_set, "metadata", "annotations", default={}) or {}
     history = str(annotations.get(REVISION_HISTORY_ANNOTATION, ""))
     revisions = {r.strip() for r in history.split(",") if r.strip()}
     revisions.add(str(annotations.get(REVISION_ANNOTATION, "")))
@@ -184,13 +185,13 @@ def plan_rollout_undo(
     template is already equal (ignoring `pod-template-hash`): undoing twice must be a no-op,
     which is what makes the rollback crash-safe.
     """
-    name = _get(deployment, "metadata", "name", default="?")
-    if _get(deployment, "spec", "paused", default=False):
+    name = dig(deployment, "metadata", "name", default="?")
+    if dig(deployment, "spec", "paused", default=False):
         return UndoPlan(None, f"deployment {name!r} is paused; resume it to undo", error=True)
-    uid = _get(deployment, "metadata", "uid")
+    uid = dig(deployment, "metadata", "uid")
     source = None
     for rs in replica_sets:
-        owners = _get(rs, "metadata", "ownerReferences", default=[]) or []
+        owners = dig(rs, "metadata", "ownerReferences", default=[]) or []
         if uid is not None and not any(o.get("uid") == uid for o in owners):
             continue
         if str(to_revision) in _revisions_of(rs):
@@ -200,14 +201,14 @@ def plan_rollout_undo(
         return UndoPlan(
             None, f"revision {to_revision} of deployment {name!r} not found", error=True
         )
-    wanted = _template_without_hash(_get(source, "spec", "template", default={}) or {})
-    current = _template_without_hash(_get(deployment, "spec", "template", default={}) or {})
+    wanted = _template_without_hash(dig(source, "spec", "template", default={}) or {})
+    current = _template_without_hash(dig(deployment, "spec", "template", default={}) or {})
     if wanted == current:
         return UndoPlan(
             None, f"deployment {name!r} already has the template of revision {to_revision}"
         )
-    annotations = dict(_get(deployment, "metadata", "annotations", default={}) or {})
-    source_annotations = _get(source, "metadata", "annotations", default={}) or {}
+    annotations = dict(dig(deployment, "metadata", "annotations", default={}) or {})
+    source_annotations = dig(source, "metadata", "annotations", default={}) or {}
     kept = {k: v for k, v in annotations.items() if k in CONTROLLER_ANNOTATIONS}
     for key, value in source_annotations.items():
         if key not in CONTROLLER_ANNOTATIONS:
@@ -217,32 +218,3 @@ def plan_rollout_undo(
         {"op": "replace", "path": "/metadata/annotations", "value": kept},
     ]
     return UndoPlan(patch, f"rolled deployment {name!r} back to revision {to_revision}")
-
-
-def argo_application_refusal(app: dict[str, Any], namespace: str, deployment: str) -> str | None:
-    """Why the Argo CD Application must not be paused for this migration, or None.
-
-    The Application is found by a label (or annotation) that anyone who can edit the
-    Deployment, and Helm, can set: on its own it would let a tenant of one namespace switch off
-    auto-sync of another team's app. So the Application must deploy into the migration's own
-    namespace and list the target Deployment among the resources it manages.
-    """
-    name = _get(app, "metadata", "name", default="?")
-    destination = _get(app, "spec", "destination", "namespace")
-    if destination != namespace:
-        return (
-            f"Argo CD application {name!r} deploys to namespace {destination or '(none)'!r}, "
-            f"not {namespace!r}: not paused"
-        )
-    for resource in _get(app, "status", "resources", default=[]) or []:
-        if (
-            resource.get("group") == "apps"
-            and resource.get("kind") == "Deployment"
-            and resource.get("namespace", destination) == namespace
-            and resource.get("name") == deployment
-        ):
-            return None
-    return (
-        f"Argo CD application {name!r} does not manage deployment {namespace}/{deployment}: "
-        "not paused"
-    )

@@ -18,8 +18,10 @@ from dbmigrate.api import reasons
 from dbmigrate.api.models import ArgoCDRollbackStatus
 from dbmigrate.core.access import secret_refusal
 from dbmigrate.core.argocd import (
+    argo_application_refusal,
     automated_flags,
     operation_pending,
+    operation_unfinished,
     pause_record,
     paused_by,
     paused_message,
@@ -31,7 +33,6 @@ from dbmigrate.core.record import build_report_config_map
 from dbmigrate.core.rollout import (
     Revision,
     UndoPlan,
-    argo_application_refusal,
     plan_rollout_undo,
     revision_history,
 )
@@ -48,11 +49,6 @@ Invalid = kube.Invalid  # start_job: the Job was rejected as invalid; retrying c
 # How long a rollback waits for Argo CD to end the sync operation it terminated before it
 # undoes the rollout anyway (and says so).
 OPERATION_END_TIMEOUT = 15.0
-
-
-def _terminating(app: dict[str, Any]) -> bool:
-    state = (app.get("status") or {}).get("operationState") or {}
-    return app.get("operation") is not None and state.get("phase") == "Terminating"
 
 
 class SecretNotPermitted(Exception):
@@ -315,22 +311,19 @@ class KubernetesPlatform:
         Once is not enough: the application controller writes the operation's state from the
         copy it read when its pass began, and a pass under way overwrote `Terminating` with
         `Running` (seen while the migration's own status writes made Argo CD refresh often).
+        So it is asked again whenever the operation shows up as pending.
         """
         meta = app["metadata"]
         deadline = time.monotonic() + OPERATION_END_TIMEOUT
         current: dict[str, Any] | None = app
-        while current is not None and operation_pending(current):
+        while current is not None and operation_unfinished(current):
             if time.monotonic() > deadline:
                 return False
-            with contextlib.suppress(Conflict):  # it moved on in between: look again
-                await argocd.terminate_operation(current)
+            if operation_pending(current):
+                with contextlib.suppress(Conflict):  # it moved on in between: look again
+                    await argocd.terminate_operation(current)
             await asyncio.sleep(0.5)
             current = await argocd.read_application(meta["namespace"], meta["name"])
-            while current is not None and _terminating(current):
-                if time.monotonic() > deadline:
-                    return False
-                await asyncio.sleep(0.5)
-                current = await argocd.read_application(meta["namespace"], meta["name"])
         return True
 
     async def read_argo_application(self, namespace: str, name: str) -> dict[str, Any] | None:
