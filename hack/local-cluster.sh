@@ -269,7 +269,7 @@ start_kwok() {
   # The executor's pods' logs: it names their files in kwok Logs objects (CRD from the build),
   # and kwok's node server serves them to the API server (`kubectl logs`).
   kctl apply -f "$(dirname "$BIN")/kwok-crds/kwok.x-k8s.io_logs.yaml" >/dev/null
-  kctl wait --for=condition=Established crd/logs.kwok.x-k8s.io --timeout=30s >/dev/null
+  wait_established crd/logs.kwok.x-k8s.io
   # HOME: kwok also reads ~/.kwok/kwok.yaml if it exists; it must see only our configuration.
   mkdir -p "$STATE/kwok-home"
   launch kwok "$BIN/kwok" env HOME="$STATE/kwok-home" "$BIN/kwok" \
@@ -288,6 +288,20 @@ start_executor() {
 executor_ready() { grep -q "executor ready" "$LOGS/executor.log"; }
 
 kctl() { "$BIN/kubectl" --kubeconfig="$STATE/kubeconfig" --request-timeout=10s "$@"; }
+
+# `kubectl wait --for=condition=Established` on CRDs, asked again while it fails: on a CRD the
+# API server has just created, `.status.conditions` can still be null, and kubectl gives up at
+# once with ".status.conditions accessor error" instead of waiting (seen in a CI run).
+wait_established() {
+  local deadline=$((SECONDS + 60))
+  until kctl wait --for=condition=Established --timeout=60s "$@" >/dev/null 2>&1; do
+    if ((SECONDS >= deadline)); then
+      kctl wait --for=condition=Established --timeout=1s "$@" >/dev/null
+      return
+    fi
+    sleep 0.5
+  done
+}
 
 node_manifest() {
   cat <<EOF

@@ -110,7 +110,7 @@ argocd_install_objects() {
   for f in "$crds"/*.yaml; do args+=(-f "$f"); done
   # Server-side: the Application CRD is too large for client-side apply's annotation.
   kctl apply --server-side --force-conflicts "${args[@]}" >/dev/null
-  kctl wait --for=condition=Established --timeout=60s "${args[@]}" >/dev/null
+  wait_established "${args[@]}"
   kctl create namespace "$ARGOCD_NS" --dry-run=client -o yaml | kctl apply -f - >/dev/null
   argocd_cm_base | kctl apply -f - >/dev/null
   # Our health check, installed exactly as docs/gitops.md tells users to.
