@@ -15,6 +15,7 @@ from collections.abc import Callable
 import psycopg
 import pytest
 
+from dbmigrate.core.lint.context import SMALL_TABLE_ROWS
 from dbmigrate_dev.cluster_client import Cluster, wait_for
 from tests.e2e.helpers import condition, history, migration, status, wait_phase
 from tests.fixtures.operator import OperatorProcess
@@ -276,6 +277,14 @@ def test_lint_enforce_blocks_before_any_sql_and_warn_goes_on(
         {"name": "first", "sql": {"up": "ALTER TABLE users ADD COLUMN note text"}},
         {"name": "index", "sql": {"up": "CREATE INDEX users_email ON users (email)"}},
     ]
+    # The index blocks because users is big: the lint weighs a lock by the table's statistics,
+    # and 500 rows, once autovacuum has analyzed them, are small enough to be let through.
+    with psycopg.connect(seed_db, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO users (email) SELECT 'big' || g FROM generate_series(1, %s) g",
+            (SMALL_TABLE_ROWS * 2,),
+        )
+        conn.execute("ANALYZE users")
     blocked = migration(namespace, steps)
     blocked["spec"]["safety"]["lint"] = "Enforce"
     cluster.apply(blocked)
