@@ -254,18 +254,22 @@ start_scheduler() {
     --bind-address=127.0.0.1 --secure-port=0 --leader-elect=false --profiling=false
 }
 
-start_kwok() {
-  kubeconfig "$STATE/kwok.kubeconfig" kwok
-  # kwok loads no stages by default: ours are upstream's "fast" set, with the pod stages told to
-  # leave the executor's images alone. The image list comes from the executor itself.
-  local images quoted="" img f stages=$STATE/kwok-stages.yaml
+# kwok loads no stages by default: ours are upstream's "fast" set, with the pod stages told to
+# leave the executor's images alone. The image list comes from the executor itself.
+kwok_stages() {
+  local images quoted="" img f
   images=$("$PY" -m dbmigrate_dev.kubelet --list-images)
   for img in $images; do quoted+="${quoted:+, }\"$img\""; done
-  : >"$stages"
   for f in "$ROOT"/hack/kwok/*.yaml; do
-    printf -- '---\n' >>"$stages"
-    sed "s|\"%EXECUTOR_IMAGES%\"|$quoted|" "$f" >>"$stages"
+    printf -- '---\n'
+    sed "s|\"%EXECUTOR_IMAGES%\"|$quoted|" "$f"
   done
+}
+
+start_kwok() {
+  kubeconfig "$STATE/kwok.kubeconfig" kwok
+  local stages=$STATE/kwok-stages.yaml
+  kwok_stages >"$stages"
   # The executor's pods' logs: it names their files in kwok Logs objects (CRD from the build),
   # and kwok's node server serves them to the API server (`kubectl logs`).
   kctl apply -f "$(dirname "$BIN")/kwok-crds/kwok.x-k8s.io_logs.yaml" >/dev/null
@@ -301,6 +305,12 @@ wait_established() {
     fi
     sleep 0.5
   done
+}
+
+node_address() {
+  local address
+  address=$(kctl get node "$NODE_NAME" -o jsonpath='{.status.addresses[?(@.type=="InternalIP")].address}')
+  [ -n "$address" ] && echo "$address"
 }
 
 node_manifest() {
@@ -343,14 +353,26 @@ cmd_up() {
   log "kube-apiserver ready on https://127.0.0.1:$API_PORT"
   if alive kube-controller-manager; then log "kube-controller-manager already running"; else start_controller_manager; fi
   if alive kube-scheduler; then log "kube-scheduler already running"; else start_scheduler; fi
-  # A kwok started by an earlier version of this script serves no pod logs: started again.
+  # A kwok started by an earlier version of this script (without pod logs, or with other
+  # stages) is started again.
   if alive kwok && ! tr '\0' ' ' <"/proc/$(pid_of kwok)/cmdline" | grep -q -- --enable-crds=Logs; then
     log "kwok runs without --enable-crds=Logs (no pod logs): restarting it"
+    stop kwok
+  elif alive kwok && ! kwok_stages | cmp -s - "$STATE/kwok-stages.yaml"; then
+    log "kwok runs with other stages than hack/kwok/: restarting it"
     stop kwok
   fi
   if alive kwok; then log "kwok already running"; else start_kwok; fi
   node_manifest | kctl apply -f - >/dev/null
   wait_for 60 "node $NODE_NAME Ready" kctl wait --for=condition=Ready "node/$NODE_NAME" --timeout=5s
+  # `kubectl logs` reaches a pod through its node's address. A node that lost it (to the stages
+  # of an earlier version of this script) is marked Unknown, and kwok initializes it again.
+  if [ -z "$(node_address)" ]; then
+    log "node $NODE_NAME has no address: kwok initializes it again"
+    kctl patch node "$NODE_NAME" --subresource=status \
+      -p '{"status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}' >/dev/null
+    wait_for 60 "node $NODE_NAME to have an address" node_address
+  fi
   if alive executor; then log "executor already running"; else start_executor; fi
   wait_for 30 "the local pod executor" executor_ready
   wait_for 60 "the default ServiceAccount" kctl get serviceaccount default -n default

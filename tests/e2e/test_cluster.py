@@ -5,6 +5,8 @@ Aspects, each test in its own namespace:
 - deployment-revision: an image change makes a new ReplicaSet revision, which completes;
 - rollout-undo: `kubectl rollout undo` brings back the previous template as a new revision;
 - executor-deployment: a Deployment of an executor image runs as local processes and is Ready;
+- node-ready-again: a node marked Unknown is made Ready again with its address, and
+  `kubectl logs` reaches a pod through it;
 - job-runs: a Job's pod really runs `psql` with env from a Secret, a ConfigMap and the pod's
   name, and the row it writes is in the database;
 - job-retries: a Job whose command exits 1 is retried (backoffLimit 1 → 2 pods) and fails, the
@@ -255,6 +257,36 @@ def test_job_pod_really_runs_psql(
     assert "INSERT 0 1" in terminated["message"]
     rows = pg_conn.execute("SELECT pod, note FROM e2e_marks").fetchall()
     assert rows == [(pod["metadata"]["name"], "written by a Job")]
+
+
+def node_state(cluster: Cluster) -> tuple[str, list[str]]:
+    """The only node's Ready status and its InternalIP addresses."""
+    (node,) = cluster.get("nodes")["items"]
+    ready = next(c["status"] for c in node["status"]["conditions"] if c["type"] == "Ready")
+    ips = [a["address"] for a in node["status"].get("addresses", []) if a["type"] == "InternalIP"]
+    return ready, ips
+
+
+def test_node_made_ready_again_keeps_its_address(local_executor: Cluster, namespace: str) -> None:
+    cluster = local_executor
+    # After an API server outage the node lifecycle controller marks the node Unknown, and kwok
+    # initializes it again; `kubectl logs` needs the address it had.
+    (node,) = cluster.get("nodes")["items"]
+    cluster.kubectl(
+        "patch",
+        "node",
+        node["metadata"]["name"],
+        "--subresource=status",
+        "-p",
+        '{"status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}',
+    )
+    wait_for(lambda: node_state(cluster)[0] == "True", 60, "the node to be Ready again")
+    assert node_state(cluster)[1] == ["127.0.0.1"]
+    cluster.apply(job("talker", "echo said-by-the-pod"), namespace=namespace)
+    finished_as(cluster, namespace, "talker", "Complete")
+    (pod,) = job_pods(cluster, namespace, "talker")
+    logs = cluster.kubectl("logs", pod["metadata"]["name"], "-n", namespace).stdout
+    assert logs.strip() == "said-by-the-pod"
 
 
 def test_failing_job_is_retried_then_fails(local_executor: Cluster, namespace: str) -> None:

@@ -241,15 +241,6 @@ def test_logs_of_a_backfill_job(
 ) -> None:
     cluster.apply(migration(namespace, [EXPAND, FILL]))
     st = wait_for(lambda: running_fill(cluster, namespace), 120, "the backfill Job to run")
-    # The API server reaches a pod's log through its node's address: a kwok node re-initialized
-    # by a restart of the local cluster (the fault matrix restarts it) has none for a moment.
-    wait_for(
-        lambda: all(
-            n.get("status", {}).get("addresses") for n in cluster.get("nodes").get("items", [])
-        ),
-        60,
-        "the nodes to have addresses",
-    )
     # Followed while it runs: the command ends when the pod has ended, with the whole log.
     followed = kubectl_plugin(cluster, "logs", "m", "fill", "-n", namespace, "-f", timeout=180)
     assert followed.returncode == 0, followed.stderr
