@@ -105,7 +105,10 @@ def test_backfill_job_with_progress(
 def test_deleting_the_worker_pod_resumes_from_the_checkpoint(
     cluster: Cluster, namespace: str, big_table: str, operator: OperatorProcess
 ) -> None:
-    cluster.apply(migration(namespace, backfill_steps()))
+    # Slower than the other tests: the pod's deletion takes a few seconds, and a worker at full
+    # speed was sometimes done with all rows before it was gone.
+    steps = backfill_steps(maxBatchSize=1000, pause="60ms")
+    cluster.apply(migration(namespace, steps))
     st = wait_for(lambda: running_backfill(cluster, namespace), 120, "backfill progress")
     job_name = st["job"]
     pods = cluster.get("pods", "-n", namespace, "-l", f"batch.kubernetes.io/job-name={job_name}")
